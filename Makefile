@@ -1,0 +1,36 @@
+# Every target sets up .venv itself; `make demo` and `make test` work from a clean clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint format clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11+ is required (set PYTHON=python3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps 'blackforest==0.1.3'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/kontext-receiver demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check receiver tests
+	$(BIN)/ruff format --check receiver tests
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format receiver tests
+	$(BIN)/ruff check --fix receiver tests
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,179 @@
+"""BFL's wire protocol without I/O: request bodies, response and webhook parsing, status mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from receiver.errors import BadRequest, UpstreamError
+from receiver.models import EditRequest, Model
+
+# Statuses after which BFL does not retry a submit on its own; ours would fail the same way.
+_FINAL_SUBMIT_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
+
+
+class Report(StrEnum):
+    RUNNING = "running"
+    READY = "ready"
+    FAILED = "failed"
+    MODERATED = "moderated"
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task_id: str
+    polling_url: str | None
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """What BFL says about a task, from `get_result` or from a webhook, in either body shape."""
+
+    report: Report
+    task_id: str | None
+    status: str
+    sample: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    finished_at: float | None = None
+
+
+def submit_path(model: Model) -> str:
+    return f"/v1/{model.value}"
+
+
+def submit_body(
+    request: EditRequest, image_base64: str | None, webhook_url: str, webhook_secret: str
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "prompt": request.prompt,
+        "input_image": image_base64 if image_base64 is not None else request.image_url,
+        "webhook_url": webhook_url,
+        "webhook_secret": webhook_secret,
+    }
+    optional = {
+        "aspect_ratio": request.aspect_ratio,
+        "seed": request.seed,
+        "output_format": request.output_format,
+        "safety_tolerance": request.safety_tolerance,
+        "prompt_upsampling": request.prompt_upsampling,
+    }
+    body.update({key: value for key, value in optional.items() if value is not None})
+    return body
+
+
+def parse_submit(status: int, body: Any) -> Submitted:
+    """The task id of an accepted submit, or `UpstreamError` saying whether a retry can help."""
+    if status == 200 and isinstance(body, Mapping) and isinstance(body.get("id"), str) and body["id"]:
+        polling_url = body.get("polling_url")
+        return Submitted(body["id"], polling_url if isinstance(polling_url, str) else None)
+    detail = error_detail(body) if status != 200 else "answer without a task id"
+    raise UpstreamError(status, detail, retryable=status not in _FINAL_SUBMIT_STATUSES)
+
+
+def parse_result(status: int, body: Any) -> TaskReport:
+    """A `get_result` answer. `Task not found` comes as 200 with that status or as a 404."""
+    if status == 404:
+        return TaskReport(Report.NOT_FOUND, None, "Task not found")
+    if status != 200 or not isinstance(body, Mapping):
+        raise UpstreamError(status, error_detail(body), retryable=status not in _FINAL_SUBMIT_STATUSES)
+    report = _report(body, body.get("id"))
+    if report.report is Report.READY and report.sample is None:
+        raise UpstreamError(status, "Ready without result.sample", retryable=True)
+    return report
+
+
+def parse_webhook(body: Any) -> TaskReport:
+    """A webhook body in the observed (`task_id`/`SUCCESS`) or documented (`id`/`Ready`) shape."""
+    if not isinstance(body, Mapping):
+        raise BadRequest("webhook body must be a JSON object")
+    task_id = body.get("task_id", body.get("id"))
+    if not isinstance(task_id, str) or not task_id:
+        raise BadRequest("webhook body has no task_id or id")
+    if not isinstance(body.get("status"), str):
+        raise BadRequest("webhook body has no status")
+    report = _report(body, task_id)
+    if report.report is Report.READY and report.sample is None:
+        raise BadRequest("webhook reports success without result.sample")
+    return report
+
+
+def classify_status(status: str) -> Report:
+    """Map every status spelling seen from BFL; unknown ones count as still running."""
+    lowered = status.strip().lower()
+    if lowered in {"ready", "success", "succeeded", "completed"}:
+        return Report.READY
+    if lowered in {"error", "failed", "failure"}:
+        return Report.FAILED
+    if "moderated" in lowered:
+        return Report.MODERATED
+    if lowered == "task not found":
+        return Report.NOT_FOUND
+    return Report.RUNNING
+
+
+def error_detail(body: Any) -> str:
+    if isinstance(body, Mapping):
+        detail = body.get("detail", body.get("message", body.get("error")))
+        if isinstance(detail, list):
+            return "; ".join(_describe_problem(item) for item in detail)
+        if detail is not None:
+            return str(detail)[:500]
+    return "no detail given"
+
+
+def _describe_problem(item: Any) -> str:
+    if isinstance(item, Mapping):
+        loc = ".".join(str(part) for part in item.get("loc", []))
+        return f"{loc}: {item.get('msg', '')}".strip(": ")
+    return str(item)
+
+
+def _report(body: Mapping[str, Any], task_id: Any) -> TaskReport:
+    status = str(body.get("status", ""))
+    report = classify_status(status)
+    result = body.get("result")
+    result = dict(result) if isinstance(result, Mapping) else {}
+    sample = result.get("sample")
+    error: dict[str, Any] | None = None
+    if report is Report.FAILED:
+        error = {"code": "upstream_error", "status": status, "message": _failure_message(body)}
+    elif report is Report.MODERATED:
+        details = body.get("details")
+        reasons = details.get("Moderation Reasons") if isinstance(details, Mapping) else None
+        error = {"code": "moderated", "status": status, "reasons": list(reasons or [])}
+    return TaskReport(
+        report=report,
+        task_id=task_id if isinstance(task_id, str) else None,
+        status=status,
+        sample=sample if isinstance(sample, str) and sample else None,
+        result={k: v for k, v in result.items() if k != "sample"},
+        error=error,
+        finished_at=_finished_at(body, result),
+    )
+
+
+def _failure_message(body: Mapping[str, Any]) -> str:
+    for key in ("message", "error", "details"):
+        value = body.get(key)
+        if value:
+            return str(value)[:500]
+    return "BFL reported an error"
+
+
+def _finished_at(body: Mapping[str, Any], result: Mapping[str, Any]) -> float | None:
+    end_time = result.get("end_time")
+    if isinstance(end_time, int | float) and end_time > 1e9:  # an epoch, not a relative clock
+        return float(end_time)
+    timestamp = body.get("timestamp")
+    if isinstance(timestamp, str):
+        try:
+            moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return None

@@ -1,0 +1,83 @@
+"""One exception tree for the whole package. HTTP status mapping lives only in `receiver.web`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ReceiverError(Exception):
+    """Base of every error kontext-receiver raises on purpose."""
+
+
+class ConfigError(ReceiverError):
+    """The configuration is missing or malformed; the process should not start."""
+
+
+class MissingDependency(ConfigError):
+    """A backend was configured whose optional dependency is not installed."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid field, in the shape of BFL's 422 bodies (`loc`, `msg`, `type`)."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+
+class InvalidRequest(ReceiverError):
+    """A request body failed validation; nothing was changed."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems))
+
+
+class BadRequest(ReceiverError):
+    """Malformed input (not JSON, wrong shape)."""
+
+
+class Unauthorized(ReceiverError):
+    """Missing or wrong credentials."""
+
+
+class NotFound(ReceiverError):
+    """The addressed resource does not exist."""
+
+
+class Conflict(ReceiverError):
+    """The request is valid but clashes with the resource's current state."""
+
+
+class PayloadTooLarge(ReceiverError):
+    """A body or download exceeded its size cap."""
+
+
+class UpstreamError(ReceiverError):
+    """BFL answered with an error status."""
+
+    def __init__(self, status: int, detail: str, *, retryable: bool) -> None:
+        self.status = status
+        self.detail = detail
+        self.retryable = retryable
+        super().__init__(f"upstream answered {status}: {detail}")
+
+
+class DownloadError(ReceiverError):
+    """A result image could not be downloaded."""
+
+    def __init__(self, message: str, *, retryable: bool, url_expired: bool = False) -> None:
+        self.retryable = retryable
+        self.url_expired = url_expired
+        super().__init__(message)
+
+
+class SampleRejected(DownloadError):
+    """The download was refused on policy: host not allowed, too large, or not an image."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)

@@ -1,0 +1,221 @@
+"""The job state machine as pure functions: each takes a job and what happened, and returns the
+job's next version (with its event when the outcome is final), or None when nothing changes.
+
+created -> submitted -> received -> stored -> published, or a final failed / moderated / expired.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from receiver.bfl.sansio import Report, Submitted, TaskReport
+from receiver.errors import DownloadError, UpstreamError
+from receiver.models import (
+    AWAITING_UPSTREAM,
+    EditRequest,
+    Event,
+    ImageInfo,
+    Job,
+    JobState,
+    Transition,
+    Via,
+    isotime,
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    source: str  # the CloudEvents `source` of every event
+    reconcile_after_s: float = 60.0
+    give_up_after_s: float = 1800.0
+    lease_s: float = 120.0
+    max_download_attempts: int = 5
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 300.0
+    poll_cap_s: float = 60.0
+
+
+def new_job(
+    job_id: str, request: EditRequest, now: float, idempotency_key: str | None = None, fingerprint: str = ""
+) -> Job:
+    return Job(
+        id=job_id,
+        request=request,
+        created_at=now,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        due_at=now,
+    )
+
+
+def claim(job: Job, now: float, policy: Policy) -> Transition:
+    """Take the job's next step: it is not due again until the lease runs out."""
+    return Transition(dataclasses.replace(job, due_at=now + policy.lease_s, attempts=job.attempts + 1))
+
+
+def submitted(job: Job, accepted: Submitted, now: float, policy: Policy) -> Transition:
+    noted = dataclasses.replace(
+        job,
+        bfl_task_id=job.bfl_task_id or accepted.task_id,
+        polling_url=job.polling_url or accepted.polling_url,
+        submitted_at=job.submitted_at or now,
+    )
+    if job.state is not JobState.CREATED:
+        # The webhook beat our own record of the submit: keep its outcome, just note the task.
+        return Transition(noted, drop_input=True)
+    return Transition(
+        dataclasses.replace(
+            noted, state=JobState.SUBMITTED, due_at=now + policy.reconcile_after_s, attempts=0
+        ),
+        drop_input=True,
+    )
+
+
+def submit_refused(job: Job, error: UpstreamError, now: float, policy: Policy) -> Transition | None:
+    if job.state is not JobState.CREATED:
+        return None
+    problem = {"code": "submit_refused", "status": error.status, "message": error.detail}
+    if not error.retryable:
+        return finish(job, JobState.FAILED, now, policy, error=problem)
+    if now - job.created_at >= policy.give_up_after_s:
+        return finish(job, JobState.FAILED, now, policy, error=problem | {"code": "upstream_unavailable"})
+    return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy)))
+
+
+def reported(job: Job, report: TaskReport, via: Via, now: float, policy: Policy) -> Transition | None:
+    """BFL told us how the task ended, by webhook or by poll. Only the first report counts."""
+    if job.state not in AWAITING_UPSTREAM or report.report is Report.RUNNING:
+        return None
+    if report.report is Report.READY and report.sample is None:
+        return None  # nothing to fetch yet; the reconciler asks again
+    job = dataclasses.replace(
+        job,
+        bfl_task_id=job.bfl_task_id or report.task_id,
+        via=via,
+        received_at=now,
+        bfl_finished_at=report.finished_at or now,
+    )
+    if report.report is Report.READY:
+        return Transition(
+            dataclasses.replace(
+                job,
+                state=JobState.RECEIVED,
+                sample_url=report.sample,
+                result=report.result,
+                due_at=now,
+                attempts=0,
+            )
+        )
+    if report.report is Report.MODERATED:
+        return finish(job, JobState.MODERATED, now, policy, error=report.error)
+    if report.report is Report.FAILED:
+        return finish(job, JobState.FAILED, now, policy, error=report.error)
+    return expire(job, now, policy, "task_not_found", "BFL no longer knows the task")
+
+
+def still_running(job: Job, now: float, policy: Policy) -> Transition | None:
+    """A poll found the task unfinished: poll again later, or give up at the deadline."""
+    if job.state is not JobState.SUBMITTED:
+        return None
+    if _past_deadline(job, now, policy):
+        return expire(job, now, policy, "timeout", "no result before the deadline")
+    delay = min(policy.poll_cap_s, policy.retry_base_s * 2 ** min(job.attempts, 16))
+    return Transition(dataclasses.replace(job, due_at=now + delay))
+
+
+def sample_refreshed(job: Job, report: TaskReport, now: float) -> Transition | None:
+    """A fresh signed URL for an image whose old URL expired."""
+    if job.state is not JobState.RECEIVED or report.sample is None:
+        return None
+    return Transition(dataclasses.replace(job, sample_url=report.sample, due_at=now))
+
+
+def stored(job: Job, image: ImageInfo, now: float, policy: Policy) -> Transition | None:
+    if job.state is not JobState.RECEIVED:
+        return None
+    return finish(dataclasses.replace(job, image=image, stored_at=now), JobState.STORED, now, policy)
+
+
+def download_failed(job: Job, error: DownloadError, now: float, policy: Policy) -> Transition | None:
+    if job.state is not JobState.RECEIVED:
+        return None
+    problem = {"code": "download_failed", "message": str(error)}
+    if not error.retryable and not error.url_expired:
+        return finish(job, JobState.FAILED, now, policy, error=problem | {"code": "sample_rejected"})
+    if job.attempts >= policy.max_download_attempts or _past_deadline(job, now, policy):
+        return finish(job, JobState.EXPIRED, now, policy, error=problem)
+    return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy)))
+
+
+def task_gone(job: Job, now: float, policy: Policy) -> Transition | None:
+    """The sample URL expired and BFL no longer has the task: the image cannot be had any more."""
+    if job.state is not JobState.RECEIVED:
+        return None
+    return expire(job, now, policy, "task_gone", "the sample URL expired and BFL no longer has the task")
+
+
+def published(job: Job, now: float) -> Transition | None:
+    """Every sink has the event."""
+    if job.state is not JobState.STORED:
+        return None
+    return Transition(dataclasses.replace(job, state=JobState.PUBLISHED, published_at=now))
+
+
+def finish(
+    job: Job, state: JobState, now: float, policy: Policy, error: dict[str, Any] | None = None
+) -> Transition:
+    done = dataclasses.replace(job, state=state, error=error, finished_at=now, due_at=None, attempts=0)
+    return Transition(done, event=build_event(done, policy.source), drop_input=True)
+
+
+def expire(job: Job, now: float, policy: Policy, code: str, message: str) -> Transition:
+    return finish(job, JobState.EXPIRED, now, policy, error={"code": code, "message": message})
+
+
+def build_event(job: Job, source: str) -> Event:
+    outcome = job.outcome
+    if outcome is None:
+        raise ValueError(f"job {job.id} in state {job.state} has no outcome yet")
+    image = dataclasses.asdict(job.image) if job.image else None
+    data = {
+        "job_id": job.id,
+        "bfl_task_id": job.bfl_task_id,
+        "model": job.request.model.value,
+        "outcome": outcome.value,
+        "prompt": job.request.prompt,
+        "seed": job.result.get("seed", job.request.seed),
+        "image": image,
+        "error": job.error,
+        "metadata": job.request.metadata,
+        "via": job.via.value if job.via else None,
+        "timings": {
+            "submitted_at": isotime(job.submitted_at),
+            "bfl_finished_at": isotime(job.bfl_finished_at),
+            "received_at": isotime(job.received_at),
+            "stored_at": isotime(job.stored_at),
+            "published_at": isotime(job.finished_at),
+        },
+    }
+    return Event(
+        id=job.id,
+        source=source,
+        type=f"kontext.edit.{outcome.value}",
+        subject=job.id,
+        time=isotime(job.finished_at) or "",
+        data=data,
+        dataref=image["url"] if image else None,
+    )
+
+
+def retry_delay(job: Job, policy: Policy) -> float:
+    """Exponential backoff with a jitter that is fixed per job and attempt (so tests are reproducible)."""
+    base = min(policy.retry_cap_s, policy.retry_base_s * 2 ** min(max(job.attempts - 1, 0), 16))
+    jitter = (zlib.crc32(f"{job.id}:{job.attempts}".encode()) % 1000) / 1000
+    return float(base * (0.5 + jitter / 2))
+
+
+def _past_deadline(job: Job, now: float, policy: Policy) -> bool:
+    return now - (job.submitted_at or job.created_at) >= policy.give_up_after_s

@@ -1,0 +1,185 @@
+"""The data the receiver keeps and emits: jobs, stored images and completion events."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Model(StrEnum):
+    PRO = "flux-kontext-pro"
+    MAX = "flux-kontext-max"
+
+
+class JobState(StrEnum):
+    CREATED = "created"  # accepted, waiting for a free upstream slot
+    SUBMITTED = "submitted"  # BFL has the task; waiting for its webhook
+    RECEIVED = "received"  # BFL said Ready; the image still has to be fetched
+    STORED = "stored"  # image stored, event in the outbox
+    PUBLISHED = "published"  # event delivered to every sink
+    FAILED = "failed"
+    MODERATED = "moderated"
+    EXPIRED = "expired"
+
+
+# States in which the outcome is final and its event exists.
+FINAL_STATES = frozenset(
+    {JobState.STORED, JobState.PUBLISHED, JobState.FAILED, JobState.MODERATED, JobState.EXPIRED}
+)
+# States in which BFL may still report on the task.
+AWAITING_UPSTREAM = frozenset({JobState.CREATED, JobState.SUBMITTED})
+
+
+class Outcome(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    MODERATED = "moderated"
+    EXPIRED = "expired"
+
+
+class Via(StrEnum):
+    WEBHOOK = "webhook"
+    POLL = "poll"
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """What the backend asked for, minus the input image bytes (kept apart, dropped after submit)."""
+
+    prompt: str
+    model: Model = Model.PRO
+    image_url: str | None = None
+    aspect_ratio: str | None = None
+    seed: int | None = None
+    output_format: str | None = None
+    safety_tolerance: int | None = None
+    prompt_upsampling: bool | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    url: str
+    sha256: str
+    bytes: int
+    content_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    request: EditRequest
+    created_at: float
+    state: JobState = JobState.CREATED
+    version: int = 0  # bumped by every store write; writes are compare-and-set on it
+    idempotency_key: str | None = None
+    fingerprint: str = ""
+    # When the next step may run. A worker claims a job by pushing this past its lease, so a claim
+    # whose worker died simply falls due again.
+    due_at: float | None = None
+    attempts: int = 0  # tries of the current step
+    bfl_task_id: str | None = None
+    polling_url: str | None = None
+    submitted_at: float | None = None
+    sample_url: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    bfl_finished_at: float | None = None
+    received_at: float | None = None
+    via: Via | None = None
+    stored_at: float | None = None
+    image: ImageInfo | None = None
+    error: dict[str, Any] | None = None
+    finished_at: float | None = None
+    published_at: float | None = None
+
+    @property
+    def outcome(self) -> Outcome | None:
+        return {
+            JobState.STORED: Outcome.COMPLETED,
+            JobState.PUBLISHED: Outcome.COMPLETED,
+            JobState.FAILED: Outcome.FAILED,
+            JobState.MODERATED: Outcome.MODERATED,
+            JobState.EXPIRED: Outcome.EXPIRED,
+        }.get(self.state)
+
+    def to_doc(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Job:
+        values = dict(doc)
+        request = dict(values.pop("request"))
+        request["model"] = Model(request["model"])
+        image = values.pop("image")
+        via = values.pop("via")
+        return cls(
+            **values | {"state": JobState(values["state"])},
+            request=EditRequest(**request),
+            image=ImageInfo(**image) if image else None,
+            via=Via(via) if via else None,
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """A CloudEvents 1.0 event in JSON structured mode."""
+
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: str
+    data: dict[str, Any]
+    dataref: str | None = None
+    specversion: str = "1.0"
+    datacontenttype: str = "application/json"
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "subject": self.subject,
+            "time": self.time,
+            "datacontenttype": self.datacontenttype,
+        }
+        if self.dataref is not None:
+            body["dataref"] = self.dataref
+        body["data"] = self.data
+        return body
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> Event:
+        return cls(
+            id=body["id"],
+            source=body["source"],
+            type=body["type"],
+            subject=body["subject"],
+            time=body["time"],
+            data=body["data"],
+            dataref=body.get("dataref"),
+            specversion=body.get("specversion", "1.0"),
+            datacontenttype=body.get("datacontenttype", "application/json"),
+        )
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A job's next version and, when it reached a final state, the event announcing it."""
+
+    job: Job
+    event: Event | None = None
+    drop_input: bool = False
+
+
+def isotime(timestamp: float | None) -> str | None:
+    """Epoch seconds as RFC 3339 UTC with milliseconds, the format of every time we emit."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,236 @@
+"""Configuration. This is the only module that reads the environment (and an optional `.env` file)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from receiver.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def read_environ(env_file: str | Path | None = ".env") -> dict[str, str]:
+    """The process environment layered over `env_file` (KEY=VALUE lines; the environment wins)."""
+    values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        for raw in Path(env_file).read_text(encoding="utf-8").splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, _, value = line.removeprefix("export ").partition("=")
+            values[key.strip()] = value.strip().strip("'\"")
+    values.update(os.environ)
+    return values
+
+
+class _Reader:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def get(self, name: str, default: T, cast: Callable[[str], T]) -> T:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return cast(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+
+    def text(self, name: str, default: str = "") -> str:
+        return self.get(name, default, str)
+
+    def items(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        return self.get(name, default, _split)
+
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
+        return self.get(name, default, lambda raw: _at_least(float(raw), minimum))
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        return self.get(name, default, lambda raw: _at_least(int(raw), minimum))
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _at_least(value: T, minimum: float) -> T:
+    if value < minimum:  # type: ignore[operator]
+        raise ValueError(f"must be at least {minimum:g}")
+    return value
+
+
+def _rate(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The receiver's configuration. Field names follow the `RECEIVER_*`/`BFL_*` variables."""
+
+    bfl_api_url: str = "https://api.bfl.ai"
+    bfl_api_key: str = ""
+    public_url: str = ""
+    signing_keys: tuple[str, ...] = ()
+    api_tokens: tuple[str, ...] = ()
+    store_url: str = "sqlite:///data/receiver.db"
+    blob_url: str = "file://data/images"
+    sinks: tuple[str, ...] = ("file://data/events.jsonl",)
+    sample_hosts: tuple[str, ...] = ("*.bfl.ai",)
+    reconcile_after_s: float = 60.0
+    give_up_after_s: float = 1800.0
+    max_sample_bytes: int = 52_428_800
+    max_active: int = 24
+    max_sample_pixels: int = 40_000_000
+    download_concurrency: int = 16
+    download_timeout_s: float = 60.0
+    retry_base_s: float = 1.0
+    log_level: str = "info"
+    log_json: bool = True
+    demo: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Reader(read_environ() if environ is None else environ)
+        defaults = cls()
+        return cls(
+            bfl_api_url=env.text("BFL_API_URL", defaults.bfl_api_url).rstrip("/"),
+            bfl_api_key=env.text("BFL_API_KEY"),
+            public_url=env.text("RECEIVER_PUBLIC_URL").rstrip("/"),
+            signing_keys=env.items("RECEIVER_SIGNING_KEYS"),
+            api_tokens=env.items("RECEIVER_API_TOKENS"),
+            store_url=env.text("RECEIVER_STORE_URL", defaults.store_url),
+            blob_url=env.text("RECEIVER_BLOB_URL", defaults.blob_url),
+            sinks=env.items("RECEIVER_SINKS", defaults.sinks),
+            sample_hosts=env.items("RECEIVER_SAMPLE_HOSTS", defaults.sample_hosts),
+            reconcile_after_s=env.number("RECEIVER_RECONCILE_AFTER_S", defaults.reconcile_after_s),
+            give_up_after_s=env.number("RECEIVER_GIVE_UP_AFTER_S", defaults.give_up_after_s),
+            max_sample_bytes=env.integer("RECEIVER_MAX_SAMPLE_BYTES", defaults.max_sample_bytes, 1),
+            max_active=env.integer("RECEIVER_MAX_ACTIVE", defaults.max_active, 1),
+            max_sample_pixels=env.integer("RECEIVER_MAX_SAMPLE_PIXELS", defaults.max_sample_pixels, 1),
+            download_concurrency=env.integer(
+                "RECEIVER_DOWNLOAD_CONCURRENCY", defaults.download_concurrency, 1
+            ),
+            download_timeout_s=env.number("RECEIVER_DOWNLOAD_TIMEOUT_S", defaults.download_timeout_s, 0.1),
+            retry_base_s=env.number("RECEIVER_RETRY_BASE_S", defaults.retry_base_s, 0.001),
+            log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),
+            log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
+        )
+
+    def check(self) -> Settings:
+        """Refuse to run a production receiver with required settings missing."""
+        if self.demo:
+            return self
+        missing = [
+            name
+            for name, value in (
+                ("BFL_API_KEY", self.bfl_api_key),
+                ("RECEIVER_PUBLIC_URL", self.public_url),
+                ("RECEIVER_SIGNING_KEYS", self.signing_keys),
+                ("RECEIVER_API_TOKENS", self.api_tokens),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"missing required setting(s): {', '.join(missing)} "
+                "(see the Configuration section of the README; `kontext-receiver demo` needs none)"
+            )
+        if not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"RECEIVER_PUBLIC_URL must be an http(s) URL, got {self.public_url!r}")
+        if not self.sinks:
+            raise ConfigError("RECEIVER_SINKS names no sink")
+        return self
+
+    @property
+    def max_active_kontext_max(self) -> int:
+        """BFL allows at most 6 active kontext-max tasks per account."""
+        return min(self.max_active, 6)
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """The BFL simulator's knobs, from `SIM_*` variables."""
+
+    api_keys: tuple[str, ...] = ()
+    latency_s: float = 2.0
+    url_ttl_s: float = 600.0
+    task_ttl_s: float = 3600.0
+    webhook_shape: str = "observed"
+    webhook_drop_rate: float = 0.0
+    webhook_duplicate_rate: float = 0.0
+    webhook_delay_s: float = 0.0
+    webhook_retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0)
+    download_error_rate: float = 0.0
+    error_rate: float = 0.0
+    moderate_words: tuple[str, ...] = ()
+    content_moderate_words: tuple[str, ...] = ()
+    credits: float | None = None
+    max_active: int = 24
+    max_active_kontext_max: int = 6
+    seed: int | None = None
+    public_url: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SimSettings:
+        env = _Reader(read_environ() if environ is None else environ)
+        d = cls()
+        shape = env.text("SIM_WEBHOOK_SHAPE", d.webhook_shape)
+        if shape not in {"observed", "documented"}:
+            raise ConfigError(f"SIM_WEBHOOK_SHAPE={shape!r} is invalid: must be observed or documented")
+        return cls(
+            api_keys=env.items("SIM_API_KEYS"),
+            latency_s=env.number("SIM_LATENCY_S", d.latency_s),
+            url_ttl_s=env.number("SIM_URL_TTL_S", d.url_ttl_s),
+            task_ttl_s=env.number("SIM_TASK_TTL_S", d.task_ttl_s),
+            webhook_shape=shape,
+            webhook_drop_rate=env.get("SIM_WEBHOOK_DROP_RATE", d.webhook_drop_rate, _rate),
+            webhook_duplicate_rate=env.get("SIM_WEBHOOK_DUPLICATE_RATE", d.webhook_duplicate_rate, _rate),
+            webhook_delay_s=env.number("SIM_WEBHOOK_DELAY_S", d.webhook_delay_s),
+            webhook_retry_delays=env.get(
+                "SIM_WEBHOOK_RETRY_DELAYS",
+                d.webhook_retry_delays,
+                lambda raw: tuple(_at_least(float(x), 0.0) for x in _split(raw)),
+            ),
+            download_error_rate=env.get("SIM_DOWNLOAD_ERROR_RATE", d.download_error_rate, _rate),
+            error_rate=env.get("SIM_ERROR_RATE", d.error_rate, _rate),
+            moderate_words=tuple(w.lower() for w in env.items("SIM_MODERATE_WORDS")),
+            content_moderate_words=tuple(w.lower() for w in env.items("SIM_CONTENT_MODERATE_WORDS")),
+            credits=env.get("SIM_CREDITS", d.credits, float),
+            max_active=env.integer("SIM_MAX_ACTIVE", d.max_active, 1),
+            max_active_kontext_max=env.integer("SIM_MAX_ACTIVE_KONTEXT_MAX", d.max_active_kontext_max, 1),
+            seed=env.get("SIM_SEED", d.seed, int),
+            public_url=env.text("SIM_PUBLIC_URL").rstrip("/"),
+        )
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where the `edit` command finds a running receiver, and the token it presents."""
+
+    receiver_url: str = "http://127.0.0.1:8080"
+    token: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:
+        env = _Reader(read_environ() if environ is None else environ)
+        tokens = env.items("RECEIVER_API_TOKENS")
+        return cls(
+            receiver_url=env.text("RECEIVER_URL", cls.receiver_url).rstrip("/"),
+            token=env.text("RECEIVER_TOKEN", tokens[0] if tokens else ""),
+        )

@@ -1,0 +1,251 @@
+"""Configuration from an environ mapping, a `.env` file under the real environment, and its checks."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.errors import ConfigError
+from receiver.settings import Settings, SimSettings, read_environ
+
+REQUIRED = {
+    "BFL_API_KEY": "bfl-key",
+    "RECEIVER_PUBLIC_URL": "https://receiver.example/",
+    "RECEIVER_SIGNING_KEYS": "new-key,old-key",
+    "RECEIVER_API_TOKENS": "token-1",
+}
+
+
+def config_error(read: Any, environ: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        read(environ)
+    return str(info.value)
+
+
+# --- receiver settings --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attribute", "default"),
+    [
+        ("bfl_api_url", "https://api.bfl.ai"),
+        ("bfl_api_key", ""),
+        ("public_url", ""),
+        ("signing_keys", ()),
+        ("api_tokens", ()),
+        ("store_url", "sqlite:///data/receiver.db"),
+        ("blob_url", "file://data/images"),
+        ("sinks", ("file://data/events.jsonl",)),
+        ("sample_hosts", ("*.bfl.ai",)),
+        ("reconcile_after_s", 60.0),
+        ("give_up_after_s", 1800.0),
+        ("max_sample_bytes", 52_428_800),
+        ("max_active", 24),
+        ("demo", False),
+    ],
+)
+def test_defaults_match_the_design(attribute: str, default: object) -> None:
+    assert getattr(Settings.from_env({}), attribute) == default
+
+
+def test_empty_environment_equals_the_dataclass_defaults() -> None:
+    assert Settings.from_env({}) == Settings()
+    assert Settings.from_env({"RECEIVER_MAX_ACTIVE": "  ", "RECEIVER_SINKS": ""}) == Settings()
+
+
+def test_values_are_parsed_from_the_given_mapping() -> None:
+    settings = Settings.from_env(
+        REQUIRED
+        | {
+            "BFL_API_URL": "http://127.0.0.1:8765/",
+            "RECEIVER_SIGNING_KEYS": " new-key , old-key,, ",
+            "RECEIVER_SINKS": "stdout://, file:///var/log/events.jsonl",
+            "RECEIVER_SAMPLE_HOSTS": "*.bfl.ai,127.0.0.1",
+            "RECEIVER_STORE_URL": "sqlite:////var/lib/receiver.db",
+            "RECEIVER_BLOB_URL": "file:///var/images",
+            "RECEIVER_RECONCILE_AFTER_S": "12.5",
+            "RECEIVER_GIVE_UP_AFTER_S": "600",
+            "RECEIVER_MAX_SAMPLE_BYTES": "1048576",
+            "RECEIVER_MAX_ACTIVE": "3",
+            "RECEIVER_LOG_LEVEL": "DEBUG",
+            "RECEIVER_LOG_JSON": "off",
+        }
+    )
+    assert settings == dataclasses.replace(
+        Settings(),
+        bfl_api_url="http://127.0.0.1:8765",
+        bfl_api_key="bfl-key",
+        public_url="https://receiver.example",
+        signing_keys=("new-key", "old-key"),
+        api_tokens=("token-1",),
+        sinks=("stdout://", "file:///var/log/events.jsonl"),
+        sample_hosts=("*.bfl.ai", "127.0.0.1"),
+        store_url="sqlite:////var/lib/receiver.db",
+        blob_url="file:///var/images",
+        reconcile_after_s=12.5,
+        give_up_after_s=600.0,
+        max_sample_bytes=1_048_576,
+        max_active=3,
+        log_level="debug",
+        log_json=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RECEIVER_RECONCILE_AFTER_S", "soon"),
+        ("RECEIVER_GIVE_UP_AFTER_S", "-1"),
+        ("RECEIVER_MAX_SAMPLE_BYTES", "1.5"),
+        ("RECEIVER_MAX_SAMPLE_BYTES", "0"),
+        ("RECEIVER_MAX_ACTIVE", "many"),
+        ("RECEIVER_MAX_ACTIVE", "0"),
+        ("RECEIVER_DOWNLOAD_TIMEOUT_S", "0"),
+        ("RECEIVER_LOG_JSON", "maybe"),
+    ],
+)
+def test_bad_value_is_a_config_error_naming_the_variable(name: str, value: str) -> None:
+    message = config_error(Settings.from_env, {name: value})
+    assert name in message and repr(value) in message
+
+
+@pytest.mark.parametrize(("max_active", "for_max"), [(24, 6), (6, 6), (2, 2)])
+def test_kontext_max_gets_at_most_six_slots(max_active: int, for_max: int) -> None:
+    assert Settings(max_active=max_active).max_active_kontext_max == for_max
+
+
+# --- .env layering --------------------------------------------------------------------------------------
+
+
+def write_env_file(folder: Path) -> Path:
+    path = folder / ".env"
+    path.write_text(
+        "# comment line\n"
+        "\n"
+        "KR_TEST_SHARED=from-file\n"
+        "KR_TEST_FILE_ONLY = file value \n"
+        "export KR_TEST_EXPORTED=exported\n"
+        'KR_TEST_QUOTED="quoted, value"\n'
+        "KR_TEST_SINGLE='single'\n"
+        "not a setting\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_env_file_is_layered_under_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KR_TEST_SHARED", "from-environment")
+    environ = read_environ(write_env_file(tmp_path))
+    assert environ["KR_TEST_SHARED"] == "from-environment"
+    assert environ["KR_TEST_FILE_ONLY"] == "file value"
+    assert environ["KR_TEST_EXPORTED"] == "exported"
+    assert environ["KR_TEST_QUOTED"] == "quoted, value"
+    assert environ["KR_TEST_SINGLE"] == "single"
+    assert "not a setting" not in environ and "# comment line" not in environ
+
+
+@pytest.mark.parametrize("env_file", [None, "missing.env"])
+def test_without_an_env_file_the_environment_is_read(
+    env_file: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KR_TEST_SHARED", "from-environment")
+    monkeypatch.chdir(tmp_path)
+    environ = read_environ(env_file)
+    assert environ["KR_TEST_SHARED"] == "from-environment"
+    assert "KR_TEST_FILE_ONLY" not in environ
+
+
+def test_from_env_reads_the_environment_over_dot_env_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (*REQUIRED, "RECEIVER_MAX_ACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text("BFL_API_KEY=file-key\nRECEIVER_MAX_ACTIVE=5\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECEIVER_MAX_ACTIVE", "7")
+    settings = Settings.from_env()
+    assert (settings.bfl_api_key, settings.max_active) == ("file-key", 7)
+
+
+# --- check -----------------------------------------------------------------------------------------------
+
+
+def test_check_lists_every_missing_required_variable() -> None:
+    message = config_error(lambda environ: Settings.from_env(environ).check(), {})
+    for name in REQUIRED:
+        assert name in message
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_check_names_only_what_is_missing(missing: str) -> None:
+    environ = {k: v for k, v in REQUIRED.items() if k != missing}
+    message = config_error(lambda env: Settings.from_env(env).check(), environ)
+    assert [name for name in REQUIRED if name in message] == [missing]
+
+
+def test_check_passes_a_complete_configuration() -> None:
+    settings = Settings.from_env(REQUIRED)
+    assert settings.check() is settings
+
+
+def test_demo_needs_no_required_settings() -> None:
+    settings = dataclasses.replace(Settings(), demo=True)
+    assert settings.check() is settings
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [({"RECEIVER_PUBLIC_URL": "receiver.example"}, "http"), ({"RECEIVER_SINKS": " , "}, "no sink")],
+)
+def test_check_refuses_a_malformed_configuration(changes: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Settings.from_env(REQUIRED | changes).check()
+
+
+# --- simulator settings -----------------------------------------------------------------------------------
+
+
+def test_sim_defaults_match_the_design() -> None:
+    sim = SimSettings.from_env({})
+    assert sim == SimSettings()
+    assert (sim.api_keys, sim.latency_s, sim.url_ttl_s, sim.webhook_shape) == ((), 2.0, 600.0, "observed")
+    assert (sim.webhook_drop_rate, sim.webhook_duplicate_rate, sim.webhook_delay_s) == (0.0, 0.0, 0.0)
+    assert (sim.download_error_rate, sim.error_rate, sim.moderate_words, sim.seed) == (0.0, 0.0, (), None)
+    assert (sim.max_active, sim.max_active_kontext_max) == (24, 6)
+
+
+def test_sim_values_are_parsed() -> None:
+    sim = SimSettings.from_env(
+        {
+            "SIM_API_KEYS": "a,b",
+            "SIM_WEBHOOK_SHAPE": "documented",
+            "SIM_WEBHOOK_DROP_RATE": "1",
+            "SIM_ERROR_RATE": "0.25",
+            "SIM_MODERATE_WORDS": "Bomb, GORE",
+            "SIM_WEBHOOK_RETRY_DELAYS": "0.5, 2",
+            "SIM_SEED": "7",
+        }
+    )
+    assert (sim.api_keys, sim.webhook_shape, sim.webhook_drop_rate, sim.error_rate) == (
+        ("a", "b"),
+        "documented",
+        1.0,
+        0.25,
+    )
+    assert (sim.moderate_words, sim.webhook_retry_delays, sim.seed) == (("bomb", "gore"), (0.5, 2.0), 7)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["SIM_WEBHOOK_DROP_RATE", "SIM_WEBHOOK_DUPLICATE_RATE", "SIM_DOWNLOAD_ERROR_RATE", "SIM_ERROR_RATE"],
+)
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "often"])
+def test_sim_rate_outside_zero_to_one_is_a_config_error(name: str, value: str) -> None:
+    assert name in config_error(SimSettings.from_env, {name: value})
+
+
+def test_sim_bad_webhook_shape_is_a_config_error() -> None:
+    assert "SIM_WEBHOOK_SHAPE" in config_error(SimSettings.from_env, {"SIM_WEBHOOK_SHAPE": "bfl"})

@@ -1,0 +1,259 @@
+"""BFL's input limits (`parse_edit`): every problem in the `{loc, msg, type}` shape, all at once."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from receiver.bfl.validation import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, EditFields, parse_edit
+from receiver.errors import InvalidRequest, Problem
+
+IMAGE_KEYS = ("image",)
+URL_KEYS = ("image_url",)
+
+
+def encode_image(fmt: str = "PNG", size: tuple[int, int] = (32, 24), mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size).save(out, format=fmt)
+    return out.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+PNG_B64 = b64(encode_image())
+
+
+def payload(**changes: Any) -> dict[str, Any]:
+    """A valid request with `changes` applied; a value of None removes the field."""
+    body: dict[str, Any] = {"prompt": "Change the car color to red", "image": PNG_B64}
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def parse(body: Any) -> EditFields:
+    return parse_edit(body, image_keys=IMAGE_KEYS, url_keys=URL_KEYS)
+
+
+def problems_of(body: Any) -> list[Problem]:
+    with pytest.raises(InvalidRequest) as info:
+        parse(body)
+    return info.value.problems
+
+
+def only_problem(body: Any) -> Problem:
+    problems = problems_of(body)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_every_problem_is_reported_at_once_in_bfl_shape() -> None:
+    body = {
+        "image": "data:image/png;base64," + PNG_B64,
+        "aspect_ratio": "21:5",
+        "seed": True,
+        "steps": 0,
+        "guidance": 11,
+        "safety_tolerance": 7,
+        "output_format": "gif",
+        "prompt_upsampling": "yes",
+        "webhook_url": "ftp://receiver.example/hook",
+    }
+    reported = [p.as_dict() for p in problems_of(body)]
+    assert [(p["loc"], p["type"]) for p in reported] == [
+        (["body", "prompt"], "missing"),
+        (["body", "image"], "image_invalid"),
+        (["body", "aspect_ratio"], "aspect_ratio"),
+        (["body", "seed"], "int_type"),
+        (["body", "steps"], "range"),
+        (["body", "guidance"], "range"),
+        (["body", "safety_tolerance"], "range"),
+        (["body", "output_format"], "enum"),
+        (["body", "prompt_upsampling"], "bool_type"),
+        (["body", "webhook_url"], "url_scheme"),
+    ]
+    assert all(set(p) == {"loc", "msg", "type"} and isinstance(p["msg"], str) and p["msg"] for p in reported)
+
+
+def test_invalid_request_message_names_each_field() -> None:
+    with pytest.raises(InvalidRequest, match=r"body\.prompt: Field required; body\.steps: "):
+        parse(payload(prompt=None, steps=51))
+
+
+@pytest.mark.parametrize("body", [[], "prompt", None, 3], ids=repr)
+def test_body_that_is_not_an_object(body: Any) -> None:
+    assert only_problem(body).as_dict() == {
+        "loc": ["body"],
+        "msg": "Input should be a JSON object",
+        "type": "dict_type",
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "kind", "msg_part"),
+    [
+        pytest.param({"prompt": None}, "prompt", "missing", "Field required", id="prompt-missing"),
+        pytest.param({"prompt": "   "}, "prompt", "string_too_short", "empty", id="prompt-blank"),
+        pytest.param({"prompt": 42}, "prompt", "string_type", "string", id="prompt-number"),
+        pytest.param(
+            {"prompt": "x" * (MAX_PROMPT_CHARS + 1)},
+            "prompt",
+            "string_too_long",
+            "10000",
+            id="prompt-too-long",
+        ),
+        pytest.param({"image": None}, "image", "missing", "Field required", id="image-missing"),
+        pytest.param({"image": ""}, "image", "string_type", "non-empty", id="image-empty"),
+        pytest.param({"image": "@@@not*base64@@@"}, "image", "image_invalid", "base64", id="bad-base64"),
+        pytest.param(
+            {"image": "data:image/png;base64," + PNG_B64}, "image", "image_invalid", "data:", id="data-uri"
+        ),
+        pytest.param({"image": b64(b"hello, world")}, "image", "image_invalid", "JPEG, PNG", id="text"),
+        pytest.param(
+            {"image": b64(encode_image("GIF", mode="P"))}, "image", "image_invalid", "JPEG, PNG", id="gif"
+        ),
+        pytest.param({"aspect_ratio": "1:3"}, "aspect_ratio", "aspect_ratio", "3:7", id="ratio-too-tall"),
+        pytest.param({"aspect_ratio": "8:3"}, "aspect_ratio", "aspect_ratio", "7:3", id="ratio-too-wide"),
+        pytest.param({"aspect_ratio": "16x9"}, "aspect_ratio", "aspect_ratio", "W:H", id="ratio-x"),
+        pytest.param({"aspect_ratio": "16:"}, "aspect_ratio", "aspect_ratio", "W:H", id="ratio-no-height"),
+        pytest.param({"aspect_ratio": "16:0"}, "aspect_ratio", "aspect_ratio", "W:H", id="ratio-zero"),
+        pytest.param({"aspect_ratio": "-16:9"}, "aspect_ratio", "aspect_ratio", "W:H", id="ratio-negative"),
+        pytest.param({"aspect_ratio": 1.78}, "aspect_ratio", "aspect_ratio", "W:H", id="ratio-number"),
+        pytest.param({"steps": 0}, "steps", "range", "between 1 and 50", id="steps-0"),
+        pytest.param({"steps": 51}, "steps", "range", "between 1 and 50", id="steps-51"),
+        pytest.param({"steps": 20.5}, "steps", "int_type", "integer", id="steps-float"),
+        pytest.param({"guidance": 1.0}, "guidance", "range", "between 1.5 and 10", id="guidance-1"),
+        pytest.param({"guidance": 11}, "guidance", "range", "between 1.5 and 10", id="guidance-11"),
+        pytest.param({"guidance": "3"}, "guidance", "float_type", "number", id="guidance-string"),
+        pytest.param({"guidance": True}, "guidance", "float_type", "number", id="guidance-bool"),
+        pytest.param({"safety_tolerance": 7}, "safety_tolerance", "range", "0 and 6", id="safety-7"),
+        pytest.param({"safety_tolerance": -1}, "safety_tolerance", "range", "0 and 6", id="safety-minus-1"),
+        pytest.param({"safety_tolerance": "2"}, "safety_tolerance", "int_type", "integer", id="safety-str"),
+        pytest.param({"seed": True}, "seed", "int_type", "integer", id="seed-bool"),
+        pytest.param({"steps": False}, "steps", "int_type", "integer", id="steps-bool"),
+        pytest.param({"seed": -1}, "seed", "range", "between 0", id="seed-negative"),
+        pytest.param({"output_format": "gif"}, "output_format", "enum", "jpeg, png", id="format-gif"),
+        pytest.param({"output_format": "webp"}, "output_format", "enum", "jpeg, png", id="format-webp"),
+        pytest.param({"prompt_upsampling": 1}, "prompt_upsampling", "bool_type", "boolean", id="upsampling"),
+        pytest.param(
+            {"webhook_url": "ftp://r.example/h"}, "webhook_url", "url_scheme", "http", id="hook-ftp"
+        ),
+        pytest.param({"webhook_url": "receiver/h"}, "webhook_url", "url_scheme", "http", id="hook-relative"),
+        pytest.param({"webhook_url": ""}, "webhook_url", "string_type", "1 to 2083", id="hook-empty"),
+        pytest.param(
+            {"webhook_url": "https://r.example/" + "h" * 2083},
+            "webhook_url",
+            "string_type",
+            "2083",
+            id="hook-long",
+        ),
+        pytest.param({"webhook_secret": ""}, "webhook_secret", "string_type", "1 to 1024", id="secret-empty"),
+    ],
+)
+def test_single_problem(changes: dict[str, Any], field: str, kind: str, msg_part: str) -> None:
+    problem = only_problem(payload(**changes))
+    assert (problem.loc, problem.type) == (("body", field), kind)
+    assert msg_part in problem.msg
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"prompt": "x" * MAX_PROMPT_CHARS}, id="prompt-at-limit"),
+        pytest.param({"aspect_ratio": "3:7"}, id="ratio-3-7"),
+        pytest.param({"aspect_ratio": "7:3"}, id="ratio-7-3"),
+        pytest.param({"aspect_ratio": "16:9"}, id="ratio-16-9"),
+        pytest.param({"steps": 1, "guidance": 1.5, "safety_tolerance": 0, "seed": 0}, id="low-bounds"),
+        pytest.param(
+            {"steps": 50, "guidance": 10, "safety_tolerance": 6, "seed": 2**63 - 1}, id="high-bounds"
+        ),
+        pytest.param({"output_format": "jpeg", "prompt_upsampling": False}, id="format-jpeg"),
+        pytest.param({"output_format": "png", "prompt_upsampling": True}, id="format-png"),
+        pytest.param({"webhook_url": "http://r.example/h", "webhook_secret": "s"}, id="webhook"),
+    ],
+)
+def test_values_at_the_limits_are_accepted(changes: dict[str, Any]) -> None:
+    fields = parse(payload(**changes))
+    for key, value in changes.items():
+        assert getattr(fields, key) == value
+
+
+def test_optional_fields_default_to_none() -> None:
+    fields = parse(payload())
+    assert fields.prompt == "Change the car color to red"
+    assert [fields.aspect_ratio, fields.seed, fields.steps, fields.guidance, fields.safety_tolerance] == [
+        None
+    ] * 5
+    assert [fields.output_format, fields.prompt_upsampling, fields.webhook_url, fields.image_url] == [
+        None
+    ] * 4
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"), [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp")]
+)
+def test_valid_images_are_accepted_with_their_header(fmt: str, content_type: str) -> None:
+    data = encode_image(fmt, size=(40, 17))
+    image = parse(payload(image=b64(data))).image
+    assert image is not None
+    assert (image.content_type, image.width, image.height, image.data) == (content_type, 40, 17, data)
+
+
+def test_base64_with_line_breaks_is_accepted() -> None:
+    wrapped = "\n".join(PNG_B64[i : i + 76] for i in range(0, len(PNG_B64), 76))
+    image = parse(payload(image=wrapped)).image
+    assert image is not None and image.width == 32
+
+
+def test_base64_longer_than_20_mb_is_refused_before_decoding() -> None:
+    problem = only_problem(payload(image="A" * (MAX_IMAGE_BYTES * 4 // 3 + 8192)))
+    assert (problem.type, problem.msg) == ("image_invalid", "image is larger than 20 MB")
+
+
+def test_decoded_image_over_20_mb_is_refused() -> None:
+    # A real PNG followed by padding: its header reads fine, so only the size can refuse it.
+    data = encode_image()
+    problem = only_problem(payload(image=b64(data + b"\0" * (MAX_IMAGE_BYTES + 1 - len(data)))))
+    assert (problem.type, problem.msg) == ("image_invalid", "image is larger than 20 MB")
+
+
+@pytest.mark.parametrize(("size", "accepted"), [((5000, 4000), True), ((5000, 4001), False)])
+def test_pixel_limit_is_20_megapixels(size: tuple[int, int], accepted: bool) -> None:
+    encoded = b64(encode_image("PNG", size=size, mode="1"))  # a blank bilevel PNG: tiny on the wire
+    assert len(encoded) < 100_000
+    if accepted:
+        image = parse(payload(image=encoded)).image
+        assert image is not None and (image.width, image.height) == size
+    else:
+        problem = only_problem(payload(image=encoded))
+        assert problem.type == "image_invalid"
+        assert "5000x4001" in problem.msg and "20 megapixels" in problem.msg
+
+
+@pytest.mark.parametrize("key", ["image", "image_url"])
+def test_an_http_url_is_passed_through_without_download(key: str) -> None:
+    body = payload(image=None) | {key: "https://images.example/car.jpg"}
+    fields = parse(body)
+    assert (fields.image, fields.image_url) == (None, "https://images.example/car.jpg")
+
+
+def test_url_over_2083_chars_is_refused() -> None:
+    problem = only_problem(payload(image=None, image_url="https://images.example/" + "a" * 2083))
+    assert (problem.loc, problem.type) == (("body", "image_url"), "url_too_long")
+
+
+@pytest.mark.parametrize("value", [PNG_B64, "ftp://images.example/car.jpg", "file:///etc/passwd"])
+def test_url_keys_refuse_anything_but_an_http_url(value: str) -> None:
+    problem = only_problem(payload(image=None, image_url=value))
+    assert (problem.loc, problem.type) == (("body", "image_url"), "url_scheme")
+
+
+def test_without_url_keys_only_image_keys_count() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_edit({"prompt": "p", "image_url": "https://images.example/a.jpg"}, image_keys=("input_image",))
+    assert [(p.loc, p.type) for p in info.value.problems] == [(("body", "input_image"), "missing")]
