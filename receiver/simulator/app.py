@@ -1,0 +1,303 @@
+"""The BFL simulator over HTTP: Starlette routes around `SimState`, result downloads, webhook delivery.
+
+Routes (the API ones also under `/v1`): `POST /flux-kontext-pro`, `POST /flux-kontext-max`,
+`GET /get_result?id=`; `GET /results/{task_id}/sample.{jpeg|png}?exp=&sig=` (signed, no key);
+`GET /_sim/tasks/{id}` and `GET /_sim/stats` for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+from anyio.abc import TaskGroup
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from receiver.bfl.validation import MAX_IMAGE_BYTES, InputImage, check_image_bytes, parse_edit
+from receiver.errors import InvalidRequest, PayloadTooLarge, Problem, Unauthorized
+from receiver.settings import SimSettings
+from receiver.simulator.images import edit_image
+from receiver.simulator.state import (
+    Access,
+    Delivery,
+    InsufficientCredits,
+    Model,
+    SimState,
+    Submission,
+    Task,
+    TaskRecord,
+    TooManyActiveTasks,
+)
+from receiver.webhook_auth import body_signature
+
+log = structlog.get_logger(__name__)
+
+IMAGE_KEYS = ("input_image", "image")
+MAX_BODY_BYTES = 32 * 1024 * 1024  # a 20 MB image in base64, plus the other fields
+WEBHOOK_TIMEOUT_S = 30.0
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+_REFUSAL_STATUS: dict[type[Exception], int] = {
+    Unauthorized: 401,
+    InvalidRequest: 422,
+    InsufficientCredits: 402,
+    PayloadTooLarge: 413,
+    TooManyActiveTasks: 429,
+}
+_REFUSALS = tuple(_REFUSAL_STATUS)
+_AZURE_ERROR = (
+    '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code>'
+    "<Message>{}</Message></Error>"
+)
+
+
+def create_sim_app(
+    settings: SimSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
+    """The simulator app; its pure state is `app.state.sim`. Run its lifespan (uvicorn does)."""
+    state = SimState(
+        settings, clock=clock, rng=random.Random(settings.seed), url_secret=secrets.token_urlsafe(32)
+    )
+    sim = _Simulator(settings, state, transport)
+    api: list[BaseRoute] = [
+        Route("/flux-kontext-pro", partial(sim.submit, Model.PRO), methods=["POST"]),
+        Route("/flux-kontext-max", partial(sim.submit, Model.MAX), methods=["POST"]),
+        Route("/get_result", sim.get_result, methods=["GET"]),
+    ]
+    routes: list[BaseRoute] = [
+        *api,
+        Mount("/v1", routes=api),
+        Route("/results/{task_id}/sample.{extension}", sim.download, methods=["GET"]),
+        Route("/_sim/tasks/{task_id}", sim.describe, methods=["GET"]),
+        Route("/_sim/stats", sim.stats, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=sim.lifespan)
+    app.state.sim = state
+    return app
+
+
+class _Simulator:
+    def __init__(
+        self, settings: SimSettings, state: SimState, transport: httpx.AsyncBaseTransport | None
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: TaskGroup | None = None
+        self._rendering: dict[str, anyio.Event] = {}
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        async with (
+            httpx.AsyncClient(transport=self._transport, timeout=WEBHOOK_TIMEOUT_S, limits=limits) as client,
+            anyio.create_task_group() as tasks,
+        ):
+            self._client, self._tasks = client, tasks
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+                self._client = self._tasks = None
+
+    # -- API ------------------------------------------------------------------------------------
+
+    async def submit(self, model: Model, request: Request) -> Response:
+        try:
+            account = self._account(request)
+            payload = await _read_json(request)
+            fields = parse_edit(payload, image_keys=IMAGE_KEYS)
+            image = fields.image
+            if image is None:
+                assert fields.image_url is not None
+                key = next(key for key in IMAGE_KEYS if payload.get(key) is not None)
+                image = await self._fetch_image(fields.image_url, key)
+            base_url = self._base_url(request)
+            task = self.state.submit(Submission(account, model, fields, image, base_url))
+        except _REFUSALS as exc:
+            self.state.stats.rejected += 1
+            return _refusal(exc)
+        if task.webhook_copies:
+            self._background().start_soon(self._deliver, task)
+        log.info("sim.task.submitted", task_id=task.id, model=model.value, outcome=task.outcome.value)
+        return JSONResponse(
+            {
+                "id": task.id,
+                "polling_url": f"{base_url}/v1/get_result?id={task.id}",
+                "cost": model.cost,
+                "input_mp": task.input_mp,
+                "output_mp": task.output_mp,
+            }
+        )
+
+    async def get_result(self, request: Request) -> Response:
+        try:
+            self._account(request)
+        except Unauthorized as exc:
+            return _refusal(exc)
+        task_id = request.query_params.get("id")
+        if not task_id:
+            problem = Problem(("query", "id"), "Field required", "missing")
+            return JSONResponse({"detail": [problem.as_dict()]}, status_code=422)
+        return JSONResponse(self.state.poll(task_id))
+
+    async def download(self, request: Request) -> Response:
+        task_id, extension = request.path_params["task_id"], request.path_params["extension"]
+        params = request.query_params
+        exp, sig = params.get("exp", ""), params.get("sig", "")
+        access, record = self.state.open_sample(task_id, extension, exp, sig)
+        if access is Access.FORBIDDEN:
+            return _azure_forbidden("Signature did not match.")
+        if access is Access.EXPIRED:
+            return _azure_forbidden("Signed expiry time has passed.")
+        if access is Access.UNAVAILABLE:
+            return Response("Service Unavailable", status_code=503, headers={"Retry-After": "1"})
+        if access is not Access.OK or record is None:
+            return Response("The specified blob does not exist.", status_code=404)
+        return Response(await self._output(record), media_type=CONTENT_TYPES[extension])
+
+    async def describe(self, request: Request) -> Response:
+        described = self.state.describe(request.path_params["task_id"])
+        if described is None:
+            return JSONResponse({"detail": "Task not found"}, status_code=404)
+        return JSONResponse(described)
+
+    async def stats(self, request: Request) -> Response:
+        return JSONResponse(self.state.stats.as_dict())
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _account(self, request: Request) -> str:
+        key = request.headers.get("x-key", "")
+        if not key:
+            raise Unauthorized("Not authenticated")
+        allowed = self.settings.api_keys
+        if allowed and not any(hmac.compare_digest(key.encode(), known.encode()) for known in allowed):
+            raise Unauthorized("Invalid API key")
+        return key
+
+    def _base_url(self, request: Request) -> str:
+        return self.settings.public_url or str(request.base_url).rstrip("/")
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("the simulator's lifespan is not running")
+        return self._client
+
+    def _background(self) -> TaskGroup:
+        if self._tasks is None:
+            raise RuntimeError("the simulator's lifespan is not running")
+        return self._tasks
+
+    async def _fetch_image(self, url: str, key: str) -> InputImage:
+        def problem(message: str) -> InvalidRequest:
+            return InvalidRequest([Problem(("body", key), message, "image_fetch")])
+
+        data = bytearray()
+        try:
+            async with self._http().stream("GET", url, follow_redirects=True) as response:
+                if response.status_code != 200:
+                    raise problem(f"could not fetch the image: HTTP {response.status_code}")
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > MAX_IMAGE_BYTES:
+                        raise problem(f"image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+        except httpx.HTTPError as exc:
+            raise problem(f"could not fetch the image: {type(exc).__name__}") from None
+        try:
+            return check_image_bytes(bytes(data))
+        except ValueError as exc:
+            raise InvalidRequest([Problem(("body", key), str(exc), "image_invalid")]) from None
+
+    async def _output(self, record: TaskRecord) -> bytes:
+        """The edited image, rendered off the event loop the first time anyone asks for it."""
+        task = record.task
+        while record.output is None:
+            busy = self._rendering.get(task.id)
+            if busy is not None:
+                await busy.wait()
+                continue
+            busy = self._rendering[task.id] = anyio.Event()
+            try:
+                assert record.source is not None
+                render = partial(edit_image, record.source, task.prompt, task.seed, task.output_size)
+                record.keep_output(await anyio.to_thread.run_sync(render, task.output_format))
+            finally:
+                del self._rendering[task.id]
+                busy.set()
+        return record.output
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    async def _deliver(self, task: Task) -> None:
+        # Sleeps in real time: webhooks go out on schedule only when `clock` follows the wall clock.
+        due = task.ready_at + self.settings.webhook_delay_s
+        await anyio.sleep(max(0.0, due - self.state.clock()))
+        for copy in range(1, task.webhook_copies + 1):
+            await self._deliver_copy(task, copy)
+
+    async def _deliver_copy(self, task: Task, copy: int) -> None:
+        for attempt, delay in enumerate((0.0, *self.settings.webhook_retry_delays), start=1):
+            await anyio.sleep(delay)
+            if self.state.record(task.id) is None:
+                return  # forgotten: BFL would not retry for a task it no longer has
+            status, error = await self._post_webhook(task)
+            self.state.record_delivery(task.id, Delivery(copy, attempt, status, error, self.state.clock()))
+            if status is not None and 200 <= status < 300:
+                log.info("sim.webhook.delivered", task_id=task.id, copy=copy, attempt=attempt)
+                return
+            log.info("sim.webhook.failed", task_id=task.id, attempt=attempt, status=status, error=error)
+        self.state.stats.webhooks_failed += 1
+        log.warning("sim.webhook.gave_up", task_id=task.id, copy=copy)
+
+    async def _post_webhook(self, task: Task) -> tuple[int | None, str | None]:
+        assert task.webhook_url is not None
+        body = json.dumps(self.state.webhook_body(task)).encode()
+        headers = {"Content-Type": "application/json"}
+        if task.webhook_secret:
+            headers["X-Webhook-Secret"] = task.webhook_secret
+            if self.settings.webhook_shape == "documented":
+                headers["X-BFL-Signature"] = body_signature(task.webhook_secret, body)
+        try:
+            response = await self._http().post(task.webhook_url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return None, type(exc).__name__
+        return response.status_code, None
+
+
+async def _read_json(request: Request) -> Any:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge("Request body too large")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise InvalidRequest([Problem(("body",), "JSON decode error", "json_invalid")]) from None
+
+
+def _refusal(exc: Exception) -> JSONResponse:
+    if isinstance(exc, InvalidRequest):
+        return JSONResponse({"detail": [problem.as_dict() for problem in exc.problems]}, status_code=422)
+    return JSONResponse({"detail": str(exc)}, status_code=_REFUSAL_STATUS[type(exc)])
+
+
+def _azure_forbidden(message: str) -> Response:
+    return Response(_AZURE_ERROR.format(message), status_code=403, media_type="application/xml")

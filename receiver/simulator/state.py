@@ -1,0 +1,416 @@
+"""The simulator's state machine: tasks, accounts, signed result URLs and counters. No I/O.
+
+Time comes from the injected `clock` and every fault choice from the injected `rng` (a task's at
+submit time, in submit order), so a run with `SIM_SEED` set is reproducible.
+
+A task is `Pending` until `created_at + latency_s`, then shows its outcome (decided at submit) until
+`task_ttl_s` after that, when it is forgotten: its id then answers `Task not found` exactly like an id
+that never existed (HTTP 200 with that status, as the live API does for expired tasks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlencode
+
+from itsdangerous import Signer
+
+from receiver.bfl.validation import EditFields, InputImage
+from receiver.errors import ReceiverError
+from receiver.settings import SimSettings
+from receiver.simulator.images import output_size
+
+ERROR_MESSAGE = "Simulated generation failure (SIM_ERROR_RATE)"
+
+
+class Model(StrEnum):
+    PRO = "flux-kontext-pro"
+    MAX = "flux-kontext-max"
+
+    @property
+    def cost(self) -> float:
+        """Credits per image (1 credit = 0.01 USD)."""
+        return 8.0 if self is Model.MAX else 4.0
+
+
+class Status(StrEnum):
+    PENDING = "Pending"
+    READY = "Ready"
+    ERROR = "Error"
+    REQUEST_MODERATED = "Request Moderated"
+    CONTENT_MODERATED = "Content Moderated"
+    NOT_FOUND = "Task not found"
+
+
+MODERATED = frozenset({Status.REQUEST_MODERATED, Status.CONTENT_MODERATED})
+
+
+class Access(StrEnum):
+    """The verdict on a result download."""
+
+    OK = "ok"
+    FORBIDDEN = "forbidden"
+    EXPIRED = "expired"
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"
+
+
+class InsufficientCredits(ReceiverError):
+    """The account cannot pay for the task."""
+
+
+class TooManyActiveTasks(ReceiverError):
+    """The account already has as many unfinished tasks as it may."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated submit, with the input image already decoded (or fetched from its URL)."""
+
+    account: str
+    model: Model
+    fields: EditFields
+    image: InputImage
+    base_url: str
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    account: str
+    model: Model
+    prompt: str
+    seed: int
+    created_at: float
+    ready_at: float
+    outcome: Status
+    reasons: tuple[str, ...]
+    output_format: str
+    output_size: tuple[int, int]
+    input_mp: float
+    base_url: str
+    webhook_url: str | None
+    webhook_secret: str | None
+    webhook_copies: int
+
+    def status_at(self, now: float) -> Status:
+        return Status.PENDING if now < self.ready_at else self.outcome
+
+    def progress_at(self, now: float) -> float:
+        if now >= self.ready_at:
+            return 1.0
+        return round((now - self.created_at) / (self.ready_at - self.created_at), 2)
+
+    @property
+    def output_mp(self) -> float:
+        width, height = self.output_size
+        return round(width * height / 1_000_000, 2)
+
+    def result(self, sample: str) -> dict[str, Any]:
+        return {
+            "sample": sample,
+            "prompt": self.prompt,
+            "seed": self.seed,
+            "start_time": self.created_at,
+            "end_time": self.ready_at,
+            "duration": round(self.ready_at - self.created_at, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook POST: which copy, which attempt, and the HTTP status (None on a connection error)."""
+
+    copy: int
+    attempt: int
+    status: int | None
+    error: str | None
+    at: float
+
+
+@dataclass
+class TaskRecord:
+    task: Task
+    source: bytes | None  # the input image, released once the output exists
+    output: bytes | None = None
+    deliveries: list[Delivery] = field(default_factory=list)
+    polls: int = 0
+
+    def keep_output(self, output: bytes) -> None:
+        self.output = output
+        self.source = None
+
+
+@dataclass
+class Stats:
+    """Counters for `/_sim/stats`. `webhooks_sent` counts POSTs (retries too); `webhooks_failed`
+    counts deliveries given up after the last retry; `download_errors` counts every refused download."""
+
+    submits: int = 0
+    rejected: int = 0
+    get_result: int = 0
+    webhooks_sent: int = 0
+    webhooks_dropped: int = 0
+    webhooks_failed: int = 0
+    downloads: int = 0
+    download_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class SampleUrls:
+    """Result URLs signed over `"{task_id}:{exp}"`, where `exp` is a unix time (a float)."""
+
+    def __init__(self, secret: str, ttl_s: float, clock: Callable[[], float]) -> None:
+        self._signer = Signer(secret, salt="kontext-sim.sample", digest_method=hashlib.sha256)
+        self._ttl_s = ttl_s
+        self._clock = clock
+
+    def sign(self, base_url: str, task_id: str, extension: str) -> str:
+        exp = f"{self._clock() + self._ttl_s:.3f}"
+        sig = self._signer.get_signature(f"{task_id}:{exp}").decode("ascii")
+        return f"{base_url}/results/{task_id}/sample.{extension}?{urlencode({'exp': exp, 'sig': sig})}"
+
+    def check(self, task_id: str, exp: str, sig: str) -> Access:
+        if not self._signer.verify_signature(f"{task_id}:{exp}".encode(), sig.encode()):
+            return Access.FORBIDDEN
+        return Access.OK if self._clock() < float(exp) else Access.EXPIRED
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class SimState:
+    def __init__(
+        self,
+        settings: SimSettings,
+        *,
+        clock: Callable[[], float],
+        rng: random.Random,
+        url_secret: str,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.stats = Stats()
+        self.urls = SampleUrls(url_secret, settings.url_ttl_s, clock)
+        self._rng = rng
+        # Downloads draw from a stream of their own, so when the client downloads does not change
+        # the fault choices of the tasks submitted after.
+        self._download_rng = random.Random(rng.getrandbits(64))
+        self._new_id = new_id
+        self._records: dict[str, TaskRecord] = {}
+        self._forget_at: list[tuple[float, str]] = []  # a heap
+        self._credits: dict[str, float] = {}
+        self._active: dict[str, list[Task]] = {}
+
+    def submit(self, submission: Submission) -> Task:
+        """Admit a task or raise `InsufficientCredits` / `TooManyActiveTasks`; charge the account."""
+        now = self.clock()
+        self._forget_expired(now)
+        model, account = submission.model, submission.account
+        balance = self.credits(account)
+        if balance is not None and balance < model.cost:
+            raise InsufficientCredits("Insufficient credits")
+        active = [task for task in self._active.get(account, []) if now < task.ready_at]
+        self._active[account] = active
+        if len(active) >= self.settings.max_active:
+            raise TooManyActiveTasks(
+                f"You have reached the maximum of {self.settings.max_active} active tasks; "
+                "wait for some to finish"
+            )
+        active_max = sum(task.model is Model.MAX for task in active)
+        if model is Model.MAX and active_max >= self.settings.max_active_kontext_max:
+            raise TooManyActiveTasks(
+                f"You have reached the maximum of {self.settings.max_active_kontext_max} active "
+                f"{Model.MAX} tasks; wait for some to finish"
+            )
+        task = self._new_task(submission, now)
+        if balance is not None and task.outcome not in MODERATED:
+            self._credits[account] = balance - model.cost
+        if task.webhook_url is not None and task.webhook_copies == 0:
+            self.stats.webhooks_dropped += 1
+        self._active[account].append(task)
+        self._records[task.id] = TaskRecord(task, submission.image.data)
+        heapq.heappush(self._forget_at, (task.ready_at + self.settings.task_ttl_s, task.id))
+        self.stats.submits += 1
+        return task
+
+    def credits(self, account: str) -> float | None:
+        """What the account has left, or None when credits are not simulated."""
+        if self.settings.credits is None:
+            return None
+        return self._credits.get(account, self.settings.credits)
+
+    def record(self, task_id: str) -> TaskRecord | None:
+        self._forget_expired(self.clock())
+        return self._records.get(task_id)
+
+    def poll(self, task_id: str) -> dict[str, Any]:
+        """The `get_result` body; a Ready task gets a freshly signed sample URL on every call."""
+        self.stats.get_result += 1
+        record = self.record(task_id)
+        body: dict[str, Any] = {
+            "id": task_id,
+            "status": Status.NOT_FOUND.value,
+            "result": None,
+            "progress": None,
+            "details": None,
+            "preview": None,
+        }
+        if record is None:
+            return body
+        record.polls += 1
+        task, now = record.task, self.clock()
+        status = task.status_at(now)
+        body["status"] = status.value
+        if status is Status.PENDING:
+            body["progress"] = task.progress_at(now)
+        elif status is Status.READY:
+            body["result"] = task.result(self.sample_url(task))
+            body["progress"] = 1.0
+        else:
+            body["details"] = _details(task)
+        return body
+
+    def sample_url(self, task: Task) -> str:
+        return self.urls.sign(task.base_url, task.id, task.output_format)
+
+    def open_sample(
+        self, task_id: str, extension: str, exp: str, sig: str
+    ) -> tuple[Access, TaskRecord | None]:
+        """Check a download of a signed result URL; also decides the injected 503s."""
+        access = self.urls.check(task_id, exp, sig)
+        record = self.record(task_id) if access is Access.OK else None
+        if access is Access.OK and (
+            record is None
+            or record.task.status_at(self.clock()) is not Status.READY
+            or record.task.output_format != extension
+        ):
+            access = Access.NOT_FOUND
+        if access is Access.OK and self._download_rng.random() < self.settings.download_error_rate:
+            access = Access.UNAVAILABLE
+        if access is Access.OK:
+            self.stats.downloads += 1
+        else:
+            self.stats.download_errors += 1
+        return access, record
+
+    def webhook_body(self, task: Task) -> dict[str, Any]:
+        """The webhook payload for a finished task, in the configured shape."""
+        status = task.outcome
+        if self.settings.webhook_shape == "documented":
+            body: dict[str, Any] = {"id": task.id, "status": status.value}
+            if status is Status.READY:
+                body["result"] = task.result(self.sample_url(task))
+            elif status is Status.ERROR:
+                body |= {"error": "Task failed", "message": ERROR_MESSAGE}
+            else:
+                body["details"] = _details(task)
+            body["timestamp"] = datetime.fromtimestamp(self.clock(), UTC).isoformat()
+            return body
+        if status is Status.READY:
+            return {
+                "task_id": task.id,
+                "status": "SUCCESS",
+                "result": task.result(self.sample_url(task)),
+                "progress": 1.0,
+            }
+        if status is Status.ERROR:
+            return {"task_id": task.id, "status": "Error", "error": ERROR_MESSAGE}
+        return {"task_id": task.id, "status": status.value, "details": _details(task)}
+
+    def record_delivery(self, task_id: str, delivery: Delivery) -> None:
+        self.stats.webhooks_sent += 1
+        record = self._records.get(task_id)
+        if record is not None:
+            record.deliveries.append(delivery)
+
+    def describe(self, task_id: str) -> dict[str, Any] | None:
+        """What `/_sim/tasks/{id}` shows: the task, its result digest, webhook attempts and polls."""
+        record = self.record(task_id)
+        if record is None:
+            return None
+        task = record.task
+        return {
+            "id": task.id,
+            "model": task.model.value,
+            "status": task.status_at(self.clock()).value,
+            "outcome": task.outcome.value,
+            "prompt": task.prompt,
+            "seed": task.seed,
+            "created_at": task.created_at,
+            "ready_at": task.ready_at,
+            "output_format": task.output_format,
+            "sha256": hashlib.sha256(record.output).hexdigest() if record.output is not None else None,
+            "webhook_url": task.webhook_url,
+            "webhook_copies": task.webhook_copies,
+            "webhooks": [asdict(delivery) for delivery in record.deliveries],
+            "get_result_calls": record.polls,
+        }
+
+    def _new_task(self, submission: Submission, now: float) -> Task:
+        fields, image, settings = submission.fields, submission.image, self.settings
+        # Draw the same numbers for every task, whatever its fields, so one task's options do not
+        # shift the fault choices of the tasks after it.
+        fails, drop, duplicate = self._rng.random(), self._rng.random(), self._rng.random()
+        random_seed = self._rng.randrange(2**32)
+        outcome, reasons = _moderation(fields.prompt, settings)
+        if outcome is Status.READY and fails < settings.error_rate:
+            outcome = Status.ERROR
+        copies = 0
+        if fields.webhook_url is not None and drop >= settings.webhook_drop_rate:
+            copies = 2 if duplicate < settings.webhook_duplicate_rate else 1
+        return Task(
+            id=self._new_id(),
+            account=submission.account,
+            model=submission.model,
+            prompt=fields.prompt,
+            seed=fields.seed if fields.seed is not None else random_seed,
+            created_at=now,
+            ready_at=now + settings.latency_s,
+            outcome=outcome,
+            reasons=reasons,
+            output_format=fields.output_format or "jpeg",
+            output_size=output_size(image.width, image.height, fields.aspect_ratio),
+            input_mp=round(image.width * image.height / 1_000_000, 2),
+            base_url=submission.base_url,
+            webhook_url=fields.webhook_url,
+            webhook_secret=fields.webhook_secret,
+            webhook_copies=copies,
+        )
+
+    def _forget_expired(self, now: float) -> None:
+        while self._forget_at and self._forget_at[0][0] <= now:
+            _, task_id = heapq.heappop(self._forget_at)
+            self._records.pop(task_id, None)
+
+
+def _moderation(prompt: str, settings: SimSettings) -> tuple[Status, tuple[str, ...]]:
+    for status, words in (
+        (Status.REQUEST_MODERATED, settings.moderate_words),
+        (Status.CONTENT_MODERATED, settings.content_moderate_words),
+    ):
+        hits = tuple(word for word in words if re.search(rf"\b{re.escape(word)}\b", prompt, re.IGNORECASE))
+        if hits:
+            return status, tuple(f"Blocked term: {word}" for word in hits)
+    return Status.READY, ()
+
+
+def _details(task: Task) -> dict[str, Any] | None:
+    if task.outcome in MODERATED:
+        return {"Moderation Reasons": list(task.reasons)}
+    if task.outcome is Status.ERROR:
+        return {"error": ERROR_MESSAGE}
+    return None

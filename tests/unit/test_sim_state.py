@@ -1,0 +1,348 @@
+"""The simulator's state machine, without sockets: clock, RNG and ids are injected."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from receiver.bfl.validation import EditFields, InputImage
+from receiver.settings import SimSettings
+from receiver.simulator.state import (
+    Access,
+    Delivery,
+    InsufficientCredits,
+    Model,
+    SimState,
+    Status,
+    Submission,
+    TooManyActiveTasks,
+)
+from tests.clock import FakeClock
+
+T0 = 1_700_000_000.0
+IMAGE = InputImage(data=b"input-bytes", content_type="image/png", width=1600, height=900)
+FIELDS = EditFields(prompt="Change the car color to red", image=IMAGE, image_url=None)
+
+
+def make_state(clock: FakeClock, seed: int = 1, **knobs: Any) -> SimState:
+    ids = (f"task-{n}" for n in itertools.count(1))
+    settings = replace(SimSettings(latency_s=2.0, url_ttl_s=600.0, task_ttl_s=100.0), **knobs)
+    return SimState(settings, clock=clock, rng=random.Random(seed), url_secret="secret", new_id=ids.__next__)
+
+
+def submission(model: Model = Model.PRO, account: str = "key", **fields: Any) -> Submission:
+    return Submission(account, model, replace(FIELDS, **fields), IMAGE, "http://sim.test")
+
+
+def sample_params(url: str) -> tuple[str, str, str]:
+    """(extension, exp, sig) of a signed sample URL."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    return parts.path.rsplit(".", 1)[1], query["exp"][0], query["sig"][0]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+def test_a_task_is_pending_until_its_latency_has_passed_then_ready(clock: FakeClock) -> None:
+    state = make_state(clock)
+    task = state.submit(submission(seed=42))
+
+    clock.advance(1.0)
+    pending = state.poll(task.id)
+    clock.advance(1.0)
+    ready = state.poll(task.id)
+
+    assert pending == {
+        "id": "task-1",
+        "status": "Pending",
+        "result": None,
+        "progress": 0.5,
+        "details": None,
+        "preview": None,
+    }
+    assert ready["status"] == "Ready"
+    result = ready["result"]
+    assert result["sample"].startswith("http://sim.test/results/task-1/sample.jpeg?exp=")
+    assert {k: v for k, v in result.items() if k != "sample"} == {
+        "prompt": "Change the car color to red",
+        "seed": 42,
+        "start_time": T0,
+        "end_time": T0 + 2.0,
+        "duration": 2.0,
+    }
+    record = state.record(task.id)
+    assert record is not None
+    assert record.polls == 2
+    assert state.stats.get_result == 2
+
+
+def test_a_task_is_forgotten_task_ttl_after_it_finished(clock: FakeClock) -> None:
+    state = make_state(clock)
+    task = state.submit(submission())
+
+    clock.advance(2.0 + 99.9)
+    assert state.poll(task.id)["status"] == "Ready"
+    clock.advance(0.1)
+    assert state.poll(task.id) == state.poll("never-seen") | {"id": task.id}
+    assert state.poll(task.id)["status"] == "Task not found"
+    assert state.record(task.id) is None
+    assert state.describe(task.id) is None
+
+
+def test_an_unknown_id_is_task_not_found_with_every_key(clock: FakeClock) -> None:
+    body = make_state(clock).poll("nope")
+
+    assert body == {
+        "id": "nope",
+        "status": "Task not found",
+        "result": None,
+        "progress": None,
+        "details": None,
+        "preview": None,
+    }
+
+
+def test_error_rate_one_fails_every_task_with_a_reason(clock: FakeClock) -> None:
+    state = make_state(clock, error_rate=1.0)
+    task = state.submit(submission())
+    clock.advance(2.0)
+
+    body = state.poll(task.id)
+
+    assert body["status"] == "Error"
+    assert body["result"] is None
+    assert "SIM_ERROR_RATE" in body["details"]["error"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "status", "details"),
+    [
+        ("Put a BOMB on the car", "Request Moderated", {"Moderation Reasons": ["Blocked term: bomb"]}),
+        ("Make it gory and dark", "Content Moderated", {"Moderation Reasons": ["Blocked term: gory"]}),
+        # Whole words only; and error_rate (1 here) applies to the tasks moderation let through.
+        ("A bombastic sunset", "Error", {"error": "Simulated generation failure (SIM_ERROR_RATE)"}),
+    ],
+)
+def test_moderation_words_decide_the_outcome(
+    clock: FakeClock, prompt: str, status: str, details: dict[str, Any]
+) -> None:
+    state = make_state(clock, moderate_words=("bomb",), content_moderate_words=("gory",), error_rate=1.0)
+    task = state.submit(submission(prompt=prompt))
+    clock.advance(1.9)
+    assert state.poll(task.id)["status"] == "Pending"
+    clock.advance(0.1)
+
+    body = state.poll(task.id)
+
+    assert (body["status"], body["details"], body["result"]) == (status, details, None)
+
+
+def test_credits_are_charged_per_model_and_moderated_tasks_are_free(clock: FakeClock) -> None:
+    state = make_state(clock, credits=12.0, moderate_words=("forbidden",))
+
+    state.submit(submission(Model.MAX))
+    state.submit(submission(prompt="something forbidden"))
+    state.submit(submission(Model.PRO))
+
+    assert state.credits("key") == 0.0
+    with pytest.raises(InsufficientCredits):
+        state.submit(submission(Model.PRO))
+    assert state.credits("other-account") == 12.0
+    state.submit(submission(account="other-account"))
+
+
+def test_credits_are_not_simulated_by_default(clock: FakeClock) -> None:
+    state = make_state(clock)
+    for _ in range(6):
+        state.submit(submission(Model.MAX))
+    assert state.credits("key") is None
+
+
+def test_active_tasks_are_limited_per_account_until_they_finish(clock: FakeClock) -> None:
+    state = make_state(clock, max_active=3, max_active_kontext_max=2)
+    state.submit(submission(Model.MAX))
+    state.submit(submission(Model.MAX))
+
+    with pytest.raises(TooManyActiveTasks, match="2 active flux-kontext-max"):
+        state.submit(submission(Model.MAX))
+    state.submit(submission(Model.PRO))
+    with pytest.raises(TooManyActiveTasks, match="maximum of 3 active tasks"):
+        state.submit(submission(Model.PRO))
+    state.submit(submission(Model.MAX, account="someone-else"))
+
+    clock.advance(2.0)
+    state.submit(submission(Model.MAX))
+    assert state.stats.submits == 5
+
+
+def test_sample_urls_expire_and_refuse_tampering(clock: FakeClock) -> None:
+    state = make_state(clock, url_ttl_s=0.2)
+    task = state.submit(submission(output_format="png"))
+    clock.advance(2.0)
+    url = state.poll(task.id)["result"]["sample"]
+    extension, exp, sig = sample_params(url)
+
+    assert extension == "png"
+    assert state.open_sample(task.id, "png", exp, sig)[0] is Access.OK
+    assert state.open_sample(task.id, "jpeg", exp, sig)[0] is Access.NOT_FOUND
+    assert state.open_sample(task.id, "png", exp, sig[:-2] + "xx")[0] is Access.FORBIDDEN
+    assert state.open_sample(task.id, "png", str(float(exp) + 60), sig)[0] is Access.FORBIDDEN
+    assert state.open_sample("task-2", "png", exp, sig)[0] is Access.FORBIDDEN
+    clock.advance(0.2)
+    assert state.open_sample(task.id, "png", exp, sig)[0] is Access.EXPIRED
+    assert state.stats.downloads == 1
+    assert state.stats.download_errors == 5
+
+
+def test_every_poll_signs_a_fresh_url(clock: FakeClock) -> None:
+    state = make_state(clock)
+    task = state.submit(submission())
+    clock.advance(2.0)
+    first = state.poll(task.id)["result"]["sample"]
+    clock.advance(1.0)
+    second = state.poll(task.id)["result"]["sample"]
+
+    assert first != second
+    assert float(sample_params(second)[1]) == pytest.approx(clock.now + 600.0)
+
+
+def test_a_url_for_a_forgotten_task_is_not_found(clock: FakeClock) -> None:
+    state = make_state(clock, task_ttl_s=1.0)
+    task = state.submit(submission())
+    clock.advance(2.0)
+    _, exp, sig = sample_params(state.sample_url(task))
+    clock.advance(1.0)
+
+    assert state.open_sample(task.id, "jpeg", exp, sig) == (Access.NOT_FOUND, None)
+
+
+def test_a_pending_task_has_no_sample_to_download(clock: FakeClock) -> None:
+    state = make_state(clock)
+    task = state.submit(submission())
+    _, exp, sig = sample_params(state.sample_url(task))
+
+    assert state.open_sample(task.id, "jpeg", exp, sig)[0] is Access.NOT_FOUND
+
+
+def test_download_error_rate_answers_unavailable(clock: FakeClock) -> None:
+    state = make_state(clock, download_error_rate=1.0)
+    task = state.submit(submission())
+    clock.advance(2.0)
+    _, exp, sig = sample_params(state.sample_url(task))
+
+    assert state.open_sample(task.id, "jpeg", exp, sig)[0] is Access.UNAVAILABLE
+
+
+def test_fault_choices_are_reproducible_with_a_seed(clock: FakeClock) -> None:
+    def outcomes(seed: int) -> list[tuple[Status, int, int]]:
+        state = make_state(FakeClock(T0), seed=seed, error_rate=0.5, webhook_drop_rate=0.3)
+        tasks = [state.submit(submission(webhook_url="http://hook.test/")) for _ in range(20)]
+        return [(task.outcome, task.seed, task.webhook_copies) for task in tasks]
+
+    first = outcomes(7)
+
+    assert first == outcomes(7)
+    assert first != outcomes(8)
+    assert {outcome for outcome, _, _ in first} == {Status.READY, Status.ERROR}
+    assert {copies for _, _, copies in first} == {0, 1}
+
+
+def test_webhook_copies_follow_drop_and_duplicate_rates(clock: FakeClock) -> None:
+    dropping = make_state(clock, webhook_drop_rate=1.0)
+    doubling = make_state(clock, webhook_duplicate_rate=1.0)
+
+    assert dropping.submit(submission(webhook_url="http://hook.test/")).webhook_copies == 0
+    assert dropping.submit(submission()).webhook_copies == 0
+    assert dropping.stats.webhooks_dropped == 1  # a task without webhook_url has nothing to drop
+    assert doubling.submit(submission(webhook_url="http://hook.test/")).webhook_copies == 2
+    assert make_state(clock).submit(submission(webhook_url="http://hook.test/")).webhook_copies == 1
+
+
+def test_output_follows_aspect_ratio_format_and_seed(clock: FakeClock) -> None:
+    state = make_state(clock)
+    default = state.submit(submission())
+    square = state.submit(submission(aspect_ratio="1:1", output_format="png", seed=5))
+
+    assert (default.output_format, default.output_size, default.input_mp) == ("jpeg", (1376, 768), 1.44)
+    assert (square.output_format, square.output_size, square.seed) == ("png", (1024, 1024), 5)
+    assert square.output_mp == 1.05
+
+
+def test_observed_webhook_bodies(clock: FakeClock) -> None:
+    state = make_state(clock, moderate_words=("forbidden",))
+    ok = state.submit(submission(seed=3))
+    moderated = state.submit(submission(prompt="forbidden fruit"))
+    failing = make_state(clock, error_rate=1.0)
+    failed = failing.submit(submission())
+    clock.advance(2.0)
+
+    body = state.webhook_body(ok)
+    assert body["task_id"] == ok.id
+    assert body["status"] == "SUCCESS"
+    assert body["progress"] == 1.0
+    assert body["result"]["seed"] == 3
+    assert body["result"]["sample"].startswith(f"http://sim.test/results/{ok.id}/sample.jpeg?")
+    assert state.webhook_body(moderated) == {
+        "task_id": moderated.id,
+        "status": "Request Moderated",
+        "details": {"Moderation Reasons": ["Blocked term: forbidden"]},
+    }
+    assert failing.webhook_body(failed) == {
+        "task_id": failed.id,
+        "status": "Error",
+        "error": "Simulated generation failure (SIM_ERROR_RATE)",
+    }
+
+
+def test_documented_webhook_bodies(clock: FakeClock) -> None:
+    state = make_state(clock, webhook_shape="documented")
+    ok = state.submit(submission())
+    failing = make_state(clock, webhook_shape="documented", error_rate=1.0)
+    failed = failing.submit(submission())
+    clock.advance(2.0)
+
+    body = state.webhook_body(ok)
+    error = failing.webhook_body(failed)
+
+    assert set(body) == {"id", "status", "result", "timestamp"}
+    assert (body["id"], body["status"]) == (ok.id, "Ready")
+    assert datetime.fromisoformat(body["timestamp"]).timestamp() == clock.now
+    assert set(body["result"]) == {"sample", "prompt", "seed", "start_time", "end_time", "duration"}
+    assert (error["id"], error["status"], error["error"]) == (failed.id, "Error", "Task failed")
+    assert "SIM_ERROR_RATE" in error["message"]
+
+
+def test_describe_reports_deliveries_polls_and_the_result_digest(clock: FakeClock) -> None:
+    state = make_state(clock)
+    task = state.submit(submission(webhook_url="http://hook.test/", webhook_secret="s3cret"))
+    clock.advance(2.0)
+    state.poll(task.id)
+    state.record_delivery(task.id, Delivery(1, 1, 500, None, clock.now))
+    state.record_delivery(task.id, Delivery(1, 2, None, "ConnectError", clock.now))
+    record = state.record(task.id)
+    assert record is not None
+    record.keep_output(b"edited")
+
+    described = state.describe(task.id)
+
+    assert described is not None
+    assert described["status"] == "Ready"
+    assert described["get_result_calls"] == 1
+    assert described["sha256"] == hashlib.sha256(b"edited").hexdigest()
+    assert [(d["attempt"], d["status"], d["error"]) for d in described["webhooks"]] == [
+        (1, 500, None),
+        (2, None, "ConnectError"),
+    ]
+    assert "s3cret" not in repr(described)
+    assert record.source is None
+    assert state.stats.webhooks_sent == 2
