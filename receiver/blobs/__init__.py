@@ -1,0 +1,17 @@
+"""Image storage, chosen by `RECEIVER_BLOB_URL`'s scheme."""
+
+from __future__ import annotations
+
+from receiver.blobs.base import BlobStore, image_key
+from receiver.registry import Registry
+
+BLOB_STORES: Registry[BlobStore] = Registry(
+    "blob store",
+    {
+        "file": "receiver.blobs.local:LocalBlobStore",
+        "memory": "receiver.blobs.memory:MemoryBlobStore",
+    },
+)
+blobs_from_url = BLOB_STORES.from_url
+
+__all__ = ["BLOB_STORES", "BlobStore", "blobs_from_url", "image_key"]

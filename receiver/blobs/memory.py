@@ -1,0 +1,23 @@
+"""In-memory image storage for tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+
+from receiver.errors import NotFound
+from receiver.resource import ResourceBase
+
+
+class MemoryBlobStore(ResourceBase):
+    def __init__(self) -> None:
+        self.blobs: dict[str, tuple[bytes, str]] = {}
+
+    async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> str:
+        data = b"".join([chunk async for chunk in chunks])
+        self.blobs[key] = (data, content_type)
+        return f"memory://{key}"
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        if key not in self.blobs:
+            raise NotFound(f"no blob {key!r}")
+        yield self.blobs[key][0]

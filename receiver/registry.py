@@ -1,0 +1,69 @@
+"""Backends chosen by URL scheme from lazy import strings, so optional dependencies load only when used."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Generic, TypeVar
+from urllib.parse import urlsplit
+
+from receiver.errors import ConfigError, MissingDependency
+
+T = TypeVar("T")
+
+
+def scheme_of(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+class Registry(Generic[T]):
+    """Backends of one kind by URL scheme, as lazy `"module:Class"` import strings.
+
+    `extras` maps a scheme to the optional-dependency group that provides its client library.
+    """
+
+    def __init__(
+        self, kind: str, backends: Mapping[str, str], extras: Mapping[str, str] | None = None
+    ) -> None:
+        self.kind = kind
+        self.backends = dict(backends)
+        self.extras = dict(extras or {})
+
+    def from_url(self, url: str) -> T:
+        """Import the backend registered for `url`'s scheme and build it with its `from_url(url)`."""
+        scheme = scheme_of(url)
+        target = self.backends.get(scheme)
+        if target is None:
+            known = ", ".join(f"{name}://" for name in sorted(self.backends))
+            raise ConfigError(f"unknown {self.kind} URL scheme in {redact(url)!r}; expected one of: {known}")
+        module_name, _, attribute = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            extra = self.extras.get(scheme, scheme)
+            raise MissingDependency(
+                f"the {scheme}:// {self.kind} needs an optional dependency ({exc.name}): "
+                f"pip install 'kontext-receiver[{extra}]'"
+            ) from exc
+        backend: T = getattr(module, attribute).from_url(url)
+        return backend
+
+
+def file_path(url: str, what: str) -> Path:
+    """The path of `file://relative/path` or `file:///absolute/path`."""
+    path = url.removeprefix("file://")
+    if not path:
+        raise ConfigError(f"{what} URL names no path: {url!r}")
+    return Path(path)
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced, safe for logs and event sink names."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()

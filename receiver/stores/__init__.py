@@ -1,0 +1,17 @@
+"""Job stores, chosen by `RECEIVER_STORE_URL`'s scheme."""
+
+from __future__ import annotations
+
+from receiver.registry import Registry
+from receiver.stores.base import Delivery, DeliveryState, Store, mutate
+
+STORES: Registry[Store] = Registry(
+    "store",
+    {
+        "memory": "receiver.stores.memory:MemoryStore",
+        "sqlite": "receiver.stores.sqlite:SQLiteStore",
+    },
+)
+store_from_url = STORES.from_url
+
+__all__ = ["STORES", "Delivery", "DeliveryState", "Store", "mutate", "store_from_url"]

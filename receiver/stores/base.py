@@ -1,0 +1,94 @@
+"""The job store interface: jobs with compare-and-set writes, plus an outbox of events per sink."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.resource import Resource
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event's delivery to one sink."""
+
+    event_id: str
+    sink: str
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    next_at: float = 0.0
+    last_error: str | None = None
+    delivered_at: float | None = None
+
+
+class Store(Resource, Protocol):
+    async def insert(self, job: Job, image_base64: str | None) -> Job:
+        """Add a new job; with an idempotency key already taken, return that key's job instead."""
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def input_image(self, job_id: str) -> str | None:
+        """The base64 input image, kept until the job is submitted."""
+
+    async def save(
+        self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False
+    ) -> Job | None:
+        """Write `job` if the stored version is still `job.version`; return it with the version bumped,
+        or None when another writer got there first. With `event`, the event and a pending delivery per
+        sink are written in the same transaction."""
+
+    async def due(
+        self, states: Collection[JobState], now: float, limit: int, model: Model | None = None
+    ) -> list[Job]:
+        """Jobs in `states` (and of `model`, if given) whose `due_at` has come, earliest first."""
+
+    async def count(self, states: Collection[JobState], model: Model | None = None) -> int: ...
+
+    async def list_jobs(
+        self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        """Newest first; `dead_letter` keeps jobs with a dead delivery."""
+
+    async def event(self, event_id: str) -> Event | None: ...
+
+    async def deliveries(self, event_id: str) -> list[Delivery]: ...
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]: ...
+
+    async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
+        """Write `delivery` if its stored attempt count is still `expected_attempts`."""
+
+    async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
+        """Make the event due again for every sink; return how many deliveries were reset."""
+
+
+async def mutate(
+    store: Store, job_id: str, change: Callable[[Job], Transition | None], sinks: Sequence[str] = ()
+) -> tuple[Job | None, bool]:
+    """Apply `change` to the current job until a compare-and-set write wins.
+
+    Returns (job, changed). `change` returns None for "nothing to do"; it must be pure, because a lost
+    race runs it again on the newer version. This is what makes a webhook and a poll racing for the
+    same job, or two replicas, produce exactly one outcome.
+    """
+    while True:
+        job = await store.get(job_id)
+        if job is None:
+            return None, False
+        transition = change(job)
+        if transition is None:
+            return job, False
+        saved = await store.save(
+            transition.job, event=transition.event, sinks=sinks, drop_input=transition.drop_input
+        )
+        if saved is not None:
+            return saved, True

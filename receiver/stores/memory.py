@@ -1,0 +1,114 @@
+"""An in-memory store: the reference implementation of the contract, for tests and throwaway runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Sequence
+
+from receiver.models import Event, Job, JobState, Model
+from receiver.resource import ResourceBase
+from receiver.stores.base import Delivery, DeliveryState
+
+
+class MemoryStore(ResourceBase):
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._inputs: dict[str, str] = {}
+        self._keys: dict[str, str] = {}
+        self._events: dict[str, Event] = {}
+        self._deliveries: dict[tuple[str, str], Delivery] = {}
+
+    async def insert(self, job: Job, image_base64: str | None) -> Job:
+        if job.idempotency_key is not None and job.idempotency_key in self._keys:
+            return self._jobs[self._keys[job.idempotency_key]]
+        if job.id in self._jobs:
+            raise ValueError(f"job {job.id} exists")
+        self._jobs[job.id] = job
+        if job.idempotency_key is not None:
+            self._keys[job.idempotency_key] = job.id
+        if image_base64 is not None:
+            self._inputs[job.id] = image_base64
+        return job
+
+    async def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def input_image(self, job_id: str) -> str | None:
+        return self._inputs.get(job_id)
+
+    async def save(
+        self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False
+    ) -> Job | None:
+        current = self._jobs.get(job.id)
+        if current is None or current.version != job.version:
+            return None
+        if event is not None and event.id in self._events:
+            return None
+        saved = dataclasses.replace(job, version=job.version + 1)
+        self._jobs[job.id] = saved
+        if drop_input:
+            self._inputs.pop(job.id, None)
+        if event is not None:
+            self._events[event.id] = event
+            for sink in sinks:
+                self._deliveries[event.id, sink] = Delivery(event.id, sink)
+        return saved
+
+    async def due(
+        self, states: Collection[JobState], now: float, limit: int, model: Model | None = None
+    ) -> list[Job]:
+        ready = [
+            job
+            for job in self._jobs.values()
+            if job.state in states
+            and job.due_at is not None
+            and job.due_at <= now
+            and (model is None or job.request.model is model)
+        ]
+        return sorted(ready, key=lambda job: (job.due_at or 0.0, job.created_at))[:limit]
+
+    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+        return sum(
+            1
+            for job in self._jobs.values()
+            if job.state in states and (model is None or job.request.model == model)
+        )
+
+    async def list_jobs(
+        self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        dead = {d.event_id for d in self._deliveries.values() if d.state is DeliveryState.DEAD}
+        jobs = [
+            job
+            for job in self._jobs.values()
+            if (state is None or job.state == state) and (not dead_letter or job.id in dead)
+        ]
+        jobs.sort(key=lambda job: (job.created_at, job.id), reverse=True)
+        return jobs[offset : offset + limit]
+
+    async def event(self, event_id: str) -> Event | None:
+        return self._events.get(event_id)
+
+    async def deliveries(self, event_id: str) -> list[Delivery]:
+        return sorted((d for d in self._deliveries.values() if d.event_id == event_id), key=lambda d: d.sink)
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        ready = [
+            d for d in self._deliveries.values() if d.state is DeliveryState.PENDING and d.next_at <= now
+        ]
+        return sorted(ready, key=lambda d: d.next_at)[:limit]
+
+    async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
+        key = (delivery.event_id, delivery.sink)
+        current = self._deliveries.get(key)
+        if current is None or current.attempts != expected_attempts:
+            return False
+        self._deliveries[key] = delivery
+        return True
+
+    async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
+        if event_id not in self._events:
+            return 0
+        for sink in sinks:
+            self._deliveries[event_id, sink] = Delivery(event_id, sink, next_at=now)
+        return len(sinks)

@@ -1,0 +1,287 @@
+"""SQLite store (the default): one connection in WAL mode, driven from a single worker thread."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from receiver.errors import ConfigError
+from receiver.models import Event, Job, JobState, Model
+from receiver.resource import ResourceBase
+from receiver.stores.base import Delivery, DeliveryState
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    due_at REAL,
+    created_at REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, due_at);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE TABLE IF NOT EXISTS job_inputs (job_id TEXT PRIMARY KEY, image TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    event_id TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at REAL NOT NULL,
+    last_error TEXT,
+    delivered_at REAL,
+    PRIMARY KEY (event_id, sink)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at);
+"""
+
+
+class SQLiteStore(ResourceBase):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        # One thread at a time may use the connection; SQLite has a single writer anyway.
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """`sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `sqlite://:memory:`."""
+        if not url.startswith("sqlite://"):
+            raise ConfigError(f"not a SQLite URL: {url!r}")
+        path = url.removeprefix("sqlite://")
+        path = path.removeprefix("/") if path != "/:memory:" else ":memory:"
+        if not path:
+            raise ConfigError(f"SQLite URL names no file: {url!r}")
+        return cls(path)
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._run(conn.close)
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before we acknowledge what it holds.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("store is not open; use `async with store:`")
+        return self._conn
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def insert(self, job: Job, image_base64: str | None) -> Job:
+        def insert(conn: sqlite3.Connection) -> Job:
+            if job.idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT doc FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    return _job(row[0])
+            conn.execute(
+                "INSERT INTO jobs (id, state, model, version, idempotency_key, due_at, created_at, doc)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job.id, *_columns(job), job.created_at, _doc(job)),
+            )
+            if image_base64 is not None:
+                conn.execute("INSERT INTO job_inputs (job_id, image) VALUES (?, ?)", (job.id, image_base64))
+            return job
+
+        return await self._run(self._write, insert)
+
+    async def get(self, job_id: str) -> Job | None:
+        row = await self._run(self._one, "SELECT doc FROM jobs WHERE id = ?", (job_id,))
+        return _job(row[0]) if row else None
+
+    async def input_image(self, job_id: str) -> str | None:
+        row = await self._run(self._one, "SELECT image FROM job_inputs WHERE job_id = ?", (job_id,))
+        return str(row[0]) if row else None
+
+    async def save(
+        self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False
+    ) -> Job | None:
+        saved = dataclasses.replace(job, version=job.version + 1)
+
+        def save(conn: sqlite3.Connection) -> Job | None:
+            state, model, version, key, due_at = _columns(saved)
+            updated = conn.execute(
+                "UPDATE jobs SET state = ?, model = ?, version = ?, idempotency_key = ?, due_at = ?, doc = ?"
+                " WHERE id = ? AND version = ?",
+                (state, model, version, key, due_at, _doc(saved), job.id, job.version),
+            ).rowcount
+            if updated != 1:
+                return None
+            if drop_input:
+                conn.execute("DELETE FROM job_inputs WHERE job_id = ?", (job.id,))
+            if event is not None:
+                conn.execute(
+                    "INSERT INTO events (id, body) VALUES (?, ?)", (event.id, json.dumps(event.to_dict()))
+                )
+                conn.executemany(
+                    "INSERT INTO deliveries (event_id, sink, state, attempts, next_at)"
+                    " VALUES (?, ?, 'pending', 0, 0)",
+                    [(event.id, sink) for sink in sinks],
+                )
+            return saved
+
+        try:
+            return await self._run(self._write, save)
+        except sqlite3.IntegrityError:  # the event exists already: another writer finished the job
+            return None
+
+    async def due(
+        self, states: Collection[JobState], now: float, limit: int, model: Model | None = None
+    ) -> list[Job]:
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT doc FROM jobs WHERE state IN ({marks}) AND due_at <= ?"  # noqa: S608 - only "?" marks
+        params: tuple[Any, ...] = (*states, now)
+        if model is not None:
+            sql += " AND model = ?"
+            params += (model.value,)
+        rows = await self._run(self._all, sql + " ORDER BY due_at LIMIT ?", (*params, limit))
+        return [_job(row[0]) for row in rows]
+
+    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT COUNT(*) FROM jobs WHERE state IN ({marks})"  # noqa: S608 - only "?" marks
+        params: tuple[Any, ...] = tuple(states)
+        if model is not None:
+            sql += " AND model = ?"
+            params += (model.value,)
+        row = await self._run(self._one, sql, params)
+        return int(row[0]) if row else 0
+
+    async def list_jobs(
+        self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        sql = "SELECT doc FROM jobs WHERE 1 = 1"
+        params: tuple[Any, ...] = ()
+        if state is not None:
+            sql += " AND state = ?"
+            params += (state.value,)
+        if dead_letter:
+            sql += " AND id IN (SELECT event_id FROM deliveries WHERE state = ?)"
+            params += (DeliveryState.DEAD.value,)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        rows = await self._run(self._all, sql, (*params, limit, offset))
+        return [_job(row[0]) for row in rows]
+
+    async def event(self, event_id: str) -> Event | None:
+        row = await self._run(self._one, "SELECT body FROM events WHERE id = ?", (event_id,))
+        return Event.from_dict(json.loads(row[0])) if row else None
+
+    async def deliveries(self, event_id: str) -> list[Delivery]:
+        rows = await self._run(
+            self._all,
+            _SELECT_DELIVERIES + " WHERE event_id = ? ORDER BY sink",
+            (event_id,),
+        )
+        return [_delivery(row) for row in rows]
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        rows = await self._run(
+            self._all,
+            _SELECT_DELIVERIES + " WHERE state = ? AND next_at <= ? ORDER BY next_at LIMIT ?",
+            (DeliveryState.PENDING.value, now, limit),
+        )
+        return [_delivery(row) for row in rows]
+
+    async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
+        def save(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "UPDATE deliveries"
+                    " SET state = ?, attempts = ?, next_at = ?, last_error = ?, delivered_at = ?"
+                    " WHERE event_id = ? AND sink = ? AND attempts = ?",
+                    (
+                        delivery.state.value,
+                        delivery.attempts,
+                        delivery.next_at,
+                        delivery.last_error,
+                        delivery.delivered_at,
+                        delivery.event_id,
+                        delivery.sink,
+                        expected_attempts,
+                    ),
+                ).rowcount
+                == 1
+            )
+
+        return await self._run(self._write, save)
+
+    async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
+        def reset(conn: sqlite3.Connection) -> int:
+            if conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is None:
+                return 0
+            conn.executemany(
+                "INSERT INTO deliveries (event_id, sink, state, attempts, next_at) VALUES (?, ?, ?, 0, ?)"
+                " ON CONFLICT (event_id, sink) DO UPDATE SET state = excluded.state, attempts = 0,"
+                " next_at = excluded.next_at, last_error = NULL, delivered_at = NULL",
+                [(event_id, sink, DeliveryState.PENDING.value, now) for sink in sinks],
+            )
+            return len(sinks)
+
+        return await self._run(self._write, reset)
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        return self.conn.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        return self.conn.execute(sql, params).fetchall()
+
+
+_SELECT_DELIVERIES = (
+    "SELECT event_id, sink, state, attempts, next_at, last_error, delivered_at FROM deliveries"
+)
+
+
+def _columns(job: Job) -> tuple[str, str, int, str | None, float | None]:
+    return job.state.value, job.request.model.value, job.version, job.idempotency_key, job.due_at
+
+
+def _doc(job: Job) -> str:
+    return json.dumps(job.to_doc(), separators=(",", ":"))
+
+
+def _job(doc: str) -> Job:
+    return Job.from_doc(json.loads(doc))
+
+
+def _delivery(row: Any) -> Delivery:
+    event_id, sink, state, attempts, next_at, last_error, delivered_at = row
+    return Delivery(event_id, sink, DeliveryState(state), attempts, next_at, last_error, delivered_at)

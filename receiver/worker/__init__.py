@@ -1,0 +1,1 @@
+"""Background work: submitting edits, fetching results, polling for lost webhooks, publishing events."""

@@ -1,0 +1,330 @@
+"""One contract for every job store, subclassed per backend."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from receiver import lifecycle
+from receiver.models import EditRequest, Event, ImageInfo, Job, JobState, Model, Transition, Via
+from receiver.stores import Delivery, DeliveryState, Store, mutate
+from receiver.stores.memory import MemoryStore
+from receiver.stores.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000.0
+POLICY = lifecycle.Policy(source="urn:kontext-receiver:test")
+SINKS = ("file://events.jsonl", "stdout://")
+
+
+def make_job(job_id: str, created_at: float = T0, **changes: Any) -> Job:
+    request = EditRequest(prompt=f"edit {job_id}", seed=3, metadata={"ticket": job_id, "tags": ["a", "b"]})
+    return dataclasses.replace(lifecycle.new_job(job_id, request, created_at), **changes)
+
+
+def rich_job() -> Job:
+    """A job with every kind of field filled, to prove it survives the store."""
+    image = ImageInfo("file:///images/j.png", "0f" * 32, 1234, "image/png", 640, 480)
+    return make_job(
+        "job-rich",
+        request=EditRequest(
+            prompt="Change the car color to red",
+            model=Model.MAX,
+            image_url="https://images.example/car.jpg",
+            aspect_ratio="16:9",
+            seed=42,
+            output_format="png",
+            safety_tolerance=2,
+            prompt_upsampling=True,
+            metadata={"order": {"id": 7, "lines": [1, 2]}, "note": "\u00e9t\u00e9 \u2603"},
+        ),
+        idempotency_key="idem-1",
+        fingerprint="fp",
+        state=JobState.STORED,
+        due_at=None,
+        attempts=2,
+        bfl_task_id="task-1",
+        polling_url="https://api.eu1.bfl.ai/v1/get_result?id=task-1",
+        submitted_at=T0 + 1.25,
+        sample_url="https://delivery-eu1.bfl.ai/s.png?sig=x",
+        result={"seed": 42, "duration": 14.2},
+        bfl_finished_at=T0 + 20,
+        received_at=T0 + 21,
+        via=Via.POLL,
+        stored_at=T0 + 22,
+        image=image,
+        error={"code": "none", "detail": [1, "two"]},
+        finished_at=T0 + 22,
+    )
+
+
+def final(job: Job, at: float = T0 + 30) -> Transition:
+    """The job failing now: a transition that carries its event."""
+    transition = lifecycle.finish(job, JobState.FAILED, at, POLICY, error={"code": "test"})
+    assert transition.event is not None
+    return transition
+
+
+class StoreContract:
+    """Every backend's test class subclasses this and provides an open, empty store as the `store` fixture."""
+
+    async def finished(self, store: Store, job_id: str, created_at: float = T0) -> tuple[Job, Event]:
+        """Insert a job and save it as failed, with its event and a pending delivery per sink."""
+        job = await store.insert(make_job(job_id, created_at), None)
+        transition = final(job)
+        saved = await store.save(transition.job, event=transition.event, sinks=SINKS)
+        assert saved is not None and transition.event is not None
+        return saved, transition.event
+
+    # --- jobs --------------------------------------------------------------------------------------------
+
+    async def test_insert_then_get_round_trips_every_field(self, store: Store) -> None:
+        job = rich_job()
+        assert await store.insert(job, None) == job
+        assert await store.get(job.id) == job
+        assert await store.get("no-such-job") is None
+
+    async def test_idempotency_key_returns_the_first_job(self, store: Store) -> None:
+        first = await store.insert(make_job("job-1", idempotency_key="key-1"), "first-image")
+        again = await store.insert(make_job("job-2", T0 + 5, idempotency_key="key-1"), "second-image")
+        assert again == first
+        assert await store.get("job-2") is None
+        assert await store.input_image("job-1") == "first-image"
+        assert await store.input_image("job-2") is None
+        other = await store.insert(make_job("job-3", idempotency_key="key-2"), None)
+        assert other.id == "job-3"
+
+    async def test_input_image_is_kept_until_dropped(self, store: Store) -> None:
+        job = await store.insert(make_job("job-1"), "aGVsbG8=")
+        assert await store.input_image("job-1") == "aGVsbG8="
+        job = await self.saved(store, dataclasses.replace(job, attempts=1))
+        assert await store.input_image("job-1") == "aGVsbG8="
+        await store.save(dataclasses.replace(job, state=JobState.SUBMITTED), drop_input=True)
+        assert await store.input_image("job-1") is None
+        await store.insert(make_job("job-2"), None)
+        assert await store.input_image("job-2") is None
+
+    async def saved(self, store: Store, job: Job, **kwargs: Any) -> Job:
+        result = await store.save(job, **kwargs)
+        assert result is not None, "save lost a race nobody ran"
+        return result
+
+    async def test_save_is_compare_and_set_on_the_version(self, store: Store) -> None:
+        job = await store.insert(make_job("job-1"), None)
+        first = await self.saved(store, dataclasses.replace(job, state=JobState.SUBMITTED))
+        assert first.version == job.version + 1
+        assert await store.save(dataclasses.replace(job, state=JobState.FAILED)) is None  # stale
+        assert await store.get("job-1") == first
+        second = await self.saved(store, dataclasses.replace(first, bfl_task_id="task-1"))
+        assert second.version == job.version + 2
+        assert await store.get("job-1") == second
+
+    async def test_save_of_an_unknown_job_is_refused(self, store: Store) -> None:
+        assert await store.save(make_job("ghost")) is None
+        assert await store.get("ghost") is None
+
+    # --- events and deliveries ----------------------------------------------------------------------
+
+    async def test_save_with_an_event_writes_it_and_one_delivery_per_sink(self, store: Store) -> None:
+        job, event = await self.finished(store, "job-1")
+        assert job.state is JobState.FAILED
+        assert await store.event("job-1") == event
+        assert await store.deliveries("job-1") == [Delivery("job-1", sink) for sink in sorted(SINKS)]
+        assert await store.event("job-2") is None
+        assert await store.deliveries("job-2") == []
+
+    async def test_a_second_event_with_the_same_id_is_refused(self, store: Store) -> None:
+        job, event = await self.finished(store, "job-1")
+        again = final(job, at=T0 + 99)
+        assert await store.save(again.job, event=again.event, sinks=(*SINKS, "http://other")) is None
+        assert await store.get("job-1") == job  # nothing of the losing write is kept
+        assert await store.event("job-1") == event
+        assert [d.sink for d in await store.deliveries("job-1")] == sorted(SINKS)
+
+    async def test_due_deliveries_and_compare_and_set_on_attempts(self, store: Store) -> None:
+        await self.finished(store, "job-1")
+        pending = await store.due_deliveries(T0, 10)
+        assert sorted(d.sink for d in pending) == sorted(SINKS)
+        assert len(await store.due_deliveries(T0, 1)) == 1
+
+        first = pending[0]
+        retry = dataclasses.replace(first, attempts=1, next_at=T0 + 5, last_error="connection refused")
+        assert await store.save_delivery(retry, expected_attempts=0) is True
+        assert await store.save_delivery(retry, expected_attempts=0) is False  # someone else got there
+        assert first.sink not in {d.sink for d in await store.due_deliveries(T0 + 4, 10)}
+        assert retry in await store.due_deliveries(T0 + 5, 10)
+
+        delivered = dataclasses.replace(
+            retry, state=DeliveryState.DELIVERED, attempts=2, last_error=None, delivered_at=T0 + 6
+        )
+        assert await store.save_delivery(delivered, expected_attempts=1) is True
+        assert first.sink not in {d.sink for d in await store.due_deliveries(T0 + 1000, 10)}
+        assert delivered in await store.deliveries("job-1")
+        assert await store.save_delivery(Delivery("nope", "stdout://"), expected_attempts=0) is False
+
+    async def test_due_deliveries_come_earliest_first(self, store: Store) -> None:
+        for job_id, next_at in (("job-a", T0 + 3), ("job-b", T0 + 1), ("job-c", T0 + 2)):
+            await self.finished(store, job_id)
+            for delivery in await store.deliveries(job_id):
+                await store.save_delivery(dataclasses.replace(delivery, next_at=next_at), expected_attempts=0)
+        due = await store.due_deliveries(T0 + 10, 4)
+        assert [d.event_id for d in due] == ["job-b", "job-b", "job-c", "job-c"]
+
+    async def test_redeliver_resets_every_sink_to_pending(self, store: Store) -> None:
+        await self.finished(store, "job-1")
+        for delivery in await store.deliveries("job-1"):
+            dead = dataclasses.replace(delivery, state=DeliveryState.DEAD, attempts=9, last_error="gone")
+            assert await store.save_delivery(dead, expected_attempts=0)
+        sinks = (*SINKS, "http://new-sink")
+        assert await store.redeliver("job-1", sinks, T0 + 50) == 3
+        assert await store.deliveries("job-1") == [
+            Delivery("job-1", s, next_at=T0 + 50) for s in sorted(sinks)
+        ]
+        assert len(await store.due_deliveries(T0 + 50, 10)) == 3
+
+    async def test_redeliver_without_an_event_does_nothing(self, store: Store) -> None:
+        await store.insert(make_job("job-1"), None)
+        assert await store.redeliver("job-1", SINKS, T0) == 0
+        assert await store.redeliver("no-such-job", SINKS, T0) == 0
+        assert await store.deliveries("job-1") == []
+
+    # --- queries ---------------------------------------------------------------------------------------
+
+    async def test_due_returns_jobs_whose_time_has_come_earliest_first(self, store: Store) -> None:
+        for job_id, state, due_at in [
+            ("late", JobState.CREATED, T0 + 3),
+            ("early", JobState.CREATED, T0 + 1),
+            ("middle", JobState.SUBMITTED, T0 + 2),
+            ("exactly-now", JobState.CREATED, T0 + 10),
+            ("future", JobState.CREATED, T0 + 11),
+            ("never", JobState.CREATED, None),
+            ("received", JobState.RECEIVED, T0),
+        ]:
+            await store.insert(make_job(job_id, state=state, due_at=due_at), None)
+        created = {JobState.CREATED}
+        assert [j.id for j in await store.due(created, T0 + 10, 10)] == ["early", "late", "exactly-now"]
+        assert [j.id for j in await store.due(created, T0 + 10, 2)] == ["early", "late"]
+        both = {JobState.CREATED, JobState.SUBMITTED}
+        assert [j.id for j in await store.due(both, T0 + 10, 10)] == [
+            "early",
+            "middle",
+            "late",
+            "exactly-now",
+        ]
+        assert await store.due({JobState.PUBLISHED}, T0 + 100, 10) == []
+
+    async def test_count_by_state_and_model(self, store: Store) -> None:
+        for job_id, state, model in [
+            ("a", JobState.CREATED, Model.PRO),
+            ("b", JobState.SUBMITTED, Model.PRO),
+            ("c", JobState.SUBMITTED, Model.MAX),
+            ("d", JobState.SUBMITTED, Model.MAX),
+            ("e", JobState.PUBLISHED, Model.MAX),
+        ]:
+            request = EditRequest(prompt="p", model=model)
+            await store.insert(make_job(job_id, state=state, request=request), None)
+        active = {JobState.CREATED, JobState.SUBMITTED}
+        assert await store.count(active) == 4
+        assert await store.count(active, Model.MAX) == 2
+        assert await store.count(active, Model.PRO) == 2
+        assert await store.count({JobState.PUBLISHED}, Model.PRO) == 0
+        assert await store.count({JobState.FAILED}) == 0
+
+    async def test_list_jobs_newest_first_with_filters_and_paging(self, store: Store) -> None:
+        for n in range(5):
+            state = JobState.SUBMITTED if n % 2 else JobState.CREATED
+            await store.insert(make_job(f"job-{n}", T0 + n, state=state), None)
+        assert [j.id for j in await store.list_jobs()] == ["job-4", "job-3", "job-2", "job-1", "job-0"]
+        assert [j.id for j in await store.list_jobs(state=JobState.SUBMITTED)] == ["job-3", "job-1"]
+        assert [j.id for j in await store.list_jobs(limit=2, offset=1)] == ["job-3", "job-2"]
+        assert await store.list_jobs(offset=5) == []
+
+    async def test_list_jobs_dead_letter_keeps_jobs_with_a_dead_delivery(self, store: Store) -> None:
+        await self.finished(store, "ok", T0)
+        await self.finished(store, "dead-1", T0 + 1)
+        await self.finished(store, "dead-2", T0 + 2)
+        for job_id in ("dead-1", "dead-2"):
+            delivery = (await store.deliveries(job_id))[0]
+            dead = dataclasses.replace(delivery, state=DeliveryState.DEAD, attempts=1)
+            assert await store.save_delivery(dead, expected_attempts=0)
+        assert [j.id for j in await store.list_jobs(dead_letter=True)] == ["dead-2", "dead-1"]
+        assert await store.list_jobs(dead_letter=True, state=JobState.CREATED) == []
+
+    # --- mutate ----------------------------------------------------------------------------------------
+
+    async def test_mutate_retries_a_lost_race_on_the_newer_version(self, store: Store) -> None:
+        await store.insert(make_job("job-1"), None)
+        calls: list[int] = []
+
+        def note_task(job: Job) -> Transition:
+            calls.append(job.version)
+            return Transition(dataclasses.replace(job, bfl_task_id="task-1"))
+
+        racing = RivalWritesAfterFirstGet(store, lambda job: dataclasses.replace(job, attempts=7))
+        job, changed = await mutate(cast(Store, racing), "job-1", note_task)
+        assert changed is True
+        assert calls == [0, 1]  # ran again on the rival's version
+        assert job is not None and (job.version, job.attempts, job.bfl_task_id) == (2, 7, "task-1")
+        assert await store.get("job-1") == job
+
+    async def test_mutate_writes_the_event_with_deliveries(self, store: Store) -> None:
+        await store.insert(make_job("job-1"), None)
+        job, changed = await mutate(store, "job-1", final, SINKS)
+        assert changed and job is not None and job.state is JobState.FAILED
+        assert (event := await store.event("job-1")) is not None and event.type == "kontext.edit.failed"
+        assert len(await store.deliveries("job-1")) == len(SINKS)
+
+    async def test_mutate_with_nothing_to_do_or_no_job(self, store: Store) -> None:
+        inserted = await store.insert(make_job("job-1"), None)
+        assert await mutate(store, "job-1", lambda job: None) == (inserted, False)
+        assert await mutate(store, "no-such-job", final) == (None, False)
+        assert await store.get("job-1") == inserted
+
+
+class RivalWritesAfterFirstGet:
+    """A store proxy: right after the first `get`, another writer saves a newer version of the job."""
+
+    def __init__(self, inner: Store, rival: Callable[[Job], Job]) -> None:
+        self.inner = inner
+        self.rival: Callable[[Job], Job] | None = rival
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get(self, job_id: str) -> Job | None:
+        job = await self.inner.get(job_id)
+        if job is not None and self.rival is not None:
+            rival, self.rival = self.rival, None
+            assert await self.inner.save(rival(job)) is not None
+        return job
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        async with MemoryStore() as store:
+            yield store
+
+
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        async with SQLiteStore(str(tmp_path / "receiver.db")) as store:
+            yield store
+
+    async def test_data_survives_close_and_reopen(self, tmp_path: Path) -> None:
+        path = str(tmp_path / "state" / "receiver.db")
+        async with SQLiteStore(path) as store:
+            job = await store.insert(rich_job(), "aGVsbG8=")
+            saved, event = await self.finished(store, "job-1")
+        async with SQLiteStore.from_url(f"sqlite:///{path}") as reopened:
+            assert await reopened.get(job.id) == job
+            assert await reopened.input_image(job.id) == "aGVsbG8="
+            assert await reopened.get("job-1") == saved
+            assert await reopened.event("job-1") == event
+            assert len(await reopened.deliveries("job-1")) == len(SINKS)
