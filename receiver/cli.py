@@ -1,0 +1,219 @@
+"""The `kontext-receiver` command."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from receiver.errors import ConfigError, ReceiverError
+from receiver.logs import configure_logging
+from receiver.models import FINAL_STATES, JobState
+from receiver.progress import Progress
+from receiver.settings import ClientSettings, Settings, SimSettings
+
+MODELS = {"pro": "flux-kontext-pro", "max": "flux-kontext-max"}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        code = args.run(args)
+    except ConfigError as exc:
+        print(f"kontext-receiver: configuration error: {exc}", file=sys.stderr)
+        code = 2
+    except (ReceiverError, httpx.HTTPError, TimeoutError) as exc:
+        print(f"kontext-receiver: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kontext-receiver", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the whole path on embedded defaults and print the event")
+    demo.add_argument("--data", type=Path, default=Path("data"), help="folder for the store, images, events")
+    demo.set_defaults(run=_demo)
+
+    serve = commands.add_parser("serve", help="run the receiver (HTTP app, worker, reconciler)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(run=_serve)
+
+    sim = commands.add_parser("sim", help="run the BFL API simulator alone")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.set_defaults(run=_sim)
+
+    edit = commands.add_parser("edit", help="submit an edit through a running receiver and wait for it")
+    edit.add_argument("image", type=Path)
+    edit.add_argument("prompt")
+    edit.add_argument("--model", choices=sorted(MODELS), default="pro")
+    edit.add_argument("--out", type=Path, help="write the edited image here")
+    edit.add_argument(
+        "--receiver", help="receiver base URL (default: $RECEIVER_URL or http://127.0.0.1:8080)"
+    )
+    edit.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the outcome")
+    edit.set_defaults(run=_edit)
+
+    jobs = commands.add_parser("jobs", help="inspect jobs in the configured store, re-publish events")
+    job_commands = jobs.add_subparsers(required=True, metavar="ACTION")
+    listing = job_commands.add_parser("list", help="newest jobs first")
+    listing.add_argument("--state", choices=[s.value for s in JobState])
+    listing.add_argument("--dead-letter", action="store_true", help="only jobs with a dead-lettered delivery")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(run=_jobs_list)
+    show = job_commands.add_parser("show", help="one job with its event and deliveries, as JSON")
+    show.add_argument("id")
+    show.set_defaults(run=_jobs_show)
+    again = job_commands.add_parser("redeliver", help="publish a job's event to every sink again")
+    again.add_argument("id")
+    again.set_defaults(run=_jobs_redeliver)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from receiver.demo import run_demo
+
+    configure_logging("info", json=False)
+    return anyio.run(run_demo, args.data, sys.stdout, Progress())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from receiver.web.app import create_app
+
+    settings = Settings.from_env().check()
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, access_log=False, log_level=settings.log_level
+    )
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from receiver.simulator import create_sim_app
+
+    configure_logging("info", json=False)
+    uvicorn.run(create_sim_app(SimSettings.from_env()), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _edit(args: argparse.Namespace) -> int:
+    client = ClientSettings.from_env()
+    url = (args.receiver or client.receiver_url).rstrip("/")
+    headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
+    image = args.image.read_bytes()
+    progress = Progress()
+    with httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(30.0, read=90.0)) as http:
+        answer = http.post(
+            "/v1/edits",
+            json={
+                "prompt": args.prompt,
+                "image": base64.b64encode(image).decode(),
+                "model": MODELS[args.model],
+            },
+        )
+        job = _ok(answer, 202)
+        progress.update(f"job {job['id']}: {job['state']}")
+        while job["state"] not in FINAL_STATES:
+            if progress.elapsed() > args.timeout:
+                raise TimeoutError(f"no outcome for job {job['id']} after {args.timeout:.0f}s")
+            # Long-poll the receiver (never BFL): the answer comes back as soon as the job settles.
+            job = _ok(http.get(f"/v1/jobs/{job['id']}", params={"wait": 1}), 200)
+            progress.update(f"job {job['id']}: {job['state']}")
+        progress.done(f"job {job['id']}: {job['outcome']}")
+        if job["outcome"] != "completed":
+            print(json.dumps(job["error"], indent=2), file=sys.stderr)
+            return 1
+        if args.out:
+            with http.stream("GET", f"/v1/jobs/{job['id']}/image") as response, args.out.open("wb") as out:
+                if response.status_code != 200:
+                    raise ReceiverError(f"image download answered {response.status_code}")
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+            print(f"edited image written to {args.out}")
+    print(json.dumps(job, indent=2))
+    return 0
+
+
+def _ok(response: httpx.Response, status: int) -> dict[str, Any]:
+    if response.status_code != status:
+        raise ReceiverError(
+            f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code}: {response.text[:500]}"
+        )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _jobs_list(args: argparse.Namespace) -> int:
+    async def run() -> None:
+        async with _store() as store:
+            state = JobState(args.state) if args.state else None
+            for job in await store.list_jobs(state=state, dead_letter=args.dead_letter, limit=args.limit):
+                error = (job.error or {}).get("code", "")
+                model = job.request.model.value
+                print(f"{job.id}  {job.state.value:<10} {model:<17} {error:<16} {job.request.prompt[:40]}")
+
+    anyio.run(run)
+    return 0
+
+
+def _jobs_show(args: argparse.Namespace) -> int:
+    from receiver.web.views import job_view
+
+    async def run() -> int:
+        async with _store() as store:
+            job = await store.get(args.id)
+            if job is None:
+                print(f"no job {args.id}", file=sys.stderr)
+                return 1
+            event = await store.event(job.id)
+            view = job_view(job, await store.deliveries(job.id))
+            view["event"] = event.to_dict() if event else None
+            print(json.dumps(view, indent=2))
+            return 0
+
+    return anyio.run(run)
+
+
+def _jobs_redeliver(args: argparse.Namespace) -> int:
+    from receiver.sinks import sink_from_url
+
+    settings = Settings.from_env()
+    names = [sink_from_url(url).name for url in settings.sinks]
+
+    async def run() -> int:
+        async with _store() as store:
+            if await store.get(args.id) is None:
+                print(f"no job {args.id}", file=sys.stderr)
+                return 1
+            count = await store.redeliver(args.id, names, time.time())
+            if count == 0:
+                print(f"job {args.id} has no event yet", file=sys.stderr)
+                return 1
+            print(f"event {args.id} queued for {', '.join(names)}; a running receiver delivers it")
+            return 0
+
+    return anyio.run(run)
+
+
+def _store() -> Any:
+    from receiver.stores import store_from_url
+
+    return store_from_url(Settings.from_env().store_url)

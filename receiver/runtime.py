@@ -1,0 +1,99 @@
+"""Everything a running receiver holds: its resources, opened once, and the signals between its loops."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+
+from receiver.bfl.client import BflClient
+from receiver.blobs import BlobStore, blobs_from_url
+from receiver.lifecycle import Policy
+from receiver.metrics import Metrics
+from receiver.settings import Settings
+from receiver.sinks import Sink, sinks_from_urls
+from receiver.stores import Store, store_from_url
+from receiver.webhook_auth import WebhookSigner
+from receiver.worker.fetch import FetchPolicy
+from receiver.worker.wakeup import Wakeup
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Wakeups:
+    submit: Wakeup = field(default_factory=Wakeup)
+    fetch: Wakeup = field(default_factory=Wakeup)
+    publish: Wakeup = field(default_factory=Wakeup)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    blobs: BlobStore
+    sinks: dict[str, Sink]
+    bfl: BflClient
+    http: httpx.AsyncClient
+    signer: WebhookSigner
+    policy: Policy
+    fetch_policy: FetchPolicy
+    clock: Clock = time.time
+    wakeups: Wakeups = field(default_factory=Wakeups)
+    metrics: Metrics = field(default_factory=Metrics)
+    ready: bool = True
+
+    def webhook_url(self, job_id: str) -> str:
+        return f"{self.settings.public_url}/webhooks/bfl/{job_id}"
+
+
+def event_source(settings: Settings) -> str:
+    return settings.public_url or "urn:kontext-receiver"
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    blobs: BlobStore | None = None,
+    sinks: list[Sink] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock = time.time,
+) -> AsyncIterator[Runtime]:
+    """Open every resource the settings name (or use the ones given) and close them all on exit."""
+    async with AsyncExitStack() as stack:
+        opened_store = await stack.enter_async_context(store or store_from_url(settings.store_url))
+        opened_blobs = await stack.enter_async_context(blobs or blobs_from_url(settings.blob_url))
+        opened_sinks = [
+            await stack.enter_async_context(sink) for sink in sinks or sinks_from_urls(settings.sinks)
+        ]
+        timeout = httpx.Timeout(30.0, read=settings.download_timeout_s)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, follow_redirects=False)
+        )
+        yield Runtime(
+            settings=settings,
+            store=opened_store,
+            blobs=opened_blobs,
+            sinks={sink.name: sink for sink in opened_sinks},
+            bfl=BflClient(http, settings.bfl_api_url, settings.bfl_api_key),
+            http=http,
+            signer=WebhookSigner(settings.signing_keys),
+            policy=Policy(
+                source=event_source(settings),
+                reconcile_after_s=settings.reconcile_after_s,
+                give_up_after_s=settings.give_up_after_s,
+                retry_base_s=settings.retry_base_s,
+            ),
+            fetch_policy=FetchPolicy(
+                allowed_hosts=settings.sample_hosts,
+                max_bytes=settings.max_sample_bytes,
+                max_pixels=settings.max_sample_pixels,
+            ),
+            clock=clock,
+        )

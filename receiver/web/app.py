@@ -1,0 +1,74 @@
+"""`create_app`: the Starlette app, with every resource opened once in its lifespan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from receiver.blobs import BlobStore
+from receiver.errors import ReceiverError
+from receiver.runtime import Clock, open_runtime
+from receiver.settings import Settings
+from receiver.sinks import Sink
+from receiver.stores import Store
+from receiver.web import edits, health, jobs, webhooks
+from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
+from receiver.worker.runner import run_workers
+
+ROUTES = [
+    Route("/v1/edits", edits.create_edit, methods=["POST"]),
+    Route("/v1/jobs", jobs.list_jobs, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/image", jobs.get_image, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/redeliver", jobs.redeliver, methods=["POST"]),
+    Route("/webhooks/bfl/{job_id}", webhooks.bfl_webhook, methods=["POST"]),
+    Route("/healthz", health.healthz, methods=["GET"]),
+    Route("/readyz", health.readyz, methods=["GET"]),
+    Route("/metrics", health.metrics, methods=["GET"]),
+    Route("/openapi.json", health.openapi, methods=["GET"]),
+]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    blobs: BlobStore | None = None,
+    sinks: list[Sink] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock = time.time,
+    workers: bool = True,
+) -> Starlette:
+    """The receiver app. Resources not given are built from `settings`; `workers=False` serves HTTP
+    only (the background loops run elsewhere, or a test drives them)."""
+    settings.check()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_runtime(
+            settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
+        ) as rt:
+            app.state.rt = rt
+            async with anyio.create_task_group() as tg:
+                if workers:
+                    await tg.start(run_workers, rt)
+                yield
+                rt.ready = False
+                tg.cancel_scope.cancel()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            ReceiverError: on_receiver_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected_error,
+        },
+    )

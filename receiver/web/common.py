@@ -1,0 +1,101 @@
+"""Request plumbing shared by the endpoints: body caps, JSON, bearer tokens, and error mapping.
+
+This is the only place where our exceptions become HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from receiver.errors import (
+    BadRequest,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ReceiverError,
+    Unauthorized,
+)
+from receiver.runtime import Runtime
+
+log = structlog.get_logger("receiver.web")
+
+STATUS: dict[type[ReceiverError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    InvalidRequest: 422,
+}
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.rt
+    return rt
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes without reading it all."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"body is {length} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+    return bytes(body)
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+
+
+def require_token(request: Request) -> None:
+    """Check `Authorization: Bearer <token>` against RECEIVER_API_TOKENS, in constant time."""
+    tokens = runtime(request).settings.api_tokens
+    if not tokens:  # only a demo receiver runs without tokens (`Settings.check` refuses otherwise)
+        return
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(token.encode(), presented.strip().encode())
+    if not matched:
+        raise Unauthorized("invalid bearer token")
+
+
+async def on_receiver_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ReceiverError)
+    status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+    if status == 500:
+        log.error("http.unmapped_error", path=request.url.path, error=repr(exc))
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+    headers = (
+        {"WWW-Authenticate": "Bearer"} if status == 401 and request.url.path.startswith("/v1/") else None
+    )
+    if isinstance(exc, InvalidRequest):
+        return JSONResponse({"detail": [p.as_dict() for p in exc.problems]}, status_code=422)
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("http.internal_error", path=request.url.path)
+    return JSONResponse({"detail": "internal error"}, status_code=500)

@@ -1,0 +1,57 @@
+"""`POST /webhooks/bfl/{job_id}`: verify, persist, answer. The work happens after the answer."""
+
+from __future__ import annotations
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from receiver import lifecycle
+from receiver.bfl.sansio import Report, parse_webhook
+from receiver.errors import NotFound, Unauthorized
+from receiver.models import Via
+from receiver.stores import mutate
+from receiver.web.common import parse_json, read_body, runtime
+
+log = structlog.get_logger("receiver.webhooks")
+
+MAX_WEBHOOK_BODY = 64 * 1024
+
+
+async def bfl_webhook(request: Request) -> JSONResponse:
+    rt = runtime(request)
+    job_id = request.path_params["job_id"]
+    secret = request.headers.get("x-webhook-secret")
+    if secret is None or not rt.signer.verify(job_id, secret):
+        rt.metrics.inc("webhooks", result="unauthorized")
+        log.warning("webhook.unauthorized", job_id=job_id, secret_present=secret is not None)
+        raise Unauthorized("missing or wrong X-Webhook-Secret")
+    body = await read_body(request, MAX_WEBHOOK_BODY)
+    signature = request.headers.get("x-bfl-signature")
+    if signature is not None and not rt.signer.verify_body_signature(secret, body, signature):
+        rt.metrics.inc("webhooks", result="bad_signature")
+        raise Unauthorized("X-BFL-Signature does not match the body")
+    report = parse_webhook(parse_json(body))
+    if report.report is Report.RUNNING:
+        if await rt.store.get(job_id) is None:
+            raise NotFound(f"no job {job_id}")
+        rt.metrics.inc("webhooks", result="progress")
+        return JSONResponse({"status": "ignored", "reason": f"non-terminal status {report.status!r}"})
+    now = rt.clock()
+    job, changed = await mutate(
+        rt.store, job_id, lambda j: lifecycle.reported(j, report, Via.WEBHOOK, now, rt.policy), list(rt.sinks)
+    )
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    if not changed:
+        rt.metrics.inc("webhooks", result="duplicate")
+        log.info("webhook.duplicate", job_id=job_id, state=job.state.value)
+        return JSONResponse({"status": "duplicate", "state": job.state.value})
+    if report.task_id and job.bfl_task_id and report.task_id != job.bfl_task_id:
+        log.warning("webhook.task_mismatch", job_id=job_id, expected=job.bfl_task_id, got=report.task_id)
+    rt.metrics.inc("webhooks", result="accepted")
+    log.info("webhook.accepted", job_id=job_id, status=report.status, state=job.state.value)
+    rt.wakeups.fetch.set()
+    rt.wakeups.publish.set()
+    rt.wakeups.submit.set()
+    return JSONResponse({"status": "accepted", "state": job.state.value})

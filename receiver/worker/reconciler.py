@@ -1,0 +1,50 @@
+"""Recovers lost webhooks: a task with no webhook by its deadline is asked about through `get_result`."""
+
+from __future__ import annotations
+
+import structlog
+
+from receiver import lifecycle
+from receiver.bfl.sansio import Report
+from receiver.errors import UpstreamError
+from receiver.models import Job, JobState, Via
+from receiver.runtime import Runtime
+from receiver.stores import mutate
+
+log = structlog.get_logger("receiver.reconciler")
+
+
+async def reconcile_due(rt: Runtime, limit: int = 50) -> int:
+    """Poll every submitted job whose webhook is overdue; return how many were polled."""
+    now = rt.clock()
+    polled = 0
+    for job in await rt.store.due({JobState.SUBMITTED}, now, limit):
+        claimed = await rt.store.save(lifecycle.claim(job, now, rt.policy).job)
+        if claimed is not None:
+            await poll(rt, claimed)
+            polled += 1
+    return polled
+
+
+async def poll(rt: Runtime, job: Job) -> None:
+    sinks = list(rt.sinks)
+    if job.bfl_task_id is None:  # cannot happen: `submitted` records the id with the state
+        raise ValueError(f"job {job.id} was submitted without a task id")
+    try:
+        report = await rt.bfl.get_result(job.bfl_task_id, job.polling_url)
+    except UpstreamError as exc:
+        log.warning("job.poll_failed", job_id=job.id, error=str(exc))
+        await mutate(rt.store, job.id, lambda j: lifecycle.still_running(j, rt.clock(), rt.policy), sinks)
+        return
+    rt.metrics.inc("polls", status=report.report.value)
+    if report.report is Report.RUNNING:
+        await mutate(rt.store, job.id, lambda j: lifecycle.still_running(j, rt.clock(), rt.policy), sinks)
+        return
+    _, changed = await mutate(
+        rt.store, job.id, lambda j: lifecycle.reported(j, report, Via.POLL, rt.clock(), rt.policy), sinks
+    )
+    if changed:
+        log.info("job.recovered_by_poll", job_id=job.id, status=report.status)
+        rt.wakeups.fetch.set()
+        rt.wakeups.publish.set()
+        rt.wakeups.submit.set()

@@ -1,0 +1,77 @@
+"""Hands queued edits to BFL, never more at once than the account may have active."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import anyio
+import structlog
+
+from receiver import lifecycle
+from receiver.bfl.sansio import submit_body
+from receiver.errors import UpstreamError
+from receiver.models import Job, JobState, Model
+from receiver.runtime import Runtime
+from receiver.stores import mutate
+
+log = structlog.get_logger("receiver.submitter")
+
+
+class Submitter:
+    def __init__(self, rt: Runtime, task_group: anyio.abc.TaskGroup) -> None:
+        self.rt = rt
+        self.task_group = task_group
+        self.in_flight: Counter[Model] = Counter()
+
+    async def step(self) -> bool:
+        """Start as many submits as there are free upstream slots; True if any started."""
+        rt = self.rt
+        active = await rt.store.count({JobState.SUBMITTED}) + self.in_flight.total()
+        active_max = await rt.store.count({JobState.SUBMITTED}, Model.MAX) + self.in_flight[Model.MAX]
+        free = rt.settings.max_active - active
+        free_max = min(free, rt.settings.max_active_kontext_max - active_max)
+        if free <= 0:
+            return False
+        now = rt.clock()
+        # Asked for per model, so kontext-max jobs waiting for their smaller quota never block the rest.
+        candidates = await rt.store.due({JobState.CREATED}, now, free, Model.PRO)
+        if free_max > 0:
+            candidates += await rt.store.due({JobState.CREATED}, now, free_max, Model.MAX)
+        started = 0
+        for job in sorted(candidates, key=lambda job: (job.due_at or 0.0, job.created_at))[:free]:
+            claimed = await rt.store.save(lifecycle.claim(job, now, rt.policy).job)
+            if claimed is not None:
+                started += 1
+                self.in_flight[job.request.model] += 1
+                self.task_group.start_soon(self._submit, claimed)
+        return started > 0
+
+    async def _submit(self, job: Job) -> None:
+        rt = self.rt
+        try:
+            await self._submit_claimed(job)
+        except Exception:  # the claim lapses and the job is tried again; the loop must live on
+            log.exception("job.submit_crashed", job_id=job.id)
+        finally:
+            self.in_flight[job.request.model] -= 1
+            rt.wakeups.submit.set()
+
+    async def _submit_claimed(self, job: Job) -> None:
+        rt = self.rt
+        sinks = list(rt.sinks)
+        image = await rt.store.input_image(job.id)
+        body = submit_body(job.request, image, rt.webhook_url(job.id), rt.signer.secret_for(job.id))
+        try:
+            accepted = await rt.bfl.submit(job.request.model, body)
+        except UpstreamError as exc:
+            refusal = exc
+            log.warning("job.submit_refused", job_id=job.id, status=exc.status, detail=exc.detail)
+            rt.metrics.inc("submits", outcome="retry" if exc.retryable else "refused")
+            await mutate(
+                rt.store, job.id, lambda j: lifecycle.submit_refused(j, refusal, rt.clock(), rt.policy), sinks
+            )
+            rt.wakeups.publish.set()
+            return
+        rt.metrics.inc("submits", outcome="accepted")
+        log.info("job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=job.request.model.value)
+        await mutate(rt.store, job.id, lambda j: lifecycle.submitted(j, accepted, rt.clock(), rt.policy))

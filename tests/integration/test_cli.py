@@ -1,0 +1,100 @@
+"""The `kontext-receiver` command, run as a real process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.integration.stack import TOKEN, Stack, make_image, stack
+from tests.servers import wait_until
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "BFL_", "SIM_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", *args],
+        cwd=cwd,
+        env=clean | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def store_env(running: Stack) -> dict[str, str]:
+    return {
+        "RECEIVER_STORE_URL": running.settings.store_url,
+        "RECEIVER_SINKS": ",".join(running.settings.sinks),
+    }
+
+
+def test_demo_prints_a_completed_event_whose_image_matches(tmp_path: Path) -> None:
+    result = run("demo", "--data", str(tmp_path / "data"), cwd=tmp_path, env={"SIM_LATENCY_S": "0.2"})
+    assert result.returncode == 0, result.stderr
+    event = json.loads(result.stdout[: result.stdout.index("\n}\n") + 2])
+    assert event["type"] == "kontext.edit.completed"
+    image = event["data"]["image"]
+    assert (
+        hashlib.sha256(Path(image["url"].removeprefix("file://")).read_bytes()).hexdigest() == image["sha256"]
+    )
+    assert "sha256 verified" in result.stdout
+    assert event["data"]["prompt"] == "Change the car color to red"
+
+
+def test_edit_waits_for_the_outcome_and_writes_the_image(tmp_path: Path) -> None:
+    source = tmp_path / "car.png"
+    source.write_bytes(make_image(kind="PNG"))
+    with stack(tmp_path / "data") as running:
+        out = tmp_path / "edited.jpg"
+        env = {"RECEIVER_URL": running.url, "RECEIVER_TOKEN": TOKEN}
+        result = run(
+            "edit", str(source), "Make it blue", "--model", "max", "--out", str(out), cwd=tmp_path, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        job = json.loads(result.stdout[result.stdout.index("{") :])
+        assert job["model"] == "flux-kontext-max" and job["outcome"] == "completed"
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == job["image"]["sha256"]
+        assert "completed" in result.stderr  # the progress display's last line
+
+
+def test_edit_reports_a_refused_request(tmp_path: Path) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("not an image")
+    with stack(tmp_path / "data") as running:
+        env = {"RECEIVER_URL": running.url, "RECEIVER_TOKEN": TOKEN}
+        result = run("edit", str(source), "Make it blue", cwd=tmp_path, env=env)
+        assert result.returncode == 1
+        assert "422" in result.stderr and "not a JPEG, PNG or WebP" in result.stderr
+
+
+def test_jobs_list_show_and_redeliver(tmp_path: Path) -> None:
+    with stack(tmp_path / "data") as running:
+        job_id = running.submit()["id"]
+        running.wait_event(job_id)
+        listing = run("jobs", "list", cwd=tmp_path, env=store_env(running))
+        assert listing.returncode == 0 and job_id in listing.stdout
+        shown = run("jobs", "show", job_id, cwd=tmp_path, env=store_env(running))
+        view = json.loads(shown.stdout)
+        assert view["event"]["id"] == job_id and view["deliveries"][0]["state"] == "delivered"
+        again = run("jobs", "redeliver", job_id, cwd=tmp_path, env=store_env(running))
+        assert again.returncode == 0, again.stderr
+        wait_until(
+            lambda: [e["id"] for e in running.events()] == [job_id, job_id], 10, "the redelivered event"
+        )
+        assert running.events()[0] == running.events()[1]  # same event, same id, delivered again
+        missing = run("jobs", "show", "no-such-job", cwd=tmp_path, env=store_env(running))
+        assert missing.returncode == 1 and "no job" in missing.stderr
+
+
+def test_serve_refuses_to_start_without_required_settings(tmp_path: Path) -> None:
+    result = run("serve", cwd=tmp_path)
+    assert result.returncode == 2
+    for name in ("BFL_API_KEY", "RECEIVER_PUBLIC_URL", "RECEIVER_SIGNING_KEYS", "RECEIVER_API_TOKENS"):
+        assert name in result.stderr

@@ -1,0 +1,206 @@
+"""The whole path with real servers: simulator and receiver under uvicorn on loopback ports."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from receiver.simulator import create_sim_app
+from receiver.webhook_auth import WebhookSigner
+from tests.integration.stack import FAST_SIM, IMAGE_B64, Stack, make_image, receiver, stack
+from tests.servers import free_port, serve, wait_until
+
+
+def assert_completed(running: Stack, event: dict[str, object], via: str = "webhook") -> None:
+    """The event is a completed CloudEvent whose stored image is the exact bytes BFL served."""
+    assert event["type"] == "kontext.edit.completed"
+    data = event["data"]
+    assert isinstance(data, dict)
+    assert data["outcome"] == "completed" and data["via"] == via and data["error"] is None
+    image = data["image"]
+    stored = Path(image["url"].removeprefix("file://")).read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == image["sha256"] and len(stored) == image["bytes"]
+    assert event["dataref"] == image["url"]
+    served = running.sim(f"/_sim/tasks/{data['bfl_task_id']}")
+    assert served["sha256"] == image["sha256"]
+
+
+@pytest.mark.parametrize("shape", ["observed", "documented"])
+def test_edit_completes_through_the_webhook(tmp_path: Path, shape: str) -> None:
+    sim = dataclasses.replace(FAST_SIM, webhook_shape=shape)
+    with stack(tmp_path, sim) as running:
+        job = running.submit(metadata={"order": 42})
+        assert job["state"] == "created"
+        event = running.wait_event(job["id"])
+        assert_completed(running, event)
+        assert event["specversion"] == "1.0" and event["subject"] == job["id"]
+        assert event["source"] == running.settings.public_url
+        assert event["data"]["metadata"] == {"order": 42}
+        assert running.wait_state(job["id"], "published")["outcome"] == "completed"
+        image = running.client.get(f"/v1/jobs/{job['id']}/image")
+        assert hashlib.sha256(image.content).hexdigest() == event["data"]["image"]["sha256"]
+        assert running.sim("/_sim/stats")["get_result"] == 0  # no polling while webhooks arrive
+
+
+def test_duplicate_webhooks_produce_one_event_each(tmp_path: Path) -> None:
+    sim = dataclasses.replace(FAST_SIM, webhook_duplicate_rate=1.0)
+    with stack(tmp_path, sim) as running:
+        ids = [running.submit()["id"] for _ in range(4)]
+        for job_id in ids:
+            running.wait_event(job_id)
+        wait_until(lambda: running.sim("/_sim/stats")["webhooks_sent"] >= 8, 10, "every duplicate to arrive")
+        replay = running.job(ids[0])
+        assert replay["state"] in {"stored", "published"}
+        events = running.events()
+        assert sorted(e["id"] for e in events) == sorted(ids)
+
+
+def test_replayed_webhook_is_acknowledged_and_ignored(tmp_path: Path) -> None:
+    with stack(tmp_path) as running:
+        job_id = running.submit()["id"]
+        event = running.wait_event(job_id)
+        body = {"task_id": event["data"]["bfl_task_id"], "status": "Error", "error": "late and wrong"}
+        answer = running.webhook(job_id, body)
+        assert answer.status_code == 200 and answer.json()["status"] == "duplicate"
+        assert running.job(job_id)["outcome"] == "completed"
+        assert [e["id"] for e in running.events()] == [job_id]
+
+
+MODERATING_SIM = dataclasses.replace(FAST_SIM, moderate_words=("weapon",), content_moderate_words=("gore",))
+
+
+@pytest.mark.parametrize(
+    ("prompt", "status"),
+    [("Add a weapon to the car", "Request Moderated"), ("Add gore to the car", "Content Moderated")],
+)
+def test_moderated_edit_publishes_without_image(tmp_path: Path, prompt: str, status: str) -> None:
+    with stack(tmp_path, MODERATING_SIM) as running:
+        job_id = running.submit(prompt=prompt)["id"]
+        event = running.wait_event(job_id)
+        assert event["type"] == "kontext.edit.moderated"
+        assert event["data"]["image"] is None and "dataref" not in event
+        assert event["data"]["error"]["status"] == status
+        assert running.job(job_id)["state"] == "moderated"
+
+
+def test_failed_edit_publishes_the_upstream_error(tmp_path: Path) -> None:
+    with stack(tmp_path, dataclasses.replace(FAST_SIM, error_rate=1.0)) as running:
+        job_id = running.submit()["id"]
+        event = running.wait_event(job_id)
+        assert event["type"] == "kontext.edit.failed"
+        assert event["data"]["image"] is None and event["data"]["error"]["code"] == "upstream_error"
+
+
+def test_expired_sample_url_ends_the_job_cleanly(tmp_path: Path) -> None:
+    with stack(tmp_path, dataclasses.replace(FAST_SIM, url_ttl_s=0.0)) as running:
+        job_id = running.submit()["id"]
+        event = running.wait_event(job_id)
+        assert event["type"] == "kontext.edit.expired"
+        assert event["data"]["image"] is None and event["data"]["error"]["code"] == "download_failed"
+        assert running.sim("/_sim/stats")["get_result"] >= 1  # a fresh URL was asked for
+        assert list((tmp_path / "images").iterdir()) == []  # nothing half-written left behind
+        assert running.client.get(f"/v1/jobs/{job_id}/image").status_code == 404
+
+
+def test_lost_webhook_is_recovered_by_polling(tmp_path: Path) -> None:
+    sim = dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0)
+    with stack(tmp_path, sim, reconcile_after_s=0.2) as running:
+        job_id = running.submit()["id"]
+        event = running.wait_event(job_id)
+        assert_completed(running, event, via="poll")
+
+
+def test_rotated_keys_still_verify_jobs_in_flight(tmp_path: Path) -> None:
+    """A job submitted under the old key completes on a receiver restarted with a new first key."""
+    sim = dataclasses.replace(FAST_SIM, webhook_delay_s=1.0)
+    port = free_port()
+    with serve(create_sim_app(sim)) as sim_url:
+        with receiver(tmp_path, sim_url, port=port, signing_keys=("old-key",)) as first:
+            job_id = first.submit()["id"]
+            first.wait_state(job_id, "submitted")
+        with receiver(tmp_path, sim_url, port=port, signing_keys=("new-key", "old-key")) as second:
+            assert_completed(second, second.wait_event(job_id))
+            new_job = second.submit()["id"]
+            second.wait_event(new_job)
+            assert WebhookSigner(["new-key"]).verify(new_job, second.secret(new_job))
+            retired = WebhookSigner(["retired-key"]).secret_for(new_job)
+            assert (
+                second.webhook(new_job, {"task_id": "x", "status": "SUCCESS"}, secret=retired).status_code
+                == 401
+            )
+
+
+def test_idempotency_key_returns_the_same_job(tmp_path: Path) -> None:
+    with stack(tmp_path) as running:
+        first = running.submit(headers={"Idempotency-Key": "order-42"})
+        again = running.post_edit(
+            {"prompt": "Change the car color to red", "image": IMAGE_B64}, {"Idempotency-Key": "order-42"}
+        )
+        assert again.status_code == 202 and again.json()["id"] == first["id"]
+        assert again.headers["Idempotent-Replayed"] == "true"
+        clash = running.post_edit(
+            {"prompt": "Something else", "image": IMAGE_B64}, {"Idempotency-Key": "order-42"}
+        )
+        assert clash.status_code == 422 and "different request" in clash.text
+        running.wait_event(first["id"])
+        assert len(running.jobs()) == 1 and running.sim("/_sim/stats")["submits"] == 1
+
+
+def test_queue_keeps_upstream_under_its_active_limits(tmp_path: Path) -> None:
+    """More edits than BFL allows active (8 here; 6 for kontext-max) all complete without one 429."""
+    sim = dataclasses.replace(FAST_SIM, max_active=8, latency_s=0.2)
+    with stack(tmp_path, sim, max_active=8) as running:
+        models = ["flux-kontext-max"] * 10 + ["flux-kontext-pro"] * 6
+        ids = [running.submit(model=model)["id"] for model in models]
+        for job_id in ids:
+            assert running.wait_event(job_id, timeout=30)["type"] == "kontext.edit.completed"
+        assert running.sim("/_sim/stats")["rejected"] == 0
+
+
+def test_upstream_429_is_retried_until_accepted(tmp_path: Path) -> None:
+    sim = dataclasses.replace(FAST_SIM, max_active=1, latency_s=0.1)
+    with stack(tmp_path, sim, max_active=4) as running:
+        ids = [running.submit()["id"] for _ in range(4)]
+        for job_id in ids:
+            assert running.wait_event(job_id, timeout=30)["type"] == "kontext.edit.completed"
+        assert running.sim("/_sim/stats")["rejected"] > 0
+
+
+def test_upstream_402_fails_the_job_with_the_reason(tmp_path: Path) -> None:
+    with stack(tmp_path, dataclasses.replace(FAST_SIM, credits=0.0)) as running:
+        job_id = running.submit()["id"]
+        event = running.wait_event(job_id)
+        assert event["type"] == "kontext.edit.failed"
+        assert (
+            event["data"]["error"]["status"] == 402 and "credits" in event["data"]["error"]["message"].lower()
+        )
+
+
+def test_image_by_url_and_upstream_422(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    png = make_image(kind="PNG")
+    files = Starlette(routes=[Route("/car.png", lambda request: Response(png, media_type="image/png"))])
+    with stack(tmp_path) as running, serve(files) as files_url:
+        good = running.submit(image=None, image_url=f"{files_url}/car.png")
+        assert_completed(running, running.wait_event(good["id"]))
+        bad = running.submit(image=None, image_url=f"{files_url}/missing.png")
+        event = running.wait_event(bad["id"])
+        assert event["type"] == "kontext.edit.failed" and event["data"]["error"]["status"] == 422
+
+
+def test_health_metrics_and_openapi(tmp_path: Path) -> None:
+    with stack(tmp_path) as running:
+        running.wait_event(running.submit()["id"])
+        assert httpx.get(f"{running.url}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{running.url}/readyz").status_code == 200
+        metrics = httpx.get(f"{running.url}/metrics").text
+        assert 'kontext_webhooks_total{result="accepted"} 1' in metrics
+        spec = httpx.get(f"{running.url}/openapi.json").json()
+        assert "/v1/edits" in spec["paths"] and "/webhooks/bfl/{job_id}" in spec["paths"]
