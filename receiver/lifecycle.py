@@ -51,11 +51,6 @@ def new_job(
     )
 
 
-def claim(job: Job, now: float, policy: Policy) -> Transition:
-    """Take the job's next step: it is not due again until the lease runs out."""
-    return Transition(dataclasses.replace(job, due_at=now + policy.lease_s, attempts=job.attempts + 1))
-
-
 def submitted(job: Job, accepted: Submitted, now: float, policy: Policy) -> Transition:
     noted = dataclasses.replace(
         job,

@@ -97,6 +97,10 @@ class Job:
     finished_at: float | None = None
     published_at: float | None = None
 
+    def claimed(self, now: float, lease_s: float) -> Job:
+        """This job taken for its next step: not due again until the lease runs out."""
+        return dataclasses.replace(self, due_at=now + lease_s, attempts=self.attempts + 1)
+
     @property
     def outcome(self) -> Outcome | None:
         return {

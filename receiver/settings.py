@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -84,10 +84,10 @@ class Settings:
     """The receiver's configuration. Field names follow the `RECEIVER_*`/`BFL_*` variables."""
 
     bfl_api_url: str = "https://api.bfl.ai"
-    bfl_api_key: str = ""
+    bfl_api_key: str = field(default="", repr=False)
     public_url: str = ""
-    signing_keys: tuple[str, ...] = ()
-    api_tokens: tuple[str, ...] = ()
+    signing_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
     store_url: str = "sqlite:///data/receiver.db"
     blob_url: str = "file://data/images"
     sinks: tuple[str, ...] = ("file://data/events.jsonl",)
@@ -224,7 +224,7 @@ class ClientSettings:
     """Where the `edit` command finds a running receiver, and the token it presents."""
 
     receiver_url: str = "http://127.0.0.1:8080"
-    token: str = ""
+    token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:

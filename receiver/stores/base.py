@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,6 +30,9 @@ class Delivery:
     last_error: str | None = None
     delivered_at: float | None = None
 
+    def claimed(self, now: float, lease_s: float) -> Delivery:
+        return dataclasses.replace(self, attempts=self.attempts + 1, next_at=now + lease_s)
+
 
 class Store(Resource, Protocol):
     async def insert(self, job: Job, image_base64: str | None) -> Job:
@@ -46,10 +50,11 @@ class Store(Resource, Protocol):
         or None when another writer got there first. With `event`, the event and a pending delivery per
         sink are written in the same transaction."""
 
-    async def due(
-        self, states: Collection[JobState], now: float, limit: int, model: Model | None = None
+    async def claim(
+        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
     ) -> list[Job]:
-        """Jobs in `states` (and of `model`, if given) whose `due_at` has come, earliest first."""
+        """Take up to `limit` due jobs in `states` (and of `model`), earliest first, each saved as
+        `job.claimed(now, lease_s)`. A job another worker holds is not due, so it is never taken twice."""
 
     async def count(self, states: Collection[JobState], model: Model | None = None) -> int: ...
 
@@ -62,7 +67,8 @@ class Store(Resource, Protocol):
 
     async def deliveries(self, event_id: str) -> list[Delivery]: ...
 
-    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]: ...
+    async def claim_deliveries(self, now: float, lease_s: float, limit: int) -> list[Delivery]:
+        """Take up to `limit` due pending deliveries, earliest first, each saved as claimed."""
 
     async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
         """Write `delivery` if its stored attempt count is still `expected_attempts`."""

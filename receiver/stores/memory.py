@@ -54,10 +54,10 @@ class MemoryStore(ResourceBase):
                 self._deliveries[event.id, sink] = Delivery(event.id, sink)
         return saved
 
-    async def due(
-        self, states: Collection[JobState], now: float, limit: int, model: Model | None = None
+    async def claim(
+        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
     ) -> list[Job]:
-        ready = [
+        due = [
             job
             for job in self._jobs.values()
             if job.state in states
@@ -65,7 +65,12 @@ class MemoryStore(ResourceBase):
             and job.due_at <= now
             and (model is None or job.request.model is model)
         ]
-        return sorted(ready, key=lambda job: (job.due_at or 0.0, job.created_at))[:limit]
+        due.sort(key=lambda job: (job.due_at or 0.0, job.created_at))
+        claimed = [
+            dataclasses.replace(job.claimed(now, lease_s), version=job.version + 1) for job in due[:limit]
+        ]
+        self._jobs.update((job.id, job) for job in claimed)
+        return claimed
 
     async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
         return sum(
@@ -92,11 +97,12 @@ class MemoryStore(ResourceBase):
     async def deliveries(self, event_id: str) -> list[Delivery]:
         return sorted((d for d in self._deliveries.values() if d.event_id == event_id), key=lambda d: d.sink)
 
-    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
-        ready = [
-            d for d in self._deliveries.values() if d.state is DeliveryState.PENDING and d.next_at <= now
-        ]
-        return sorted(ready, key=lambda d: d.next_at)[:limit]
+    async def claim_deliveries(self, now: float, lease_s: float, limit: int) -> list[Delivery]:
+        due = [d for d in self._deliveries.values() if d.state is DeliveryState.PENDING and d.next_at <= now]
+        due.sort(key=lambda d: (d.next_at, d.event_id, d.sink))
+        claimed = [delivery.claimed(now, lease_s) for delivery in due[:limit]]
+        self._deliveries.update(((d.event_id, d.sink), d) for d in claimed)
+        return claimed
 
     async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
         key = (delivery.event_id, delivery.sink)

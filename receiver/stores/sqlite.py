@@ -164,8 +164,8 @@ class SQLiteStore(ResourceBase):
         except sqlite3.IntegrityError:  # the event exists already: another writer finished the job
             return None
 
-    async def due(
-        self, states: Collection[JobState], now: float, limit: int, model: Model | None = None
+    async def claim(
+        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
     ) -> list[Job]:
         marks = ",".join("?" * len(states))
         sql = f"SELECT doc FROM jobs WHERE state IN ({marks}) AND due_at <= ?"  # noqa: S608 - only "?" marks
@@ -173,8 +173,22 @@ class SQLiteStore(ResourceBase):
         if model is not None:
             sql += " AND model = ?"
             params += (model.value,)
-        rows = await self._run(self._all, sql + " ORDER BY due_at LIMIT ?", (*params, limit))
-        return [_job(row[0]) for row in rows]
+
+        def claim(conn: sqlite3.Connection) -> list[Job]:
+            claimed = []
+            for (doc,) in conn.execute(
+                sql + " ORDER BY due_at, created_at LIMIT ?", (*params, limit)
+            ).fetchall():
+                job = _job(doc)
+                taken = dataclasses.replace(job.claimed(now, lease_s), version=job.version + 1)
+                conn.execute(
+                    "UPDATE jobs SET version = ?, due_at = ?, doc = ? WHERE id = ?",
+                    (taken.version, taken.due_at, _doc(taken), taken.id),
+                )
+                claimed.append(taken)
+            return claimed
+
+        return await self._run(self._write, claim)
 
     async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
         marks = ",".join("?" * len(states))
@@ -213,13 +227,21 @@ class SQLiteStore(ResourceBase):
         )
         return [_delivery(row) for row in rows]
 
-    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
-        rows = await self._run(
-            self._all,
-            _SELECT_DELIVERIES + " WHERE state = ? AND next_at <= ? ORDER BY next_at LIMIT ?",
-            (DeliveryState.PENDING.value, now, limit),
-        )
-        return [_delivery(row) for row in rows]
+    async def claim_deliveries(self, now: float, lease_s: float, limit: int) -> list[Delivery]:
+        def claim(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(
+                _SELECT_DELIVERIES
+                + " WHERE state = ? AND next_at <= ? ORDER BY next_at, event_id, sink LIMIT ?",
+                (DeliveryState.PENDING.value, now, limit),
+            ).fetchall()
+            claimed = [_delivery(row).claimed(now, lease_s) for row in rows]
+            conn.executemany(
+                "UPDATE deliveries SET attempts = ?, next_at = ? WHERE event_id = ? AND sink = ?",
+                [(d.attempts, d.next_at, d.event_id, d.sink) for d in claimed],
+            )
+            return claimed
+
+        return await self._run(self._write, claim)
 
     async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
         def save(conn: sqlite3.Connection) -> bool:

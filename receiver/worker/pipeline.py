@@ -17,13 +17,7 @@ log = structlog.get_logger("receiver.pipeline")
 
 async def claim_received(rt: Runtime, limit: int) -> list[Job]:
     """Received jobs that are due, each claimed for this worker."""
-    now = rt.clock()
-    claimed = []
-    for job in await rt.store.due({JobState.RECEIVED}, now, limit):
-        saved = await rt.store.save(lifecycle.claim(job, now, rt.policy).job)
-        if saved is not None:
-            claimed.append(saved)
-    return claimed
+    return await rt.store.claim({JobState.RECEIVED}, rt.clock(), rt.policy.lease_s, limit)
 
 
 async def fetch_and_store(rt: Runtime, job: Job) -> None:

@@ -18,13 +18,10 @@ LEASE_S = 60.0
 
 async def publish_due(rt: Runtime, limit: int = 100) -> int:
     """Attempt every due delivery once; return how many were attempted."""
-    attempted = 0
-    for delivery in await rt.store.due_deliveries(rt.clock(), limit):
-        claimed = dataclasses.replace(delivery, attempts=delivery.attempts + 1, next_at=rt.clock() + LEASE_S)
-        if await rt.store.save_delivery(claimed, expected_attempts=delivery.attempts):
-            await deliver(rt, claimed)
-            attempted += 1
-    return attempted
+    deliveries = await rt.store.claim_deliveries(rt.clock(), LEASE_S, limit)
+    for delivery in deliveries:
+        await deliver(rt, delivery)
+    return len(deliveries)
 
 
 async def deliver(rt: Runtime, delivery: Delivery) -> None:

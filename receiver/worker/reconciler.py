@@ -16,14 +16,10 @@ log = structlog.get_logger("receiver.reconciler")
 
 async def reconcile_due(rt: Runtime, limit: int = 50) -> int:
     """Poll every submitted job whose webhook is overdue; return how many were polled."""
-    now = rt.clock()
-    polled = 0
-    for job in await rt.store.due({JobState.SUBMITTED}, now, limit):
-        claimed = await rt.store.save(lifecycle.claim(job, now, rt.policy).job)
-        if claimed is not None:
-            await poll(rt, claimed)
-            polled += 1
-    return polled
+    jobs = await rt.store.claim({JobState.SUBMITTED}, rt.clock(), rt.policy.lease_s, limit)
+    for job in jobs:
+        await poll(rt, job)
+    return len(jobs)
 
 
 async def poll(rt: Runtime, job: Job) -> None:

@@ -34,17 +34,15 @@ class Submitter:
             return False
         now = rt.clock()
         # Asked for per model, so kontext-max jobs waiting for their smaller quota never block the rest.
-        candidates = await rt.store.due({JobState.CREATED}, now, free, Model.PRO)
-        if free_max > 0:
-            candidates += await rt.store.due({JobState.CREATED}, now, free_max, Model.MAX)
-        started = 0
-        for job in sorted(candidates, key=lambda job: (job.due_at or 0.0, job.created_at))[:free]:
-            claimed = await rt.store.save(lifecycle.claim(job, now, rt.policy).job)
-            if claimed is not None:
-                started += 1
-                self.in_flight[job.request.model] += 1
-                self.task_group.start_soon(self._submit, claimed)
-        return started > 0
+        lease = rt.policy.lease_s
+        claimed = (
+            await rt.store.claim({JobState.CREATED}, now, lease, free_max, Model.MAX) if free_max > 0 else []
+        )
+        claimed += await rt.store.claim({JobState.CREATED}, now, lease, free - len(claimed), Model.PRO)
+        for job in claimed:
+            self.in_flight[job.request.model] += 1
+            self.task_group.start_soon(self._submit, job)
+        return bool(claimed)
 
     async def _submit(self, job: Job) -> None:
         rt = self.rt

@@ -146,33 +146,34 @@ class StoreContract:
         assert await store.event("job-1") == event
         assert [d.sink for d in await store.deliveries("job-1")] == sorted(SINKS)
 
-    async def test_due_deliveries_and_compare_and_set_on_attempts(self, store: Store) -> None:
+    async def test_claim_deliveries_and_compare_and_set_on_attempts(self, store: Store) -> None:
         await self.finished(store, "job-1")
-        pending = await store.due_deliveries(T0, 10)
-        assert sorted(d.sink for d in pending) == sorted(SINKS)
-        assert len(await store.due_deliveries(T0, 1)) == 1
+        [first] = await store.claim_deliveries(T0, 30, 1)
+        [second] = await store.claim_deliveries(T0, 30, 10)
+        assert {first.sink, second.sink} == set(SINKS)
+        assert (first.attempts, first.next_at) == (1, T0 + 30)
+        assert await store.claim_deliveries(T0 + 29, 30, 10) == []  # both held
 
-        first = pending[0]
-        retry = dataclasses.replace(first, attempts=1, next_at=T0 + 5, last_error="connection refused")
-        assert await store.save_delivery(retry, expected_attempts=0) is True
+        retry = dataclasses.replace(first, next_at=T0 + 5, last_error="connection refused")
+        assert await store.save_delivery(retry, expected_attempts=1) is True
         assert await store.save_delivery(retry, expected_attempts=0) is False  # someone else got there
-        assert first.sink not in {d.sink for d in await store.due_deliveries(T0 + 4, 10)}
-        assert retry in await store.due_deliveries(T0 + 5, 10)
+        [again] = await store.claim_deliveries(T0 + 5, 30, 10)
+        assert (again.sink, again.attempts) == (first.sink, 2)
 
         delivered = dataclasses.replace(
-            retry, state=DeliveryState.DELIVERED, attempts=2, last_error=None, delivered_at=T0 + 6
+            again, state=DeliveryState.DELIVERED, last_error=None, delivered_at=T0 + 6
         )
-        assert await store.save_delivery(delivered, expected_attempts=1) is True
-        assert first.sink not in {d.sink for d in await store.due_deliveries(T0 + 1000, 10)}
+        assert await store.save_delivery(delivered, expected_attempts=2) is True
         assert delivered in await store.deliveries("job-1")
+        assert [d.sink for d in await store.claim_deliveries(T0 + 1000, 30, 10)] == [second.sink]
         assert await store.save_delivery(Delivery("nope", "stdout://"), expected_attempts=0) is False
 
-    async def test_due_deliveries_come_earliest_first(self, store: Store) -> None:
+    async def test_claim_deliveries_earliest_first(self, store: Store) -> None:
         for job_id, next_at in (("job-a", T0 + 3), ("job-b", T0 + 1), ("job-c", T0 + 2)):
             await self.finished(store, job_id)
             for delivery in await store.deliveries(job_id):
                 await store.save_delivery(dataclasses.replace(delivery, next_at=next_at), expected_attempts=0)
-        due = await store.due_deliveries(T0 + 10, 4)
+        due = await store.claim_deliveries(T0 + 10, 30, 4)
         assert [d.event_id for d in due] == ["job-b", "job-b", "job-c", "job-c"]
 
     async def test_redeliver_resets_every_sink_to_pending(self, store: Store) -> None:
@@ -185,7 +186,7 @@ class StoreContract:
         assert await store.deliveries("job-1") == [
             Delivery("job-1", s, next_at=T0 + 50) for s in sorted(sinks)
         ]
-        assert len(await store.due_deliveries(T0 + 50, 10)) == 3
+        assert len(await store.claim_deliveries(T0 + 50, 30, 10)) == 3
 
     async def test_redeliver_without_an_event_does_nothing(self, store: Store) -> None:
         await store.insert(make_job("job-1"), None)
@@ -195,7 +196,7 @@ class StoreContract:
 
     # --- queries ---------------------------------------------------------------------------------------
 
-    async def test_due_returns_jobs_whose_time_has_come_earliest_first(self, store: Store) -> None:
+    async def test_claim_takes_due_jobs_earliest_first(self, store: Store) -> None:
         for job_id, state, due_at in [
             ("late", JobState.CREATED, T0 + 3),
             ("early", JobState.CREATED, T0 + 1),
@@ -206,17 +207,31 @@ class StoreContract:
             ("received", JobState.RECEIVED, T0),
         ]:
             await store.insert(make_job(job_id, state=state, due_at=due_at), None)
-        created = {JobState.CREATED}
-        assert [j.id for j in await store.due(created, T0 + 10, 10)] == ["early", "late", "exactly-now"]
-        assert [j.id for j in await store.due(created, T0 + 10, 2)] == ["early", "late"]
         both = {JobState.CREATED, JobState.SUBMITTED}
-        assert [j.id for j in await store.due(both, T0 + 10, 10)] == [
-            "early",
-            "middle",
-            "late",
-            "exactly-now",
-        ]
-        assert await store.due({JobState.PUBLISHED}, T0 + 100, 10) == []
+        first = await store.claim(both, T0 + 10, 60, 2)
+        assert [j.id for j in first] == ["early", "middle"]
+        rest = await store.claim(both, T0 + 10, 60, 10)
+        assert [j.id for j in rest] == ["late", "exactly-now"]
+        assert await store.claim(both, T0 + 10, 60, 10) == []  # all held now
+        assert await store.claim({JobState.PUBLISHED}, T0 + 100, 60, 10) == []
+
+    async def test_a_claim_pushes_the_lease_bumps_the_version_and_counts_the_attempt(
+        self, store: Store
+    ) -> None:
+        job = await store.insert(make_job("job-1", due_at=T0), None)
+        [claimed] = await store.claim({JobState.CREATED}, T0 + 5, 60, 10)
+        assert claimed == dataclasses.replace(job, due_at=T0 + 65, attempts=1, version=job.version + 1)
+        assert await store.get("job-1") == claimed
+        assert await store.save(job) is None  # a writer holding the unclaimed version loses
+        assert await store.claim({JobState.CREATED}, T0 + 64, 60, 10) == []
+        [again] = await store.claim({JobState.CREATED}, T0 + 65, 60, 10)  # the lease ran out
+        assert again.attempts == 2
+
+    async def test_claim_by_model(self, store: Store) -> None:
+        await store.insert(make_job("pro", due_at=T0), None)
+        await store.insert(make_job("max", due_at=T0, request=EditRequest("edit max", model=Model.MAX)), None)
+        assert [j.id for j in await store.claim({JobState.CREATED}, T0, 60, 10, Model.MAX)] == ["max"]
+        assert [j.id for j in await store.claim({JobState.CREATED}, T0, 60, 10, Model.PRO)] == ["pro"]
 
     async def test_count_by_state_and_model(self, store: Store) -> None:
         for job_id, state, model in [

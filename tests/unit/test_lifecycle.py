@@ -50,7 +50,7 @@ def created(**changes: Any) -> Job:
 
 
 def submitted_job(at: float = T0 + 2, attempts: int = 0) -> Job:
-    claimed = moved(lifecycle.claim(created(), T0 + 1, POLICY))
+    claimed = created().claimed(T0 + 1, POLICY.lease_s)
     return dataclasses.replace(moved(lifecycle.submitted(claimed, ACCEPTED, at, POLICY)), attempts=attempts)
 
 
@@ -100,13 +100,13 @@ def test_new_job_is_created_and_due_at_once() -> None:
 
 def test_claim_pushes_due_at_by_the_lease_and_counts_the_attempt() -> None:
     job = created(attempts=2)
-    transition = lifecycle.claim(job, T0 + 5, POLICY)
-    assert transition.event is None and not transition.drop_input
-    assert transition.job == dataclasses.replace(job, due_at=T0 + 5 + POLICY.lease_s, attempts=3)
+    assert job.claimed(T0 + 5, POLICY.lease_s) == dataclasses.replace(
+        job, due_at=T0 + 5 + POLICY.lease_s, attempts=3
+    )
 
 
 def test_happy_path_builds_the_event_when_stored() -> None:
-    claimed = moved(lifecycle.claim(created(), T0 + 1, POLICY))
+    claimed = created().claimed(T0 + 1, POLICY.lease_s)
 
     sent = lifecycle.submitted(claimed, ACCEPTED, T0 + 2, POLICY)
     assert sent.event is None and sent.drop_input  # the input image is not needed any more
@@ -129,7 +129,7 @@ def test_happy_path_builds_the_event_when_stored() -> None:
     )
     assert (job.received_at, job.bfl_finished_at, job.due_at, job.attempts) == (T0 + 25, T0 + 20, T0 + 25, 0)
 
-    job = moved(lifecycle.claim(job, T0 + 26, POLICY))
+    job = job.claimed(T0 + 26, POLICY.lease_s)
     done = lifecycle.stored(job, IMAGE, T0 + 30, POLICY)
     event = final_event(done)
     assert done is not None
@@ -290,7 +290,7 @@ def test_only_the_first_report_counts(report: TaskReport) -> None:
 
 
 def test_webhook_racing_the_submitter_keeps_its_outcome() -> None:
-    claimed = moved(lifecycle.claim(created(), T0 + 1, POLICY))  # the submit is in flight
+    claimed = created().claimed(T0 + 1, POLICY.lease_s)  # the submit is in flight
     early = moved(lifecycle.reported(claimed, ready(), Via.WEBHOOK, T0 + 3, POLICY))
     assert (early.state, early.bfl_task_id, early.sample_url, early.due_at) == (
         JobState.RECEIVED,
@@ -305,7 +305,7 @@ def test_webhook_racing_the_submitter_keeps_its_outcome() -> None:
 
 
 def test_failure_racing_the_submitter_is_not_reopened() -> None:
-    claimed = moved(lifecycle.claim(created(), T0 + 1, POLICY))
+    claimed = created().claimed(T0 + 1, POLICY.lease_s)
     early = lifecycle.reported(
         claimed, dataclasses.replace(failed(), task_id=None), Via.WEBHOOK, T0 + 3, POLICY
     )

@@ -249,3 +249,14 @@ def test_sim_rate_outside_zero_to_one_is_a_config_error(name: str, value: str) -
 
 def test_sim_bad_webhook_shape_is_a_config_error() -> None:
     assert "SIM_WEBHOOK_SHAPE" in config_error(SimSettings.from_env, {"SIM_WEBHOOK_SHAPE": "bfl"})
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    settings = Settings.from_env(
+        {
+            "BFL_API_KEY": "bfl-secret",
+            "RECEIVER_SIGNING_KEYS": "sign-secret",
+            "RECEIVER_API_TOKENS": "tok-secret",
+        }
+    )
+    assert not any(secret in repr(settings) for secret in ("bfl-secret", "sign-secret", "tok-secret"))
