@@ -100,6 +100,9 @@ class Settings:
     download_concurrency: int = 16
     download_timeout_s: float = 60.0
     retry_base_s: float = 1.0
+    delivery_attempts: int = 12
+    max_polls_per_s: float = 10.0
+    shutdown_grace_s: float = 20.0
     log_level: str = "info"
     log_json: bool = True
     demo: bool = False
@@ -128,6 +131,9 @@ class Settings:
             ),
             download_timeout_s=env.number("RECEIVER_DOWNLOAD_TIMEOUT_S", defaults.download_timeout_s, 0.1),
             retry_base_s=env.number("RECEIVER_RETRY_BASE_S", defaults.retry_base_s, 0.001),
+            delivery_attempts=env.integer("RECEIVER_DELIVERY_ATTEMPTS", defaults.delivery_attempts, 1),
+            max_polls_per_s=env.number("RECEIVER_MAX_POLLS_PER_S", defaults.max_polls_per_s, 0.01),
+            shutdown_grace_s=env.number("RECEIVER_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
             log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),
             log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
         )
@@ -175,8 +181,13 @@ class SimSettings:
     webhook_drop_rate: float = 0.0
     webhook_duplicate_rate: float = 0.0
     webhook_delay_s: float = 0.0
+    webhook_reorder_s: float = 0.0
     webhook_retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0)
     download_error_rate: float = 0.0
+    download_truncate_rate: float = 0.0
+    url_early_expire_rate: float = 0.0
+    get_result_error_s: float = 0.0
+    get_result_error_rate: float = 0.0
     error_rate: float = 0.0
     moderate_words: tuple[str, ...] = ()
     content_moderate_words: tuple[str, ...] = ()
@@ -202,12 +213,17 @@ class SimSettings:
             webhook_drop_rate=env.get("SIM_WEBHOOK_DROP_RATE", d.webhook_drop_rate, _rate),
             webhook_duplicate_rate=env.get("SIM_WEBHOOK_DUPLICATE_RATE", d.webhook_duplicate_rate, _rate),
             webhook_delay_s=env.number("SIM_WEBHOOK_DELAY_S", d.webhook_delay_s),
+            webhook_reorder_s=env.number("SIM_WEBHOOK_REORDER_S", d.webhook_reorder_s),
             webhook_retry_delays=env.get(
                 "SIM_WEBHOOK_RETRY_DELAYS",
                 d.webhook_retry_delays,
                 lambda raw: tuple(_at_least(float(x), 0.0) for x in _split(raw)),
             ),
             download_error_rate=env.get("SIM_DOWNLOAD_ERROR_RATE", d.download_error_rate, _rate),
+            download_truncate_rate=env.get("SIM_DOWNLOAD_TRUNCATE_RATE", d.download_truncate_rate, _rate),
+            url_early_expire_rate=env.get("SIM_URL_EARLY_EXPIRE_RATE", d.url_early_expire_rate, _rate),
+            get_result_error_s=env.number("SIM_GET_RESULT_ERROR_S", d.get_result_error_s),
+            get_result_error_rate=env.get("SIM_GET_RESULT_ERROR_RATE", d.get_result_error_rate, _rate),
             error_rate=env.get("SIM_ERROR_RATE", d.error_rate, _rate),
             moderate_words=tuple(w.lower() for w in env.items("SIM_MODERATE_WORDS")),
             content_moderate_words=tuple(w.lower() for w in env.items("SIM_CONTENT_MODERATE_WORDS")),

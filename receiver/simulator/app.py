@@ -3,6 +3,11 @@
 Routes (the API ones also under `/v1`): `POST /flux-kontext-pro`, `POST /flux-kontext-max`,
 `GET /get_result?id=`; `GET /results/{task_id}/sample.{jpeg|png}?exp=&sig=` (signed, no key);
 `GET /_sim/tasks/{id}` and `GET /_sim/stats` for tests and benchmarks.
+
+A truncated download (`SIM_DOWNLOAD_TRUNCATE_RATE`) is a raw ASGI response that announces the full
+`Content-Length`, sends about half the body and returns without finishing: uvicorn then logs
+"ASGI callable returned without completing response." and closes the connection, so the client sees a
+protocol error (httpx: `RemoteProtocolError`), never a short 200.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from receiver.bfl.validation import MAX_IMAGE_BYTES, InputImage, check_image_bytes, parse_edit
 from receiver.errors import InvalidRequest, PayloadTooLarge, Problem, Unauthorized
@@ -155,6 +161,9 @@ class _Simulator:
         if not task_id:
             problem = Problem(("query", "id"), "Field required", "missing")
             return JSONResponse({"detail": [problem.as_dict()]}, status_code=422)
+        if self.state.get_result_fails():
+            log.info("sim.get_result.failed", task_id=task_id)
+            return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
         return JSONResponse(self.state.poll(task_id))
 
     async def download(self, request: Request) -> Response:
@@ -168,9 +177,13 @@ class _Simulator:
             return _azure_forbidden("Signed expiry time has passed.")
         if access is Access.UNAVAILABLE:
             return Response("Service Unavailable", status_code=503, headers={"Retry-After": "1"})
-        if access is not Access.OK or record is None:
+        if access not in (Access.OK, Access.TRUNCATED) or record is None:
             return Response("The specified blob does not exist.", status_code=404)
-        return Response(await self._output(record), media_type=CONTENT_TYPES[extension])
+        output = await self._output(record)
+        if access is Access.TRUNCATED:
+            log.info("sim.download.truncated", task_id=task_id, bytes=len(output))
+            return _TruncatedResponse(output, media_type=CONTENT_TYPES[extension])
+        return Response(output, media_type=CONTENT_TYPES[extension])
 
     async def describe(self, request: Request) -> Response:
         described = self.state.describe(request.path_params["task_id"])
@@ -246,13 +259,25 @@ class _Simulator:
     # -- webhooks -------------------------------------------------------------------------------
 
     async def _deliver(self, task: Task) -> None:
-        # Sleeps in real time: webhooks go out on schedule only when `clock` follows the wall clock.
         due = task.ready_at + self.settings.webhook_delay_s
-        await anyio.sleep(max(0.0, due - self.state.clock()))
-        for copy in range(1, task.webhook_copies + 1):
-            await self._deliver_copy(task, copy)
+        if not any(task.webhook_holds):  # no reordering: the copies go out one after the other
+            await self._sleep_until(due)
+            for copy in range(1, task.webhook_copies + 1):
+                await self._deliver_copy(task, copy)
+            return
+        # Reordered: each copy is held back by its own time and delivered on its own, so a second
+        # copy may arrive before the first, and a later task's webhook before an earlier one's.
+        async with anyio.create_task_group() as copies:
+            for copy, hold in enumerate(task.webhook_holds, start=1):
+                copies.start_soon(self._deliver_copy, task, copy, due + hold)
 
-    async def _deliver_copy(self, task: Task, copy: int) -> None:
+    async def _sleep_until(self, due: float) -> None:
+        # Sleeps in real time: webhooks go out on schedule only when `clock` follows the wall clock.
+        await anyio.sleep(max(0.0, due - self.state.clock()))
+
+    async def _deliver_copy(self, task: Task, copy: int, due: float | None = None) -> None:
+        if due is not None:
+            await self._sleep_until(due)
         for attempt, delay in enumerate((0.0, *self.settings.webhook_retry_delays), start=1):
             await anyio.sleep(delay)
             if self.state.record(task.id) is None:
@@ -297,6 +322,17 @@ def _refusal(exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidRequest):
         return JSONResponse({"detail": [problem.as_dict() for problem in exc.problems]}, status_code=422)
     return JSONResponse({"detail": str(exc)}, status_code=_REFUSAL_STATUS[type(exc)])
+
+
+class _TruncatedResponse(Response):
+    """Announces the whole body's `Content-Length` but sends only about half of it, and never ends
+    the response: the server closes the connection and the client sees an incomplete body."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send(
+            {"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True}
+        )
 
 
 def _azure_forbidden(message: str) -> Response:

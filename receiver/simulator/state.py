@@ -1,7 +1,10 @@
 """The simulator's state machine: tasks, accounts, signed result URLs and counters. No I/O.
 
 Time comes from the injected `clock` and every fault choice from the injected `rng` (a task's at
-submit time, in submit order), so a run with `SIM_SEED` set is reproducible.
+submit time, in submit order), so a run with `SIM_SEED` set is reproducible. Faults that happen per
+request (a download cut short or refused, a result URL minted already expired, a `get_result` answered
+500) draw from streams of their own, so how often a client polls or downloads does not change the fault
+choices of the tasks submitted after, nor those of the other kinds of request.
 
 A task is `Pending` until `created_at + latency_s`, then shows its outcome (decided at submit) until
 `task_ttl_s` after that, when it is forgotten: its id then answers `Task not found` exactly like an id
@@ -62,6 +65,7 @@ class Access(StrEnum):
     EXPIRED = "expired"
     NOT_FOUND = "not_found"
     UNAVAILABLE = "unavailable"
+    TRUNCATED = "truncated"  # served, but the body is cut off halfway (SIM_DOWNLOAD_TRUNCATE_RATE)
 
 
 class InsufficientCredits(ReceiverError):
@@ -101,6 +105,8 @@ class Task:
     webhook_url: str | None
     webhook_secret: str | None
     webhook_copies: int
+    # Per copy, how long it is held back past `ready_at + webhook_delay_s` (SIM_WEBHOOK_REORDER_S).
+    webhook_holds: tuple[float, ...] = ()
 
     def status_at(self, now: float) -> Status:
         return Status.PENDING if now < self.ready_at else self.outcome
@@ -152,17 +158,22 @@ class TaskRecord:
 
 @dataclass
 class Stats:
-    """Counters for `/_sim/stats`. `webhooks_sent` counts POSTs (retries too); `webhooks_failed`
-    counts deliveries given up after the last retry; `download_errors` counts every refused download."""
+    """Counters for `/_sim/stats`. `get_result` counts every call, `get_result_errors` those answered
+    500; `webhooks_sent` counts POSTs (retries too); `webhooks_failed` counts deliveries given up after
+    the last retry; `downloads` counts downloads served whole, `downloads_truncated` those cut off and
+    `download_errors` every refused one; `urls_expired_early` counts result URLs minted expired."""
 
     submits: int = 0
     rejected: int = 0
     get_result: int = 0
+    get_result_errors: int = 0
     webhooks_sent: int = 0
     webhooks_dropped: int = 0
     webhooks_failed: int = 0
     downloads: int = 0
+    downloads_truncated: int = 0
     download_errors: int = 0
+    urls_expired_early: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -176,8 +187,9 @@ class SampleUrls:
         self._ttl_s = ttl_s
         self._clock = clock
 
-    def sign(self, base_url: str, task_id: str, extension: str) -> str:
-        exp = f"{self._clock() + self._ttl_s:.3f}"
+    def sign(self, base_url: str, task_id: str, extension: str, *, expired: bool = False) -> str:
+        """A URL valid for the TTL, or with `expired` one whose expiry has already passed."""
+        exp = f"{self._clock() + (-1.0 if expired else self._ttl_s):.3f}"
         sig = self._signer.get_signature(f"{task_id}:{exp}").decode("ascii")
         return f"{base_url}/results/{task_id}/sample.{extension}?{urlencode({'exp': exp, 'sig': sig})}"
 
@@ -203,12 +215,18 @@ class SimState:
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.started_at = clock()
         self.stats = Stats()
         self.urls = SampleUrls(url_secret, settings.url_ttl_s, clock)
         self._rng = rng
-        # Downloads draw from a stream of their own, so when the client downloads does not change
-        # the fault choices of the tasks submitted after.
-        self._download_rng = random.Random(rng.getrandbits(64))
+        # Per-request faults draw from streams of their own (see the module docstring), all derived
+        # from one draw, so that adding a stream leaves the others' choices as they were.
+        streams = rng.getrandbits(64)
+        self._download_rng = random.Random(streams)
+        self._truncate_rng = random.Random(f"{streams}:truncate")
+        self._url_rng = random.Random(f"{streams}:urls")
+        self._get_result_rng = random.Random(f"{streams}:get_result")
+        self._reorder_rng = random.Random(f"{streams}:reorder")
         self._new_id = new_id
         self._records: dict[str, TaskRecord] = {}
         self._forget_at: list[tuple[float, str]] = []  # a heap
@@ -257,6 +275,16 @@ class SimState:
         self._forget_expired(self.clock())
         return self._records.get(task_id)
 
+    def get_result_fails(self) -> bool:
+        """Whether this `get_result` call is answered 500: every call in the first
+        `get_result_error_s` after the simulator started, and a `get_result_error_rate` share always."""
+        unlucky = self._get_result_rng.random() < self.settings.get_result_error_rate
+        if not (unlucky or self.clock() < self.started_at + self.settings.get_result_error_s):
+            return False
+        self.stats.get_result += 1
+        self.stats.get_result_errors += 1
+        return True
+
     def poll(self, task_id: str) -> dict[str, Any]:
         """The `get_result` body; a Ready task gets a freshly signed sample URL on every call."""
         self.stats.get_result += 1
@@ -285,12 +313,16 @@ class SimState:
         return body
 
     def sample_url(self, task: Task) -> str:
-        return self.urls.sign(task.base_url, task.id, task.output_format)
+        """A freshly signed result URL; each has its own `url_early_expire_rate` chance of being
+        minted already expired."""
+        expired = self._url_rng.random() < self.settings.url_early_expire_rate
+        self.stats.urls_expired_early += int(expired)
+        return self.urls.sign(task.base_url, task.id, task.output_format, expired=expired)
 
     def open_sample(
         self, task_id: str, extension: str, exp: str, sig: str
     ) -> tuple[Access, TaskRecord | None]:
-        """Check a download of a signed result URL; also decides the injected 503s."""
+        """Check a download of a signed result URL; also decides the injected 503s and truncations."""
         access = self.urls.check(task_id, exp, sig)
         record = self.record(task_id) if access is Access.OK else None
         if access is Access.OK and (
@@ -301,8 +333,12 @@ class SimState:
             access = Access.NOT_FOUND
         if access is Access.OK and self._download_rng.random() < self.settings.download_error_rate:
             access = Access.UNAVAILABLE
+        if access is Access.OK and self._truncate_rng.random() < self.settings.download_truncate_rate:
+            access = Access.TRUNCATED
         if access is Access.OK:
             self.stats.downloads += 1
+        elif access is Access.TRUNCATED:
+            self.stats.downloads_truncated += 1
         else:
             self.stats.download_errors += 1
         return access, record
@@ -356,6 +392,7 @@ class SimState:
             "sha256": hashlib.sha256(record.output).hexdigest() if record.output is not None else None,
             "webhook_url": task.webhook_url,
             "webhook_copies": task.webhook_copies,
+            "webhook_holds": list(task.webhook_holds),
             "webhooks": [asdict(delivery) for delivery in record.deliveries],
             "get_result_calls": record.polls,
         }
@@ -366,6 +403,7 @@ class SimState:
         # shift the fault choices of the tasks after it.
         fails, drop, duplicate = self._rng.random(), self._rng.random(), self._rng.random()
         random_seed = self._rng.randrange(2**32)
+        holds = [self._reorder_rng.random() * settings.webhook_reorder_s for _ in range(2)]
         outcome, reasons = _moderation(fields.prompt, settings)
         if outcome is Status.READY and fails < settings.error_rate:
             outcome = Status.ERROR
@@ -389,6 +427,7 @@ class SimState:
             webhook_url=fields.webhook_url,
             webhook_secret=fields.webhook_secret,
             webhook_copies=copies,
+            webhook_holds=tuple(holds[:copies]),
         )
 
     def _forget_expired(self, now: float) -> None:

@@ -62,8 +62,11 @@ class Sim:
         assert response.status_code == 200, response.text
         return str(response.json()["id"])
 
+    def get_result(self, task_id: str, path: str = "/v1/get_result") -> httpx.Response:
+        return self.http.get(self.url + path, params={"id": task_id}, headers={"x-key": KEY})
+
     def poll(self, task_id: str, path: str = "/v1/get_result") -> dict[str, Any]:
-        response = self.http.get(self.url + path, params={"id": task_id}, headers={"x-key": KEY})
+        response = self.get_result(task_id, path)
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -424,6 +427,80 @@ def test_download_error_rate_answers_503() -> None:
         assert sim.describe(task_id)["sha256"] is None
 
 
+def read_into(buffer: bytearray, response: httpx.Response) -> None:
+    """Append the body to `buffer` as it arrives, so what came before an error is kept."""
+    for chunk in response.iter_bytes():
+        buffer += chunk
+
+
+def test_a_truncated_download_is_a_protocol_error_not_a_short_body() -> None:
+    clock = FakeClock(T0)
+    with simulator(clock, latency_s=1.0, download_truncate_rate=1.0) as sim:
+        task_id = sim.task_id()
+        clock.advance(1.0)
+        sample = sim.poll(task_id)["result"]["sample"]
+
+        received = bytearray()
+        with sim.http.stream("GET", sample) as response:
+            announced = int(response.headers["content-length"])
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending complete message body"):
+                read_into(received, response)
+        with pytest.raises(httpx.RemoteProtocolError):
+            sim.http.get(sample)
+
+        record = sim.state.record(task_id)
+        assert record is not None and record.output is not None
+        assert (response.status_code, response.headers["content-type"]) == (200, "image/jpeg")
+        assert announced == len(record.output)
+        assert len(received) == announced // 2
+        assert bytes(received) == record.output[: len(received)]
+        # The simulator still knows the digest of the whole image: a stored truncated body shows.
+        assert sim.describe(task_id)["sha256"] == hashlib.sha256(record.output).hexdigest()
+        assert (sim.stats()["downloads_truncated"], sim.stats()["downloads"]) == (2, 0)
+
+
+def test_an_early_expired_url_is_refused_and_a_fresh_one_may_work() -> None:
+    clock = FakeClock(T0)
+    # With seed 12 the first URL minted is expired (a 0.5 chance each) and the second is not.
+    with simulator(clock, latency_s=1.0, seed=12, url_early_expire_rate=0.5) as sim:
+        task_id = sim.task_id()
+        clock.advance(1.0)
+
+        expired = sim.http.get(sim.poll(task_id)["result"]["sample"])
+        fresh = sim.http.get(sim.poll(task_id)["result"]["sample"])
+
+        assert expired.status_code == 403
+        assert "Signed expiry time has passed" in expired.text
+        assert fresh.status_code == 200
+        assert sim.describe(task_id)["sha256"] == hashlib.sha256(fresh.content).hexdigest()
+        assert sim.stats()["urls_expired_early"] == 1
+
+
+def test_get_result_answers_500_during_the_error_window_then_recovers() -> None:
+    clock = FakeClock(T0)
+    with simulator(clock, latency_s=1.0, get_result_error_s=30.0) as sim:
+        task_id = sim.task_id()  # submits still work
+        clock.advance(29.9)
+        failed = sim.get_result(task_id)
+        unauthenticated = sim.http.get(f"{sim.url}/v1/get_result", params={"id": task_id})
+        clock.advance(0.1)
+
+        assert (failed.status_code, failed.json()) == (500, {"detail": "Internal Server Error"})
+        assert unauthenticated.status_code == 401
+        assert sim.poll(task_id)["status"] == "Ready"
+        assert (sim.stats()["get_result_errors"], sim.stats()["get_result"]) == (1, 2)
+
+
+def test_get_result_error_rate_answers_a_seeded_share_with_500() -> None:
+    with simulator(FakeClock(T0), seed=16, get_result_error_rate=0.5) as sim:
+        task_id = sim.task_id()
+
+        answers = [sim.get_result(task_id).status_code for _ in range(6)]
+
+        assert answers == [500, 500, 200, 200, 200, 200]
+        assert sim.stats()["get_result_errors"] == 2
+
+
 def test_public_url_is_used_for_polling_and_sample_urls() -> None:
     clock = FakeClock(T0)
     with simulator(clock, latency_s=1.0, public_url="https://sim.example") as sim:
@@ -641,3 +718,19 @@ def test_a_slow_webhook_receiver_does_not_delay_other_tasks(inbox: Inbox) -> Non
         finally:
             inbox.release.set()
         wait_until(lambda: inbox.for_task(slow), 5, "the slow receiver's webhook")
+
+
+def test_reordered_webhooks_arrive_in_the_seeded_order_not_the_finishing_one(inbox: Inbox) -> None:
+    with simulator(seed=126, webhook_reorder_s=0.5, webhook_duplicate_rate=1.0, **FAST) as sim:
+        tasks = [sim.task_id(webhook_url=inbox.hook_url("reorder")) for _ in range(3)]
+        wait_until(lambda: sum(len(inbox.for_task(t)) for t in tasks) == 6, 5, "every copy")
+        arrivals = [tasks.index(hook.task_id) for hook in inbox.hooks if hook.task_id in tasks]
+        holds = sorted(
+            (hold, n) for n, task_id in enumerate(tasks) for hold in sim.describe(task_id)["webhook_holds"]
+        )
+
+        # Tasks finish in submit order (0, 1, 2) but each copy is held back by a time drawn from the
+        # seed, 50 ms or more apart with seed 126: so the order is the seed's, every time.
+        assert arrivals == [n for _, n in holds] == [1, 2, 0, 0, 1, 2]
+        assert [d["copy"] for d in sim.describe(tasks[0])["webhooks"]] == [2, 1]
+        assert all(0.0 <= hold < 0.5 for hold, _ in holds)

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from receiver.bfl.validation import EditFields, InputImage
+from receiver.errors import ConfigError
 from receiver.settings import SimSettings
 from receiver.simulator.state import (
     Access,
@@ -22,6 +23,7 @@ from receiver.simulator.state import (
     SimState,
     Status,
     Submission,
+    Task,
     TooManyActiveTasks,
 )
 from tests.clock import FakeClock
@@ -346,3 +348,179 @@ def test_describe_reports_deliveries_polls_and_the_result_digest(clock: FakeCloc
     assert "s3cret" not in repr(described)
     assert record.source is None
     assert state.stats.webhooks_sent == 2
+
+
+# -- faults that show whether a receiver ever loses a result --------------------------------
+
+
+def ready_task(state: SimState, clock: FakeClock, **fields: Any) -> Task:
+    task = state.submit(submission(**fields))
+    clock.advance(2.0)
+    return task
+
+
+def test_get_result_fails_for_the_first_seconds_after_start(clock: FakeClock) -> None:
+    state = make_state(clock, get_result_error_s=30.0)
+    clock.advance(29.9)
+
+    assert state.get_result_fails()
+    clock.advance(0.1)
+    assert not state.get_result_fails()
+    assert (state.stats.get_result_errors, state.stats.get_result) == (1, 1)
+    state.poll("any")
+    assert state.stats.get_result == 2  # every call counts, the failed ones too
+
+
+def test_get_result_error_rate_fails_a_reproducible_share_of_calls(clock: FakeClock) -> None:
+    def failures(seed: int) -> list[bool]:
+        state = make_state(FakeClock(T0), seed=seed, get_result_error_rate=0.5)
+        return [state.get_result_fails() for _ in range(40)]
+
+    first = failures(3)
+
+    assert first == failures(3)
+    assert first != failures(4)
+    assert 5 < sum(first) < 35
+    assert not any(make_state(clock).get_result_fails() for _ in range(10))
+
+
+def test_an_early_expired_url_is_refused_like_any_expired_one(clock: FakeClock) -> None:
+    state = make_state(clock, url_early_expire_rate=1.0)
+    task = ready_task(state, clock)
+
+    polled = state.poll(task.id)["result"]["sample"]
+    hooked = state.webhook_body(task)["result"]["sample"]
+
+    for url in (polled, hooked):
+        extension, exp, sig = sample_params(url)
+        assert float(exp) < clock.now
+        assert state.open_sample(task.id, extension, exp, sig)[0] is Access.EXPIRED
+    assert state.stats.urls_expired_early == 2
+
+
+def test_each_minted_url_has_its_own_reproducible_chance_to_be_expired_early() -> None:
+    def verdicts(seed: int) -> list[Access]:
+        clock = FakeClock(T0)
+        state = make_state(clock, seed=seed, url_early_expire_rate=0.5)
+        task = ready_task(state, clock)
+        return [state.open_sample(task.id, *sample_params(state.sample_url(task)))[0] for _ in range(30)]
+
+    first = verdicts(5)
+
+    assert first == verdicts(5)
+    assert first != verdicts(6)
+    assert set(first) == {Access.OK, Access.EXPIRED}
+
+
+def test_download_truncate_rate_cuts_downloads_and_counts_them(clock: FakeClock) -> None:
+    state = make_state(clock, download_truncate_rate=1.0)
+    task = ready_task(state, clock)
+    _, exp, sig = sample_params(state.sample_url(task))
+
+    access, record = state.open_sample(task.id, "jpeg", exp, sig)
+
+    assert (access, record) == (Access.TRUNCATED, state.record(task.id))
+    assert state.open_sample(task.id, "png", exp, sig)[0] is Access.NOT_FOUND  # refusals come first
+    assert (state.stats.downloads, state.stats.downloads_truncated, state.stats.download_errors) == (0, 1, 1)
+    failing = make_state(clock, download_truncate_rate=1.0, download_error_rate=1.0)
+    task = ready_task(failing, clock)
+    assert failing.open_sample(task.id, *sample_params(failing.sample_url(task)))[0] is Access.UNAVAILABLE
+
+
+def test_truncations_are_a_reproducible_share_that_polling_does_not_shift() -> None:
+    def verdicts(seed: int, polls: int) -> list[Access]:
+        clock = FakeClock(T0)
+        state = make_state(clock, seed=seed, download_truncate_rate=0.5, url_early_expire_rate=0.5)
+        task = ready_task(state, clock)
+        _, exp, sig = sample_params(state.urls.sign("http://sim.test", task.id, "jpeg"))
+        found = []
+        for _ in range(30):
+            for _ in range(polls):
+                state.poll(task.id)
+            found.append(state.open_sample(task.id, "jpeg", exp, sig)[0])
+        return found
+
+    first = verdicts(5, polls=0)
+
+    assert first == verdicts(5, polls=3)
+    assert first != verdicts(6, polls=0)
+    assert set(first) == {Access.OK, Access.TRUNCATED}
+
+
+def test_describe_reports_the_digest_of_the_whole_result_even_after_a_truncation(clock: FakeClock) -> None:
+    state = make_state(clock, download_truncate_rate=1.0)
+    task = ready_task(state, clock)
+    access, record = state.open_sample(task.id, *sample_params(state.sample_url(task)))
+    assert access is Access.TRUNCATED and record is not None
+    record.keep_output(b"the whole edited image")
+
+    described = state.describe(task.id)
+
+    assert described is not None
+    assert described["sha256"] == hashlib.sha256(b"the whole edited image").hexdigest()
+
+
+def test_webhook_holds_are_reproducible_one_per_copy_and_below_the_bound() -> None:
+    def holds(seed: int, reorder_s: float) -> list[tuple[float, ...]]:
+        state = make_state(
+            FakeClock(T0), seed, webhook_reorder_s=reorder_s, webhook_duplicate_rate=0.5, max_active=100
+        )
+        return [state.submit(submission(webhook_url="http://hook.test/")).webhook_holds for _ in range(30)]
+
+    first = holds(7, 0.4)
+
+    assert first == holds(7, 0.4)
+    assert first != holds(8, 0.4)
+    assert {len(copies) for copies in first} == {1, 2}
+    assert all(0.0 <= hold < 0.4 for copies in first for hold in copies)
+    assert any(copies[1] < copies[0] for copies in first if len(copies) == 2)  # a second copy first
+    assert holds(7, 0.0) == [(0.0,) * len(copies) for copies in first]
+
+
+def test_reordering_does_not_change_the_other_fault_choices() -> None:
+    def choices(**knobs: Any) -> list[tuple[Status, int, int]]:
+        state = make_state(FakeClock(T0), seed=7, error_rate=0.5, webhook_drop_rate=0.3, **knobs)
+        tasks = [state.submit(submission(webhook_url="http://hook.test/")) for _ in range(20)]
+        return [(task.outcome, task.seed, task.webhook_copies) for task in tasks]
+
+    assert choices() == choices(webhook_reorder_s=5.0)
+
+
+def test_dropped_or_hookless_tasks_have_no_holds(clock: FakeClock) -> None:
+    state = make_state(clock, webhook_reorder_s=1.0, webhook_drop_rate=1.0)
+
+    assert state.submit(submission(webhook_url="http://hook.test/")).webhook_holds == ()
+    assert state.submit(submission()).webhook_holds == ()
+
+
+def test_the_fault_knobs_are_read_from_sim_variables() -> None:
+    settings = SimSettings.from_env(
+        {
+            "SIM_WEBHOOK_REORDER_S": "2.5",
+            "SIM_DOWNLOAD_TRUNCATE_RATE": "0.1",
+            "SIM_URL_EARLY_EXPIRE_RATE": "0.2",
+            "SIM_GET_RESULT_ERROR_S": "30",
+            "SIM_GET_RESULT_ERROR_RATE": "0.3",
+        }
+    )
+
+    assert (
+        settings.webhook_reorder_s,
+        settings.download_truncate_rate,
+        settings.url_early_expire_rate,
+        settings.get_result_error_s,
+        settings.get_result_error_rate,
+    ) == (2.5, 0.1, 0.2, 30.0, 0.3)
+    defaults = SimSettings.from_env({})
+    assert (defaults.webhook_reorder_s, defaults.download_truncate_rate, defaults.url_early_expire_rate) == (
+        0.0,
+        0.0,
+        0.0,
+    )
+    assert (defaults.get_result_error_s, defaults.get_result_error_rate) == (0.0, 0.0)
+    for name in ("SIM_DOWNLOAD_TRUNCATE_RATE", "SIM_URL_EARLY_EXPIRE_RATE", "SIM_GET_RESULT_ERROR_RATE"):
+        with pytest.raises(ConfigError, match=name):
+            SimSettings.from_env({name: "1.5"})
+    for name in ("SIM_WEBHOOK_REORDER_S", "SIM_GET_RESULT_ERROR_S"):
+        with pytest.raises(ConfigError, match=name):
+            SimSettings.from_env({name: "-1"})
