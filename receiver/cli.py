@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     again = job_commands.add_parser("redeliver", help="publish a job's event to every sink again")
     again.add_argument("id")
     again.set_defaults(run=_jobs_redeliver)
+
+    db = commands.add_parser("db", help="manage the job store named by $RECEIVER_STORE_URL")
+    db_commands = db.add_subparsers(required=True, metavar="ACTION")
+    migrate = db_commands.add_parser("migrate", help="create or upgrade the store's tables")
+    migrate.set_defaults(run=_db_migrate)
     return parser
 
 
@@ -91,15 +96,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from receiver.web.app import create_app
+    from receiver.web.server import serve
 
     settings = Settings.from_env().check()
     configure_logging(settings.log_level, settings.log_json)
-    uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, access_log=False, log_level=settings.log_level
-    )
+    serve(settings, args.host, args.port)
     return 0
 
 
@@ -211,6 +212,31 @@ def _jobs_redeliver(args: argparse.Namespace) -> int:
             return 0
 
     return anyio.run(run)
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    from receiver.registry import redact, scheme_of
+    from receiver.stores import store_from_url
+
+    url = Settings.from_env().store_url
+    store = store_from_url(url)  # an unknown scheme or a missing driver fails here, with the fix
+
+    async def run() -> list[str] | None:
+        if scheme_of(url) in {"postgresql", "postgres"}:
+            from receiver.stores.postgres import migrate
+
+            return await migrate(url)
+        async with store:  # the other stores create their tables when opened
+            return None
+
+    applied = anyio.run(run)
+    for name in applied or ():
+        print(f"applied {name}")
+    if applied is None:
+        print(f"store {redact(url)} is ready")
+    elif not applied:
+        print(f"store {redact(url)} is up to date: nothing to apply")
+    return 0
 
 
 def _store() -> Any:

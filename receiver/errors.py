@@ -57,23 +57,41 @@ class PayloadTooLarge(ReceiverError):
     """A body or download exceeded its size cap."""
 
 
-class UpstreamError(ReceiverError):
-    """BFL answered with an error status."""
+class TransientError(ReceiverError):
+    """A failure that may go away: `retryable` says whether trying again can help, and `retry_after`
+    (seconds) how long the other side asked us to wait, if it said."""
 
-    def __init__(self, status: int, detail: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class UpstreamError(TransientError):
+    """BFL answered with an error status (0: it could not be reached)."""
+
+    def __init__(
+        self, status: int, detail: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
         self.status = status
         self.detail = detail
-        self.retryable = retryable
-        super().__init__(f"upstream answered {status}: {detail}")
+        super().__init__(
+            f"upstream answered {status}: {detail}", retryable=retryable, retry_after=retry_after
+        )
 
 
-class DownloadError(ReceiverError):
+class DownloadError(TransientError):
     """A result image could not be downloaded."""
 
-    def __init__(self, message: str, *, retryable: bool, url_expired: bool = False) -> None:
-        self.retryable = retryable
+    def __init__(
+        self, message: str, *, retryable: bool, url_expired: bool = False, retry_after: float | None = None
+    ) -> None:
         self.url_expired = url_expired
-        super().__init__(message)
+        super().__init__(message, retryable=retryable, retry_after=retry_after)
+
+
+class SinkError(TransientError):
+    """A sink did not take an event."""
 
 
 class SampleRejected(DownloadError):

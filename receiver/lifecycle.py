@@ -7,7 +7,6 @@ created -> submitted -> received -> stored -> published, or a final failed / mod
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from receiver.models import (
     Via,
     isotime,
 )
+from receiver.retry import backoff
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,6 @@ class Policy:
     reconcile_after_s: float = 60.0
     give_up_after_s: float = 1800.0
     lease_s: float = 120.0
-    max_download_attempts: int = 5
     retry_base_s: float = 1.0
     retry_cap_s: float = 300.0
     poll_cap_s: float = 60.0
@@ -77,7 +76,7 @@ def submit_refused(job: Job, error: UpstreamError, now: float, policy: Policy) -
         return finish(job, JobState.FAILED, now, policy, error=problem)
     if now - job.created_at >= policy.give_up_after_s:
         return finish(job, JobState.FAILED, now, policy, error=problem | {"code": "upstream_unavailable"})
-    return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy)))
+    return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy, error.retry_after)))
 
 
 def reported(job: Job, report: TaskReport, via: Via, now: float, policy: Policy) -> Transition | None:
@@ -121,11 +120,17 @@ def still_running(job: Job, now: float, policy: Policy) -> Transition | None:
     return Transition(dataclasses.replace(job, due_at=now + delay))
 
 
-def sample_refreshed(job: Job, report: TaskReport, now: float) -> Transition | None:
-    """A fresh signed URL for an image whose old URL expired."""
+def sample_refreshed(job: Job, report: TaskReport, now: float, policy: Policy) -> Transition | None:
+    """A fresh signed URL for an image whose old URL expired: try it at once the first time, later
+    with backoff (a URL that keeps dying on arrival must not turn into a busy loop)."""
     if job.state is not JobState.RECEIVED or report.sample is None:
         return None
-    return Transition(dataclasses.replace(job, sample_url=report.sample, due_at=now))
+    if _past_deadline(job, now, policy):
+        return expire(
+            job, now, policy, "download_failed", "every sample URL expired before it could be fetched"
+        )
+    due_at = now if job.attempts <= 1 else now + retry_delay(job, policy)
+    return Transition(dataclasses.replace(job, sample_url=report.sample, due_at=due_at))
 
 
 def stored(job: Job, image: ImageInfo, now: float, policy: Policy) -> Transition | None:
@@ -135,14 +140,15 @@ def stored(job: Job, image: ImageInfo, now: float, policy: Policy) -> Transition
 
 
 def download_failed(job: Job, error: DownloadError, now: float, policy: Policy) -> Transition | None:
+    """Try again later while the task may still give us the image; a refused sample is final."""
     if job.state is not JobState.RECEIVED:
         return None
     problem = {"code": "download_failed", "message": str(error)}
     if not error.retryable and not error.url_expired:
         return finish(job, JobState.FAILED, now, policy, error=problem | {"code": "sample_rejected"})
-    if job.attempts >= policy.max_download_attempts or _past_deadline(job, now, policy):
+    if _past_deadline(job, now, policy):
         return finish(job, JobState.EXPIRED, now, policy, error=problem)
-    return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy)))
+    return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy, error.retry_after)))
 
 
 def task_gone(job: Job, now: float, policy: Policy) -> Transition | None:
@@ -205,11 +211,8 @@ def build_event(job: Job, source: str) -> Event:
     )
 
 
-def retry_delay(job: Job, policy: Policy) -> float:
-    """Exponential backoff with a jitter that is fixed per job and attempt (so tests are reproducible)."""
-    base = min(policy.retry_cap_s, policy.retry_base_s * 2 ** min(max(job.attempts - 1, 0), 16))
-    jitter = (zlib.crc32(f"{job.id}:{job.attempts}".encode()) % 1000) / 1000
-    return float(base * (0.5 + jitter / 2))
+def retry_delay(job: Job, policy: Policy, retry_after: float | None = None) -> float:
+    return backoff(job.attempts, policy.retry_base_s, policy.retry_cap_s, job.id, retry_after)
 
 
 def _past_deadline(job: Job, now: float, policy: Policy) -> bool:

@@ -7,16 +7,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
+import anyio
 import httpx
 
 from receiver.bfl.client import BflClient
 from receiver.blobs import BlobStore, blobs_from_url
 from receiver.lifecycle import Policy
 from receiver.metrics import Metrics
+from receiver.models import Job, Transition
 from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_urls
-from receiver.stores import Store, store_from_url
+from receiver.stores import Delivery, Store, mutate, store_from_url
 from receiver.webhook_auth import WebhookSigner
+from receiver.worker.budget import PollBudget
 from receiver.worker.fetch import FetchPolicy
 from receiver.worker.wakeup import Wakeup
 
@@ -28,6 +31,7 @@ class Wakeups:
     submit: Wakeup = field(default_factory=Wakeup)
     fetch: Wakeup = field(default_factory=Wakeup)
     publish: Wakeup = field(default_factory=Wakeup)
+    reconcile: Wakeup = field(default_factory=Wakeup)
 
 
 @dataclass
@@ -41,13 +45,40 @@ class Runtime:
     signer: WebhookSigner
     policy: Policy
     fetch_policy: FetchPolicy
+    poll_budget: PollBudget
     clock: Clock = time.time
     wakeups: Wakeups = field(default_factory=Wakeups)
     metrics: Metrics = field(default_factory=Metrics)
     ready: bool = True
+    stopping: anyio.Event = field(default_factory=anyio.Event)
+    # Work this process has claimed and not finished, released at shutdown so nobody waits out a lease.
+    held_jobs: dict[str, int] = field(default_factory=dict)  # job id -> version when claimed
+    held_deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
 
     def webhook_url(self, job_id: str) -> str:
         return f"{self.settings.public_url}/webhooks/bfl/{job_id}"
+
+    async def update(
+        self, job_id: str, change: Callable[[Job], Transition | None]
+    ) -> tuple[Job | None, bool]:
+        """Apply a lifecycle step to the job (see `stores.mutate`); an event it emits is queued for
+        every configured sink."""
+        return await mutate(self.store, job_id, change, list(self.sinks))
+
+    def hold(self, jobs: list[Job]) -> list[Job]:
+        """Note claimed jobs as held by this process until `done`."""
+        self.held_jobs.update((job.id, job.version) for job in jobs)
+        return jobs
+
+    def done(self, job_id: str) -> None:
+        self.held_jobs.pop(job_id, None)
+
+    def stop(self) -> None:
+        """Stop taking work: not ready any more, and every loop wakes up to notice."""
+        self.ready = False
+        self.stopping.set()
+        for wakeup in (self.wakeups.submit, self.wakeups.fetch, self.wakeups.publish, self.wakeups.reconcile):
+            wakeup.set()
 
 
 def event_source(settings: Settings) -> str:
@@ -95,5 +126,6 @@ async def open_runtime(
                 max_bytes=settings.max_sample_bytes,
                 max_pixels=settings.max_sample_pixels,
             ),
+            poll_budget=PollBudget(settings.max_polls_per_s),
             clock=clock,
         )

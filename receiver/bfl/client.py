@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,6 +11,7 @@ import httpx
 from receiver.bfl.sansio import Submitted, TaskReport, parse_result, parse_submit, submit_path
 from receiver.errors import UpstreamError
 from receiver.models import Model
+from receiver.retry import parse_retry_after
 
 
 class BflClient:
@@ -20,7 +22,11 @@ class BflClient:
 
     async def submit(self, model: Model, body: dict[str, Any]) -> Submitted:
         response = await self._send("POST", self.base_url + submit_path(model), json=body)
-        return parse_submit(response.status_code, _json(response))
+        try:
+            return parse_submit(response.status_code, _json(response))
+        except UpstreamError as exc:
+            exc.retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+            raise
 
     async def get_result(self, task_id: str, polling_url: str | None = None) -> TaskReport:
         """Prefer the task's own `polling_url` (BFL routes tasks to regional hosts), but send our key

@@ -12,6 +12,8 @@ SINKS: Registry[Sink] = Registry(
     {
         "stdout": "receiver.sinks.stdout:StdoutSink",
         "file": "receiver.sinks.file:FileSink",
+        "http": "receiver.sinks.http:HttpSink",
+        "https": "receiver.sinks.http:HttpSink",
     },
 )
 sink_from_url = SINKS.from_url

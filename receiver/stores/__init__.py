@@ -10,7 +10,10 @@ STORES: Registry[Store] = Registry(
     {
         "memory": "receiver.stores.memory:MemoryStore",
         "sqlite": "receiver.stores.sqlite:SQLiteStore",
+        "postgresql": "receiver.stores.postgres:PostgresStore",
+        "postgres": "receiver.stores.postgres:PostgresStore",
     },
+    extras={"postgresql": "postgres", "postgres": "postgres"},
 )
 store_from_url = STORES.from_url
 

@@ -48,7 +48,8 @@ class Store(Resource, Protocol):
     ) -> Job | None:
         """Write `job` if the stored version is still `job.version`; return it with the version bumped,
         or None when another writer got there first. With `event`, the event and a pending delivery per
-        sink are written in the same transaction."""
+        sink are written in the same transaction; if that event exists already (the job was finished by
+        another writer), nothing is written and the answer is None."""
 
     async def claim(
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
@@ -67,8 +68,11 @@ class Store(Resource, Protocol):
 
     async def deliveries(self, event_id: str) -> list[Delivery]: ...
 
-    async def claim_deliveries(self, now: float, lease_s: float, limit: int) -> list[Delivery]:
-        """Take up to `limit` due pending deliveries, earliest first, each saved as claimed."""
+    async def claim_deliveries(
+        self, now: float, lease_s: float, limit: int, sinks: Collection[str]
+    ) -> list[Delivery]:
+        """Take up to `limit` due pending deliveries to `sinks`, earliest first, each saved as claimed.
+        Deliveries to other sinks wait for a process that has them (a rolling change of RECEIVER_SINKS)."""
 
     async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
         """Write `delivery` if its stored attempt count is still `expected_attempts`."""

@@ -97,8 +97,14 @@ class MemoryStore(ResourceBase):
     async def deliveries(self, event_id: str) -> list[Delivery]:
         return sorted((d for d in self._deliveries.values() if d.event_id == event_id), key=lambda d: d.sink)
 
-    async def claim_deliveries(self, now: float, lease_s: float, limit: int) -> list[Delivery]:
-        due = [d for d in self._deliveries.values() if d.state is DeliveryState.PENDING and d.next_at <= now]
+    async def claim_deliveries(
+        self, now: float, lease_s: float, limit: int, sinks: Collection[str]
+    ) -> list[Delivery]:
+        due = [
+            d
+            for d in self._deliveries.values()
+            if d.state is DeliveryState.PENDING and d.next_at <= now and d.sink in sinks
+        ]
         due.sort(key=lambda d: (d.next_at, d.event_id, d.sink))
         claimed = [delivery.claimed(now, lease_s) for delivery in due[:limit]]
         self._deliveries.update(((d.event_id, d.sink), d) for d in claimed)

@@ -227,12 +227,16 @@ class SQLiteStore(ResourceBase):
         )
         return [_delivery(row) for row in rows]
 
-    async def claim_deliveries(self, now: float, lease_s: float, limit: int) -> list[Delivery]:
+    async def claim_deliveries(
+        self, now: float, lease_s: float, limit: int, sinks: Collection[str]
+    ) -> list[Delivery]:
+        marks = ",".join("?" * len(sinks))
+        sql = _SELECT_DELIVERIES + f" WHERE state = ? AND next_at <= ? AND sink IN ({marks})"
+
         def claim(conn: sqlite3.Connection) -> list[Delivery]:
             rows = conn.execute(
-                _SELECT_DELIVERIES
-                + " WHERE state = ? AND next_at <= ? ORDER BY next_at, event_id, sink LIMIT ?",
-                (DeliveryState.PENDING.value, now, limit),
+                sql + " ORDER BY next_at, event_id, sink LIMIT ?",
+                (DeliveryState.PENDING.value, now, *sinks, limit),
             ).fetchall()
             claimed = [_delivery(row).claimed(now, lease_s) for row in rows]
             conn.executemany(

@@ -20,7 +20,7 @@ from receiver.sinks import Sink
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
-from receiver.worker.runner import run_workers
+from receiver.worker.runner import release_claims, run_workers
 
 ROUTES = [
     Route("/v1/edits", edits.create_edit, methods=["POST"]),
@@ -60,8 +60,11 @@ def create_app(
                 if workers:
                     await tg.start(run_workers, rt)
                 yield
-                rt.ready = False
-                tg.cancel_scope.cancel()
+                rt.stop()
+                # In-flight work gets the grace period to finish; what is still running then is cancelled.
+                tg.cancel_scope.deadline = anyio.current_time() + settings.shutdown_grace_s
+            with anyio.CancelScope(shield=True):
+                await release_claims(rt)
 
     return Starlette(
         routes=ROUTES,

@@ -10,7 +10,6 @@ from receiver import lifecycle
 from receiver.bfl.sansio import Report, parse_webhook
 from receiver.errors import NotFound, Unauthorized
 from receiver.models import Via
-from receiver.stores import mutate
 from receiver.web.common import parse_json, read_body, runtime
 
 log = structlog.get_logger("receiver.webhooks")
@@ -38,8 +37,8 @@ async def bfl_webhook(request: Request) -> JSONResponse:
         rt.metrics.inc("webhooks", result="progress")
         return JSONResponse({"status": "ignored", "reason": f"non-terminal status {report.status!r}"})
     now = rt.clock()
-    job, changed = await mutate(
-        rt.store, job_id, lambda j: lifecycle.reported(j, report, Via.WEBHOOK, now, rt.policy), list(rt.sinks)
+    job, changed = await rt.update(
+        job_id, lambda j: lifecycle.reported(j, report, Via.WEBHOOK, now, rt.policy)
     )
     if job is None:
         raise NotFound(f"no job {job_id}")

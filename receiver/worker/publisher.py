@@ -1,67 +1,107 @@
-"""Delivers the outbox: every event to every sink, at least once, always with the same event id."""
+"""Delivers the outbox: every event to every sink, at least once, always with the same event id.
+
+Each claim of a delivery tries a few times at once (stamina) for blips; after that the delivery is due
+again later with exponential backoff, never sooner than the sink's Retry-After. After
+RECEIVER_DELIVERY_ATTEMPTS rounds it is dead-lettered, to be re-sent by `redeliver`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
+import anyio
+import stamina
 import structlog
 
 from receiver import lifecycle
+from receiver.errors import SinkError, TransientError
+from receiver.models import Event
+from receiver.retry import backoff, is_retryable
 from receiver.runtime import Runtime
-from receiver.stores import Delivery, DeliveryState, mutate
+from receiver.sinks import Sink
+from receiver.stores import Delivery, DeliveryState
 
 log = structlog.get_logger("receiver.publisher")
 
-MAX_ATTEMPTS = 10
 LEASE_S = 60.0
+INLINE_ATTEMPTS = 3
+BACKOFF_CAP_S = 300.0
 
 
-async def publish_due(rt: Runtime, limit: int = 100) -> int:
-    """Attempt every due delivery once; return how many were attempted."""
-    deliveries = await rt.store.claim_deliveries(rt.clock(), LEASE_S, limit)
-    for delivery in deliveries:
-        await deliver(rt, delivery)
+async def publish_due(rt: Runtime, limit: int = 64) -> int:
+    """Attempt every due delivery (concurrently); return how many were attempted."""
+    deliveries = await rt.store.claim_deliveries(rt.clock(), LEASE_S, limit, list(rt.sinks))
+    rt.held_deliveries.update(((d.event_id, d.sink), d) for d in deliveries)
+    async with anyio.create_task_group() as tg:
+        for delivery in deliveries:
+            tg.start_soon(deliver, rt, delivery)
     return len(deliveries)
 
 
 async def deliver(rt: Runtime, delivery: Delivery) -> None:
-    sink = rt.sinks.get(delivery.sink)
+    try:
+        await _deliver(rt, delivery)
+    finally:
+        rt.held_deliveries.pop((delivery.event_id, delivery.sink), None)
+
+
+async def _deliver(rt: Runtime, delivery: Delivery) -> None:
+    sink = rt.sinks[delivery.sink]
     event = await rt.store.event(delivery.event_id)
-    if sink is None or event is None:
-        reason = "sink is no longer configured" if sink is None else "event is missing"
-        await _record(rt, delivery, DeliveryState.DEAD, reason)
+    if event is None:  # cannot happen: the event and its deliveries are written together
+        await _record(rt, delivery, DeliveryState.DEAD, "event is missing")
         return
     try:
-        await sink.publish(event)
-    except Exception as exc:  # any sink failure is retried; the outbox keeps the event
-        rt.metrics.inc("deliveries", sink=sink.name, outcome="failed")
-        dead = delivery.attempts >= MAX_ATTEMPTS
-        log.warning(
-            "event.delivery_failed",
-            event_id=event.id,
-            sink=sink.name,
-            attempt=delivery.attempts,
-            error=f"{type(exc).__name__}: {exc}",
-            dead=dead,
+        await stamina.AsyncRetryingCaller(attempts=INLINE_ATTEMPTS, timeout=LEASE_S / 2)(
+            is_retryable, _publish, sink, event
         )
-        await _record(rt, delivery, DeliveryState.DEAD if dead else DeliveryState.PENDING, repr(exc)[:500])
+    except Exception as exc:  # whatever a sink raises, the outbox keeps the event
+        await _failed(rt, delivery, sink, exc)
         return
     rt.metrics.inc("deliveries", sink=sink.name, outcome="delivered")
     await _record(rt, delivery, DeliveryState.DELIVERED, None)
     log.info("event.delivered", event_id=event.id, sink=sink.name, type=event.type)
     remaining = [d for d in await rt.store.deliveries(event.id) if d.state is not DeliveryState.DELIVERED]
     if not remaining:
-        await mutate(rt.store, event.id, lambda job: lifecycle.published(job, rt.clock()))
+        await rt.update(event.id, lambda job: lifecycle.published(job, rt.clock()))
 
 
-async def _record(rt: Runtime, delivery: Delivery, state: DeliveryState, error: str | None) -> None:
+async def _publish(sink: Sink, event: Event) -> None:
+    try:
+        await sink.publish(event)
+    except (TransientError, OSError) as exc:
+        raise exc if isinstance(exc, TransientError) else SinkError(str(exc), retryable=True) from exc
+
+
+async def _failed(rt: Runtime, delivery: Delivery, sink: Sink, exc: Exception) -> None:
+    retryable = isinstance(exc, TransientError) and exc.retryable
+    dead = not retryable or delivery.attempts >= rt.settings.delivery_attempts
+    rt.metrics.inc("deliveries", sink=sink.name, outcome="dead" if dead else "failed")
+    log.warning(
+        "event.delivery_failed",
+        event_id=delivery.event_id,
+        sink=sink.name,
+        attempt=delivery.attempts,
+        error=f"{type(exc).__name__}: {exc}",
+        dead=dead,
+    )
+    retry_after = exc.retry_after if isinstance(exc, TransientError) else None
+    delay = backoff(
+        delivery.attempts, rt.settings.retry_base_s, BACKOFF_CAP_S, delivery.event_id, retry_after
+    )
+    state = DeliveryState.DEAD if dead else DeliveryState.PENDING
+    await _record(rt, delivery, state, f"{type(exc).__name__}: {exc}"[:500], delay)
+
+
+async def _record(
+    rt: Runtime, delivery: Delivery, state: DeliveryState, error: str | None, delay: float = 0.0
+) -> None:
     now = rt.clock()
-    delay = min(300.0, 2.0 ** (delivery.attempts - 1))
     updated = dataclasses.replace(
         delivery,
         state=state,
         last_error=error,
-        next_at=now + delay if state is DeliveryState.PENDING else now,
+        next_at=now + delay,
         delivered_at=now if state is DeliveryState.DELIVERED else None,
     )
     await rt.store.save_delivery(updated, expected_attempts=delivery.attempts)

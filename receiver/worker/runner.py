@@ -1,7 +1,13 @@
-"""Runs the background loops beside the HTTP app: submit, fetch, reconcile, publish."""
+"""Runs the background loops beside the HTTP app: submit, fetch, reconcile, publish.
+
+On stop, the loops take no new work; what is in flight finishes (the caller bounds how long), and
+whatever is still claimed afterwards is released, so another replica or the next start resumes it at
+once instead of waiting out its lease.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -24,18 +30,16 @@ IDLE_S = 1.0  # how long a loop with nothing to do waits before looking at the s
 async def run_workers(
     rt: Runtime, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    async with anyio.create_task_group() as tg:
-        submitter = Submitter(rt, tg)
+    """Run until `rt.stop()`, then until the work in flight is done."""
+    async with anyio.create_task_group() as work:
+        submitter = Submitter(rt, work)
         fetch_slots = anyio.Semaphore(rt.settings.download_concurrency)
 
         async def fetch_step() -> bool:
-            free = fetch_slots.value
-            if free == 0:
-                return False
-            jobs = await claim_received(rt, free)
+            jobs = rt.hold(await claim_received(rt, fetch_slots.value)) if fetch_slots.value else []
             for job in jobs:
                 await fetch_slots.acquire()
-                tg.start_soon(_fetch, fetch_slots, rt, job)
+                work.start_soon(_fetch, fetch_slots, rt, job)
             return bool(jobs)
 
         async def reconcile_step() -> bool:
@@ -44,15 +48,33 @@ async def run_workers(
         async def publish_step() -> bool:
             return await publish_due(rt) > 0
 
-        tg.start_soon(_loop, "submit", submitter.step, rt.wakeups.submit)
-        tg.start_soon(_loop, "fetch", fetch_step, rt.wakeups.fetch)
-        tg.start_soon(_loop, "reconcile", reconcile_step, Wakeup())
-        tg.start_soon(_loop, "publish", publish_step, rt.wakeups.publish)
-        task_status.started()
+        async with anyio.create_task_group() as loops:
+            loops.start_soon(_loop, rt, "submit", submitter.step, rt.wakeups.submit)
+            loops.start_soon(_loop, rt, "fetch", fetch_step, rt.wakeups.fetch)
+            loops.start_soon(_loop, rt, "reconcile", reconcile_step, rt.wakeups.reconcile)
+            loops.start_soon(_loop, rt, "publish", publish_step, rt.wakeups.publish)
+            task_status.started()
+    log.info("worker.stopped")
 
 
-async def _loop(name: str, step: Callable[[], Awaitable[bool]], wakeup: Wakeup) -> None:
-    while True:
+async def release_claims(rt: Runtime) -> int:
+    """Make everything this process still holds due now; return how many claims were released."""
+    now = rt.clock()
+    released = 0
+    for job_id, version in list(rt.held_jobs.items()):
+        job = await rt.store.get(job_id)
+        if job is not None and job.version == version:  # untouched since our claim
+            released += await rt.store.save(dataclasses.replace(job, due_at=now)) is not None
+    for delivery in list(rt.held_deliveries.values()):
+        released_delivery = dataclasses.replace(delivery, next_at=now)
+        released += await rt.store.save_delivery(released_delivery, expected_attempts=delivery.attempts)
+    if released:
+        log.info("worker.claims_released", count=released)
+    return released
+
+
+async def _loop(rt: Runtime, name: str, step: Callable[[], Awaitable[bool]], wakeup: Wakeup) -> None:
+    while not rt.stopping.is_set():
         wakeup.clear()
         try:
             busy = await step()
@@ -68,5 +90,7 @@ async def _fetch(slots: anyio.Semaphore, rt: Runtime, job: Job) -> None:
         await fetch_and_store(rt, job)
     except Exception:  # the claim lapses and the job is fetched again; the loop must live on
         log.exception("job.fetch_crashed", job_id=job.id)
+    else:
+        rt.done(job.id)
     finally:
         slots.release()

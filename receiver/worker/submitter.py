@@ -12,7 +12,6 @@ from receiver.bfl.sansio import submit_body
 from receiver.errors import UpstreamError
 from receiver.models import Job, JobState, Model
 from receiver.runtime import Runtime
-from receiver.stores import mutate
 
 log = structlog.get_logger("receiver.submitter")
 
@@ -39,7 +38,7 @@ class Submitter:
             await rt.store.claim({JobState.CREATED}, now, lease, free_max, Model.MAX) if free_max > 0 else []
         )
         claimed += await rt.store.claim({JobState.CREATED}, now, lease, free - len(claimed), Model.PRO)
-        for job in claimed:
+        for job in rt.hold(claimed):
             self.in_flight[job.request.model] += 1
             self.task_group.start_soon(self._submit, job)
         return bool(claimed)
@@ -50,13 +49,14 @@ class Submitter:
             await self._submit_claimed(job)
         except Exception:  # the claim lapses and the job is tried again; the loop must live on
             log.exception("job.submit_crashed", job_id=job.id)
+        else:
+            rt.done(job.id)
         finally:
             self.in_flight[job.request.model] -= 1
             rt.wakeups.submit.set()
 
     async def _submit_claimed(self, job: Job) -> None:
         rt = self.rt
-        sinks = list(rt.sinks)
         image = await rt.store.input_image(job.id)
         body = submit_body(job.request, image, rt.webhook_url(job.id), rt.signer.secret_for(job.id))
         try:
@@ -65,11 +65,9 @@ class Submitter:
             refusal = exc
             log.warning("job.submit_refused", job_id=job.id, status=exc.status, detail=exc.detail)
             rt.metrics.inc("submits", outcome="retry" if exc.retryable else "refused")
-            await mutate(
-                rt.store, job.id, lambda j: lifecycle.submit_refused(j, refusal, rt.clock(), rt.policy), sinks
-            )
+            await rt.update(job.id, lambda j: lifecycle.submit_refused(j, refusal, rt.clock(), rt.policy))
             rt.wakeups.publish.set()
             return
         rt.metrics.inc("submits", outcome="accepted")
         log.info("job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=job.request.model.value)
-        await mutate(rt.store, job.id, lambda j: lifecycle.submitted(j, accepted, rt.clock(), rt.policy))
+        await rt.update(job.id, lambda j: lifecycle.submitted(j, accepted, rt.clock(), rt.policy))

@@ -11,7 +11,7 @@ import pytest
 
 from receiver import lifecycle
 from receiver.models import EditRequest, Event, ImageInfo, Job, JobState, Model, Transition, Via
-from receiver.stores import Delivery, DeliveryState, Store, mutate
+from receiver.stores import Delivery, DeliveryState, Store, mutate, store_from_url
 from receiver.stores.memory import MemoryStore
 from receiver.stores.sqlite import SQLiteStore
 
@@ -148,16 +148,16 @@ class StoreContract:
 
     async def test_claim_deliveries_and_compare_and_set_on_attempts(self, store: Store) -> None:
         await self.finished(store, "job-1")
-        [first] = await store.claim_deliveries(T0, 30, 1)
-        [second] = await store.claim_deliveries(T0, 30, 10)
+        [first] = await store.claim_deliveries(T0, 30, 1, SINKS)
+        [second] = await store.claim_deliveries(T0, 30, 10, SINKS)
         assert {first.sink, second.sink} == set(SINKS)
         assert (first.attempts, first.next_at) == (1, T0 + 30)
-        assert await store.claim_deliveries(T0 + 29, 30, 10) == []  # both held
+        assert await store.claim_deliveries(T0 + 29, 30, 10, SINKS) == []  # both held
 
         retry = dataclasses.replace(first, next_at=T0 + 5, last_error="connection refused")
         assert await store.save_delivery(retry, expected_attempts=1) is True
         assert await store.save_delivery(retry, expected_attempts=0) is False  # someone else got there
-        [again] = await store.claim_deliveries(T0 + 5, 30, 10)
+        [again] = await store.claim_deliveries(T0 + 5, 30, 10, SINKS)
         assert (again.sink, again.attempts) == (first.sink, 2)
 
         delivered = dataclasses.replace(
@@ -165,15 +165,21 @@ class StoreContract:
         )
         assert await store.save_delivery(delivered, expected_attempts=2) is True
         assert delivered in await store.deliveries("job-1")
-        assert [d.sink for d in await store.claim_deliveries(T0 + 1000, 30, 10)] == [second.sink]
+        assert [d.sink for d in await store.claim_deliveries(T0 + 1000, 30, 10, SINKS)] == [second.sink]
         assert await store.save_delivery(Delivery("nope", "stdout://"), expected_attempts=0) is False
+
+    async def test_claim_deliveries_only_for_the_given_sinks(self, store: Store) -> None:
+        await self.finished(store, "job-1")
+        [only] = await store.claim_deliveries(T0, 30, 10, ["stdout://", "http://elsewhere"])
+        assert only.sink == "stdout://"
+        assert await store.claim_deliveries(T0, 30, 10, ["http://elsewhere"]) == []
 
     async def test_claim_deliveries_earliest_first(self, store: Store) -> None:
         for job_id, next_at in (("job-a", T0 + 3), ("job-b", T0 + 1), ("job-c", T0 + 2)):
             await self.finished(store, job_id)
             for delivery in await store.deliveries(job_id):
                 await store.save_delivery(dataclasses.replace(delivery, next_at=next_at), expected_attempts=0)
-        due = await store.claim_deliveries(T0 + 10, 30, 4)
+        due = await store.claim_deliveries(T0 + 10, 30, 4, SINKS)
         assert [d.event_id for d in due] == ["job-b", "job-b", "job-c", "job-c"]
 
     async def test_redeliver_resets_every_sink_to_pending(self, store: Store) -> None:
@@ -186,7 +192,7 @@ class StoreContract:
         assert await store.deliveries("job-1") == [
             Delivery("job-1", s, next_at=T0 + 50) for s in sorted(sinks)
         ]
-        assert len(await store.claim_deliveries(T0 + 50, 30, 10)) == 3
+        assert len(await store.claim_deliveries(T0 + 50, 30, 10, sinks)) == 3
 
     async def test_redeliver_without_an_event_does_nothing(self, store: Store) -> None:
         await store.insert(make_job("job-1"), None)
@@ -343,3 +349,12 @@ class TestSQLiteStore(StoreContract):
             assert await reopened.get("job-1") == saved
             assert await reopened.event("job-1") == event
             assert len(await reopened.deliveries("job-1")) == len(SINKS)
+
+
+class TestPostgresStore(StoreContract):
+    """Each test in a schema of its own (`?schema=`); more PostgreSQL tests in test_postgres_store.py."""
+
+    @pytest.fixture
+    async def store(self, postgres_schema_url: str) -> AsyncIterator[Store]:
+        async with store_from_url(postgres_schema_url) as store:
+            yield store

@@ -96,12 +96,13 @@ def test_failed_edit_publishes_the_upstream_error(tmp_path: Path) -> None:
 
 
 def test_expired_sample_url_ends_the_job_cleanly(tmp_path: Path) -> None:
-    with stack(tmp_path, dataclasses.replace(FAST_SIM, url_ttl_s=0.0)) as running:
+    """Every URL BFL hands out is dead on arrival: fresh ones are asked for until the give-up deadline."""
+    with stack(tmp_path, dataclasses.replace(FAST_SIM, url_ttl_s=0.0), give_up_after_s=1.5) as running:
         job_id = running.submit()["id"]
         event = running.wait_event(job_id)
         assert event["type"] == "kontext.edit.expired"
         assert event["data"]["image"] is None and event["data"]["error"]["code"] == "download_failed"
-        assert running.sim("/_sim/stats")["get_result"] >= 1  # a fresh URL was asked for
+        assert running.sim("/_sim/stats")["get_result"] >= 2  # fresh URLs were asked for, with backoff
         assert list((tmp_path / "images").iterdir()) == []  # nothing half-written left behind
         assert running.client.get(f"/v1/jobs/{job_id}/image").status_code == 404
 

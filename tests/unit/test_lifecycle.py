@@ -201,7 +201,7 @@ def test_build_event_refuses_a_job_without_outcome() -> None:
         (lambda job: lifecycle.published(job, T0), JobState.RECEIVED),
         (lambda job: lifecycle.task_gone(job, T0, POLICY), JobState.SUBMITTED),
         (lambda job: lifecycle.still_running(job, T0, POLICY), JobState.RECEIVED),
-        (lambda job: lifecycle.sample_refreshed(job, ready(), T0), JobState.SUBMITTED),
+        (lambda job: lifecycle.sample_refreshed(job, ready(), T0, POLICY), JobState.SUBMITTED),
         (
             lambda job: lifecycle.download_failed(job, DownloadError("x", retryable=True), T0, POLICY),
             JobState.SUBMITTED,
@@ -317,9 +317,25 @@ def test_failure_racing_the_submitter_is_not_reopened() -> None:
 
 def test_sample_refreshed_replaces_the_url_and_makes_the_job_due() -> None:
     fresh = dataclasses.replace(ready(), sample=SAMPLE + "&fresh=1")
-    job = moved(lifecycle.sample_refreshed(received_job(), fresh, T0 + 700))
+    job = moved(lifecycle.sample_refreshed(received_job(attempts=1), fresh, T0 + 700, POLICY))
     assert (job.sample_url, job.due_at) == (SAMPLE + "&fresh=1", T0 + 700)
-    assert lifecycle.sample_refreshed(received_job(), not_found(), T0 + 700) is None
+    assert lifecycle.sample_refreshed(received_job(), not_found(), T0 + 700, POLICY) is None
+
+
+def test_a_url_that_keeps_expiring_is_refreshed_with_backoff() -> None:
+    """Not a busy loop: from the second try on, the fresh URL waits its turn."""
+    job = received_job(attempts=3)
+    later = moved(lifecycle.sample_refreshed(job, ready(), T0 + 700, POLICY))
+    assert later.due_at == T0 + 700 + lifecycle.retry_delay(job, POLICY)
+    assert later.due_at > T0 + 700
+
+
+def test_a_url_that_keeps_expiring_until_the_deadline_expires_the_job() -> None:
+    transition = lifecycle.sample_refreshed(
+        received_job(attempts=9), ready(), T0 + 2 + POLICY.give_up_after_s, POLICY
+    )
+    assert moved(transition).state is JobState.EXPIRED
+    assert final_event(transition).data["error"]["code"] == "download_failed"
 
 
 # --- submit refused ------------------------------------------------------------------------------------
@@ -421,18 +437,24 @@ def test_transient_download_failure_is_retried_later(error: DownloadError) -> No
     assert (later.due_at or 0) > T0 + 30
 
 
-def test_download_attempts_exhausted_expires_the_job() -> None:
-    job = received_job(attempts=POLICY.max_download_attempts)
+def test_downloads_keep_being_retried_while_the_task_lives() -> None:
+    job = received_job(attempts=50)
     transition = lifecycle.download_failed(job, DownloadError("503", retryable=True), T0 + 30, POLICY)
-    event = final_event(transition)
-    assert moved(transition).state is JobState.EXPIRED
-    assert event.data["error"] == {"code": "download_failed", "message": "503"}
+    assert moved(transition).state is JobState.RECEIVED
+    assert transition is not None and transition.event is None
+
+
+def test_download_retry_honours_retry_after() -> None:
+    error = DownloadError("503", retryable=True, retry_after=120.0)
+    later = moved(lifecycle.download_failed(received_job(attempts=1), error, T0 + 30, POLICY))
+    assert later.due_at == T0 + 150
 
 
 def test_download_failing_past_the_deadline_expires_the_job() -> None:
     error = DownloadError("503", retryable=True)
     transition = lifecycle.download_failed(received_job(), error, T0 + 2 + POLICY.give_up_after_s, POLICY)
     assert moved(transition).state is JobState.EXPIRED
+    assert final_event(transition).data["error"] == {"code": "download_failed", "message": "503"}
 
 
 def test_task_gone_expires_a_received_job() -> None:

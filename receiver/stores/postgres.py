@@ -1,0 +1,293 @@
+"""PostgreSQL store (asyncpg) for several replicas: compare-and-set writes, claims with SKIP LOCKED."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Collection, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import asyncpg
+import structlog
+
+from receiver.errors import ConfigError, ReceiverError
+from receiver.models import Event, Job, JobState, Model
+from receiver.registry import redact
+from receiver.resource import ResourceBase
+from receiver.stores import migrations
+from receiver.stores.base import Delivery, DeliveryState
+
+log = structlog.get_logger("receiver.stores.postgres")
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class PostgresStore(ResourceBase):
+    def __init__(self, dsn: str, schema: str | None = None, *, max_connections: int = 10) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.max_connections = max_connections
+        self.applied: list[str] = []  # the migrations `open` applied
+        self._pool: asyncpg.Pool | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """`postgresql://user:password@host:port/db` (or `postgres://`); `?schema=NAME` puts every table
+        in that schema, created if missing. Other query parameters go to asyncpg (`sslmode`, ...)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ConfigError(f"not a PostgreSQL URL: {redact(url)!r}")
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schemas = [value for key, value in query if key == "schema"]
+        if len(schemas) > 1 or not all(_SCHEMA_NAME.fullmatch(name) for name in schemas):
+            raise ConfigError(f"schema= takes one lower-case SQL name ([a-z_][a-z0-9_]*): {redact(url)!r}")
+        rest = urlencode([(key, value) for key, value in query if key != "schema"])
+        return cls(parts._replace(query=rest).geturl(), schemas[0] if schemas else None)
+
+    async def open(self) -> None:
+        settings = {"search_path": f'"{self.schema}"'} if self.schema else None
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.max_connections, server_settings=settings
+            )
+            try:
+                async with pool.acquire() as conn:
+                    self.applied = await apply_migrations(conn, self.schema)
+            except BaseException:
+                await pool.close()
+                raise
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ReceiverError(f"cannot open the PostgreSQL store {redact(self.dsn)}: {exc}") from exc
+        if self.applied:
+            log.info("store.migrated", schema=self.schema, applied=self.applied)
+        self._pool = pool
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store is not open; use `async with store:`")
+        return self._pool
+
+    async def insert(self, job: Job, image_base64: str | None) -> Job:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # ON CONFLICT rather than look-then-insert: two requests with one key may race.
+            inserted = await conn.fetchval(
+                "INSERT INTO jobs (id, state, model, version, idempotency_key, due_at, created_at, doc)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                job.id,
+                *_columns(job),
+                job.created_at,
+                _doc(job),
+            )
+            if inserted is None:
+                doc = await conn.fetchval(
+                    "SELECT doc FROM jobs WHERE idempotency_key = $1", job.idempotency_key
+                )
+                return _job(doc)
+            if image_base64 is not None:
+                await conn.execute(
+                    "INSERT INTO job_inputs (job_id, image) VALUES ($1, $2)", job.id, image_base64
+                )
+        return job
+
+    async def get(self, job_id: str) -> Job | None:
+        doc = await self.pool.fetchval("SELECT doc FROM jobs WHERE id = $1", job_id)
+        return _job(doc) if doc is not None else None
+
+    async def input_image(self, job_id: str) -> str | None:
+        image = await self.pool.fetchval("SELECT image FROM job_inputs WHERE job_id = $1", job_id)
+        return str(image) if image is not None else None
+
+    async def save(
+        self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False
+    ) -> Job | None:
+        saved = dataclasses.replace(job, version=job.version + 1)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                status = await conn.execute(
+                    "UPDATE jobs SET state = $3, model = $4, version = $5, idempotency_key = $6, due_at = $7,"
+                    " doc = $8 WHERE id = $1 AND version = $2",
+                    job.id,
+                    job.version,
+                    *_columns(saved),
+                    _doc(saved),
+                )
+                if status != "UPDATE 1":
+                    return None
+                if drop_input:
+                    await conn.execute("DELETE FROM job_inputs WHERE job_id = $1", job.id)
+                if event is not None:
+                    await conn.execute(
+                        "INSERT INTO events (id, body) VALUES ($1, $2)", event.id, json.dumps(event.to_dict())
+                    )
+                    await conn.executemany(
+                        "INSERT INTO deliveries (event_id, sink, state, attempts, next_at)"
+                        " VALUES ($1, $2, 'pending', 0, 0)",
+                        [(event.id, sink) for sink in sinks],
+                    )
+        except asyncpg.UniqueViolationError:  # the event exists already: another writer finished the job
+            return None
+        return saved
+
+    async def claim(
+        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
+    ) -> list[Job]:
+        sql = "SELECT doc FROM jobs WHERE state = ANY($1::text[]) AND due_at <= $2"
+        args: list[Any] = [_states(states), now]
+        if model is not None:
+            args.append(model.value)
+            sql += f" AND model = ${len(args)}"
+        args.append(limit)
+        # SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for.
+        sql += f" ORDER BY due_at, created_at, id LIMIT ${len(args)} FOR UPDATE SKIP LOCKED"
+        async with self.pool.acquire() as conn, conn.transaction():
+            claimed = []
+            for row in await conn.fetch(sql, *args):
+                job = _job(row["doc"])
+                claimed.append(dataclasses.replace(job.claimed(now, lease_s), version=job.version + 1))
+            if claimed:
+                await conn.executemany(
+                    "UPDATE jobs SET version = $2, due_at = $3, doc = $4 WHERE id = $1",
+                    [(job.id, job.version, job.due_at, _doc(job)) for job in claimed],
+                )
+        return claimed
+
+    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+        sql = "SELECT count(*) FROM jobs WHERE state = ANY($1::text[])"
+        args: list[Any] = [_states(states)]
+        if model is not None:
+            args.append(model.value)
+            sql += " AND model = $2"
+        return int(await self.pool.fetchval(sql, *args))
+
+    async def list_jobs(
+        self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        sql = "SELECT doc FROM jobs WHERE true"
+        args: list[Any] = []
+        if state is not None:
+            args.append(state.value)
+            sql += f" AND state = ${len(args)}"
+        if dead_letter:
+            sql += " AND id IN (SELECT event_id FROM deliveries WHERE state = 'dead')"
+        sql += f" ORDER BY created_at DESC, id DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}"
+        rows = await self.pool.fetch(sql, *args, limit, offset)
+        return [_job(row["doc"]) for row in rows]
+
+    async def event(self, event_id: str) -> Event | None:
+        body = await self.pool.fetchval("SELECT body FROM events WHERE id = $1", event_id)
+        return Event.from_dict(json.loads(body)) if body is not None else None
+
+    async def deliveries(self, event_id: str) -> list[Delivery]:
+        rows = await self.pool.fetch(_SELECT_DELIVERIES + " WHERE event_id = $1 ORDER BY sink", event_id)
+        return [_delivery(row) for row in rows]
+
+    async def claim_deliveries(
+        self, now: float, lease_s: float, limit: int, sinks: Collection[str]
+    ) -> list[Delivery]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                _SELECT_DELIVERIES + " WHERE state = $1 AND next_at <= $2 AND sink = ANY($4::text[])"
+                " ORDER BY next_at, event_id, sink LIMIT $3 FOR UPDATE SKIP LOCKED",
+                DeliveryState.PENDING.value,
+                now,
+                limit,
+                list(sinks),
+            )
+            claimed = [_delivery(row).claimed(now, lease_s) for row in rows]
+            if claimed:
+                await conn.executemany(
+                    "UPDATE deliveries SET attempts = $3, next_at = $4 WHERE event_id = $1 AND sink = $2",
+                    [(d.event_id, d.sink, d.attempts, d.next_at) for d in claimed],
+                )
+        return claimed
+
+    async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
+        status = await self.pool.execute(
+            "UPDATE deliveries"
+            " SET state = $4, attempts = $5, next_at = $6, last_error = $7, delivered_at = $8"
+            " WHERE event_id = $1 AND sink = $2 AND attempts = $3",
+            delivery.event_id,
+            delivery.sink,
+            expected_attempts,
+            delivery.state.value,
+            delivery.attempts,
+            delivery.next_at,
+            delivery.last_error,
+            delivery.delivered_at,
+        )
+        return bool(status == "UPDATE 1")
+
+    async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("SELECT 1 FROM events WHERE id = $1", event_id) is None:
+                return 0
+            await conn.executemany(
+                "INSERT INTO deliveries (event_id, sink, state, attempts, next_at) VALUES ($1, $2, $3, 0, $4)"
+                " ON CONFLICT (event_id, sink) DO UPDATE SET state = excluded.state, attempts = 0,"
+                " next_at = excluded.next_at, last_error = NULL, delivered_at = NULL",
+                [(event_id, sink, DeliveryState.PENDING.value, now) for sink in sinks],
+            )
+        return len(sinks)
+
+
+async def migrate(url: str) -> list[str]:
+    """Bring the database (and schema) `url` names up to date; return the migrations applied."""
+    async with PostgresStore.from_url(url) as store:
+        return store.applied
+
+
+async def apply_migrations(conn: asyncpg.Connection, schema: str | None) -> list[str]:
+    """Apply the pending migrations in one transaction, under an advisory lock: replicas starting
+    together wait for the first, then find nothing left to do."""
+    async with conn.transaction():
+        lock = f"kontext-receiver.migrate:{schema or ''}"
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock)
+        if schema is not None:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # a checked name, not input SQL
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["name"] for row in await conn.fetch("SELECT name FROM schema_migrations")}
+        applied = []
+        for name, sql in migrations.POSTGRES:
+            if name not in done:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+                applied.append(name)
+        return applied
+
+
+_SELECT_DELIVERIES = (
+    "SELECT event_id, sink, state, attempts, next_at, last_error, delivered_at FROM deliveries"
+)
+
+
+def _columns(job: Job) -> tuple[str, str, int, str | None, float | None]:
+    return job.state.value, job.request.model.value, job.version, job.idempotency_key, job.due_at
+
+
+def _states(states: Collection[JobState]) -> list[str]:
+    return [JobState(state).value for state in states]
+
+
+def _doc(job: Job) -> str:
+    return json.dumps(job.to_doc(), separators=(",", ":"))
+
+
+def _job(doc: str) -> Job:
+    return Job.from_doc(json.loads(doc))
+
+
+def _delivery(row: Any) -> Delivery:
+    event_id, sink, state, attempts, next_at, last_error, delivered_at = row
+    return Delivery(event_id, sink, DeliveryState(state), attempts, next_at, last_error, delivered_at)

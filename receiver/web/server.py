@@ -1,0 +1,43 @@
+"""Serving the receiver with uvicorn, with a graceful stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from receiver.settings import Settings
+from receiver.web.app import create_app
+
+
+class ReceiverServer(uvicorn.Server):
+    """uvicorn, with `/readyz` answering 503 from the moment a stop signal arrives.
+
+    uvicorn then stops accepting connections, answers the requests in flight (webhooks included) within
+    the grace period, and runs the app's shutdown, which lets claimed work finish and releases the rest.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        runtime = getattr(self.app.state, "rt", None)
+        if runtime is not None:
+            runtime.ready = False
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+        lifespan="on",
+    )
+    ReceiverServer(config, app).run()
