@@ -120,6 +120,7 @@ async def open_runtime(
                 reconcile_after_s=settings.reconcile_after_s,
                 give_up_after_s=settings.give_up_after_s,
                 retry_base_s=settings.retry_base_s,
+                lease_s=settings.lease_s,
             ),
             fetch_policy=FetchPolicy(
                 allowed_hosts=settings.sample_hosts,

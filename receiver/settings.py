@@ -101,6 +101,7 @@ class Settings:
     download_timeout_s: float = 60.0
     retry_base_s: float = 1.0
     delivery_attempts: int = 12
+    lease_s: float = 120.0
     max_polls_per_s: float = 10.0
     shutdown_grace_s: float = 20.0
     log_level: str = "info"
@@ -132,6 +133,7 @@ class Settings:
             download_timeout_s=env.number("RECEIVER_DOWNLOAD_TIMEOUT_S", defaults.download_timeout_s, 0.1),
             retry_base_s=env.number("RECEIVER_RETRY_BASE_S", defaults.retry_base_s, 0.001),
             delivery_attempts=env.integer("RECEIVER_DELIVERY_ATTEMPTS", defaults.delivery_attempts, 1),
+            lease_s=env.number("RECEIVER_LEASE_S", defaults.lease_s, 1.0),
             max_polls_per_s=env.number("RECEIVER_MAX_POLLS_PER_S", defaults.max_polls_per_s, 0.01),
             shutdown_grace_s=env.number("RECEIVER_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
             log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),

@@ -23,14 +23,13 @@ from receiver.stores import Delivery, DeliveryState
 
 log = structlog.get_logger("receiver.publisher")
 
-LEASE_S = 60.0
 INLINE_ATTEMPTS = 3
 BACKOFF_CAP_S = 300.0
 
 
 async def publish_due(rt: Runtime, limit: int = 64) -> int:
     """Attempt every due delivery (concurrently); return how many were attempted."""
-    deliveries = await rt.store.claim_deliveries(rt.clock(), LEASE_S, limit, list(rt.sinks))
+    deliveries = await rt.store.claim_deliveries(rt.clock(), rt.policy.lease_s, limit, list(rt.sinks))
     rt.held_deliveries.update(((d.event_id, d.sink), d) for d in deliveries)
     async with anyio.create_task_group() as tg:
         for delivery in deliveries:
@@ -52,7 +51,7 @@ async def _deliver(rt: Runtime, delivery: Delivery) -> None:
         await _record(rt, delivery, DeliveryState.DEAD, "event is missing")
         return
     try:
-        await stamina.AsyncRetryingCaller(attempts=INLINE_ATTEMPTS, timeout=LEASE_S / 2)(
+        await stamina.AsyncRetryingCaller(attempts=INLINE_ATTEMPTS, timeout=rt.policy.lease_s / 2)(
             is_retryable, _publish, sink, event
         )
     except Exception as exc:  # whatever a sink raises, the outbox keeps the event

@@ -205,3 +205,31 @@ def test_health_metrics_and_openapi(tmp_path: Path) -> None:
         assert 'kontext_webhooks_total{result="accepted"} 1' in metrics
         spec = httpx.get(f"{running.url}/openapi.json").json()
         assert "/v1/edits" in spec["paths"] and "/webhooks/bfl/{job_id}" in spec["paths"]
+
+
+def test_expired_urls_are_replaced_through_get_result(tmp_path: Path) -> None:
+    """Half of all signed URLs are dead on arrival: fresh ones come from get_result, every edit lands."""
+    sim = dataclasses.replace(FAST_SIM, url_early_expire_rate=0.5)
+    with stack(tmp_path, sim) as running:
+        ids = [running.submit()["id"] for _ in range(8)]
+        for job_id in ids:
+            assert_completed(running, running.wait_event(job_id))
+        stats = running.sim("/_sim/stats")
+        assert stats["urls_expired_early"] > 0 and stats["get_result"] >= 1
+
+
+def test_lost_webhooks_are_recovered_while_get_result_fails_for_a_while(tmp_path: Path) -> None:
+    sim = dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0, get_result_error_s=1.5)
+    with stack(tmp_path, sim, reconcile_after_s=0.1) as running:
+        job_id = running.submit()["id"]
+        assert_completed(running, running.wait_event(job_id), via="poll")
+        assert running.sim("/_sim/stats")["get_result_errors"] > 0  # polled through the outage
+
+
+def test_truncated_downloads_are_retried_and_never_stored(tmp_path: Path) -> None:
+    sim = dataclasses.replace(FAST_SIM, download_truncate_rate=0.5)
+    with stack(tmp_path, sim) as running:
+        ids = [running.submit()["id"] for _ in range(6)]
+        for job_id in ids:
+            assert_completed(running, running.wait_event(job_id))  # the stored bytes are the full image
+        assert running.sim("/_sim/stats")["downloads_truncated"] > 0
