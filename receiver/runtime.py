@@ -17,7 +17,7 @@ from receiver.metrics import Metrics
 from receiver.models import Job, Transition
 from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_urls
-from receiver.stores import Delivery, Store, mutate, store_from_url
+from receiver.stores import Delivery, Store, store_from_url
 from receiver.webhook_auth import WebhookSigner
 from receiver.worker.budget import PollBudget
 from receiver.worker.fetch import FetchPolicy
@@ -61,9 +61,9 @@ class Runtime:
     async def update(
         self, job_id: str, change: Callable[[Job], Transition | None]
     ) -> tuple[Job | None, bool]:
-        """Apply a lifecycle step to the job (see `stores.mutate`); an event it emits is queued for
+        """Apply a lifecycle step to the job (see `Store.update`); an event it emits is queued for
         every configured sink."""
-        return await mutate(self.store, job_id, change, list(self.sinks))
+        return await self.store.update(job_id, change, list(self.sinks))
 
     def hold(self, jobs: list[Job]) -> list[Job]:
         """Note claimed jobs as held by this process until `done`."""

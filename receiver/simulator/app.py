@@ -42,6 +42,7 @@ from receiver.simulator.state import (
     InsufficientCredits,
     Model,
     SimState,
+    Status,
     Submission,
     Task,
     TaskRecord,
@@ -139,6 +140,10 @@ class _Simulator:
         except _REFUSALS as exc:
             self.state.stats.rejected += 1
             return _refusal(exc)
+        record = self.state.record(task.id)
+        if record is not None and task.outcome is Status.READY:
+            # Rendered while the task is Pending, as BFL does: the result exists once it says Ready.
+            self._background().start_soon(self._output, record)
         if task.webhook_copies:
             self._background().start_soon(self._deliver, task)
         log.info("sim.task.submitted", task_id=task.id, model=model.value, outcome=task.outcome.value)

@@ -51,6 +51,15 @@ class Store(Resource, Protocol):
         sink are written in the same transaction; if that event exists already (the job was finished by
         another writer), nothing is written and the answer is None."""
 
+    async def update(
+        self, job_id: str, change: Callable[[Job], Transition | None], sinks: Sequence[str] = ()
+    ) -> tuple[Job | None, bool]:
+        """Apply `change` (a pure lifecycle step) to the job and write what it returns, atomically: the
+        job read, the step and the write happen in one transaction, so concurrent updates of a job are
+        serialized and a webhook and a poll racing for it produce exactly one outcome. An event the step
+        returns is written with a pending delivery per sink. Returns (job as stored, whether it changed);
+        (None, False) for an unknown job."""
+
     async def claim(
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
     ) -> list[Job]:
@@ -79,26 +88,3 @@ class Store(Resource, Protocol):
 
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
         """Make the event due again for every sink; return how many deliveries were reset."""
-
-
-async def mutate(
-    store: Store, job_id: str, change: Callable[[Job], Transition | None], sinks: Sequence[str] = ()
-) -> tuple[Job | None, bool]:
-    """Apply `change` to the current job until a compare-and-set write wins.
-
-    Returns (job, changed). `change` returns None for "nothing to do"; it must be pure, because a lost
-    race runs it again on the newer version. This is what makes a webhook and a poll racing for the
-    same job, or two replicas, produce exactly one outcome.
-    """
-    while True:
-        job = await store.get(job_id)
-        if job is None:
-            return None, False
-        transition = change(job)
-        if transition is None:
-            return job, False
-        saved = await store.save(
-            transition.job, event=transition.event, sinks=sinks, drop_input=transition.drop_input
-        )
-        if saved is not None:
-            return saved, True

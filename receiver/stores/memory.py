@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
-from receiver.models import Event, Job, JobState, Model
+from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Delivery, DeliveryState
 
@@ -53,6 +53,20 @@ class MemoryStore(ResourceBase):
             for sink in sinks:
                 self._deliveries[event.id, sink] = Delivery(event.id, sink)
         return saved
+
+    async def update(
+        self, job_id: str, change: Callable[[Job], Transition | None], sinks: Sequence[str] = ()
+    ) -> tuple[Job | None, bool]:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None, False
+        transition = change(job)
+        if transition is None:
+            return job, False
+        saved = await self.save(
+            transition.job, event=transition.event, sinks=sinks, drop_input=transition.drop_input
+        )
+        return (saved, True) if saved is not None else (job, False)
 
     async def claim(
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None

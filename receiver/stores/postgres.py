@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -13,7 +13,7 @@ import asyncpg
 import structlog
 
 from receiver.errors import ConfigError, ReceiverError
-from receiver.models import Event, Job, JobState, Model
+from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
@@ -109,33 +109,26 @@ class PostgresStore(ResourceBase):
     async def save(
         self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False
     ) -> Job | None:
-        saved = dataclasses.replace(job, version=job.version + 1)
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                status = await conn.execute(
-                    "UPDATE jobs SET state = $3, model = $4, version = $5, idempotency_key = $6, due_at = $7,"
-                    " doc = $8 WHERE id = $1 AND version = $2",
-                    job.id,
-                    job.version,
-                    *_columns(saved),
-                    _doc(saved),
-                )
-                if status != "UPDATE 1":
-                    return None
-                if drop_input:
-                    await conn.execute("DELETE FROM job_inputs WHERE job_id = $1", job.id)
-                if event is not None:
-                    await conn.execute(
-                        "INSERT INTO events (id, body) VALUES ($1, $2)", event.id, json.dumps(event.to_dict())
-                    )
-                    await conn.executemany(
-                        "INSERT INTO deliveries (event_id, sink, state, attempts, next_at)"
-                        " VALUES ($1, $2, 'pending', 0, 0)",
-                        [(event.id, sink) for sink in sinks],
-                    )
+                return await _save(conn, job, event, sinks, drop_input)
         except asyncpg.UniqueViolationError:  # the event exists already: another writer finished the job
             return None
-        return saved
+
+    async def update(
+        self, job_id: str, change: Callable[[Job], Transition | None], sinks: Sequence[str] = ()
+    ) -> tuple[Job | None, bool]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # FOR UPDATE: a concurrent update of this job waits for ours, then sees its result.
+            doc = await conn.fetchval("SELECT doc FROM jobs WHERE id = $1 FOR UPDATE", job_id)
+            if doc is None:
+                return None, False
+            job = _job(doc)
+            transition = change(job)
+            if transition is None:
+                return job, False
+            saved = await _save(conn, transition.job, transition.event, sinks, transition.drop_input)
+            return (saved, True) if saved is not None else (job, False)
 
     async def claim(
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
@@ -237,6 +230,34 @@ class PostgresStore(ResourceBase):
                 [(event_id, sink, DeliveryState.PENDING.value, now) for sink in sinks],
             )
         return len(sinks)
+
+
+async def _save(
+    conn: asyncpg.Connection, job: Job, event: Event | None, sinks: Sequence[str], drop_input: bool
+) -> Job | None:
+    saved = dataclasses.replace(job, version=job.version + 1)
+    status = await conn.execute(
+        "UPDATE jobs SET state = $3, model = $4, version = $5, idempotency_key = $6, due_at = $7,"
+        " doc = $8 WHERE id = $1 AND version = $2",
+        job.id,
+        job.version,
+        *_columns(saved),
+        _doc(saved),
+    )
+    if status != "UPDATE 1":
+        return None
+    if drop_input:
+        await conn.execute("DELETE FROM job_inputs WHERE job_id = $1", job.id)
+    if event is not None:
+        await conn.execute(
+            "INSERT INTO events (id, body) VALUES ($1, $2)", event.id, json.dumps(event.to_dict())
+        )
+        await conn.executemany(
+            "INSERT INTO deliveries (event_id, sink, state, attempts, next_at)"
+            " VALUES ($1, $2, 'pending', 0, 0)",
+            [(event.id, sink) for sink in sinks],
+        )
+    return saved
 
 
 async def migrate(url: str) -> list[str]:

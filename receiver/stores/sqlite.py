@@ -13,9 +13,10 @@ import anyio
 import anyio.to_thread
 
 from receiver.errors import ConfigError
-from receiver.models import Event, Job, JobState, Model
+from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Delivery, DeliveryState
+from receiver.stores.sqlite_writer import WriterThread
 
 T = TypeVar("T")
 
@@ -49,11 +50,14 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at);
 
 
 class SQLiteStore(ResourceBase):
+    """Writes go through one writer thread with group commit; reads use a connection of their own, so
+    they never wait behind a commit (WAL lets readers run beside the writer)."""
+
     def __init__(self, path: str) -> None:
         self.path = path
-        self._conn: sqlite3.Connection | None = None
-        # One thread at a time may use the connection; SQLite has a single writer anyway.
-        self._limiter = anyio.CapacityLimiter(1)
+        self._writer: WriterThread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._read_slot = anyio.CapacityLimiter(1)  # one reader at a time on the read connection
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -67,14 +71,22 @@ class SQLiteStore(ResourceBase):
         return cls(path)
 
     async def open(self) -> None:
-        await self._run(self._open)
+        writer = await anyio.to_thread.run_sync(self._connect)
+        writer.executescript(_SCHEMA)
+        self._writer = WriterThread(writer)
+        # An in-memory database exists only on its one connection: there, reads queue with the writes.
+        self._reader = writer if self.path == ":memory:" else await anyio.to_thread.run_sync(self._connect)
 
     async def aclose(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await self._run(conn.close)
+        writer, reader = self._writer, self._reader
+        self._writer = self._reader = None
+        if writer is not None:
+            await anyio.to_thread.run_sync(writer.stop)
+            writer.conn.close()
+        if reader is not None and (writer is None or reader is not writer.conn):
+            reader.close()
 
-    def _open(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -82,28 +94,20 @@ class SQLiteStore(ResourceBase):
         # FULL: a commit is on disk before we acknowledge what it holds.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.executescript(_SCHEMA)
-        self._conn = conn
+        return conn
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
+    async def _write(self, write: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
             raise RuntimeError("store is not open; use `async with store:`")
-        return self._conn
+        return await self._writer.run(write)
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+    async def _read(self, sql: str, params: tuple[Any, ...], many: bool = False) -> Any:
+        reader = self._reader
+        if reader is None:
+            raise RuntimeError("store is not open; use `async with store:`")
+        if self._writer is not None and reader is self._writer.conn:
+            return await self._write(lambda conn: _fetch(conn, sql, params, many))
+        return await anyio.to_thread.run_sync(_fetch, reader, sql, params, many, limiter=self._read_slot)
 
     async def insert(self, job: Job, image_base64: str | None) -> Job:
         def insert(conn: sqlite3.Connection) -> Job:
@@ -122,47 +126,39 @@ class SQLiteStore(ResourceBase):
                 conn.execute("INSERT INTO job_inputs (job_id, image) VALUES (?, ?)", (job.id, image_base64))
             return job
 
-        return await self._run(self._write, insert)
+        return await self._write(insert)
 
     async def get(self, job_id: str) -> Job | None:
-        row = await self._run(self._one, "SELECT doc FROM jobs WHERE id = ?", (job_id,))
+        row = await self._read("SELECT doc FROM jobs WHERE id = ?", (job_id,))
         return _job(row[0]) if row else None
 
     async def input_image(self, job_id: str) -> str | None:
-        row = await self._run(self._one, "SELECT image FROM job_inputs WHERE job_id = ?", (job_id,))
+        row = await self._read("SELECT image FROM job_inputs WHERE job_id = ?", (job_id,))
         return str(row[0]) if row else None
 
     async def save(
         self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False
     ) -> Job | None:
-        saved = dataclasses.replace(job, version=job.version + 1)
-
-        def save(conn: sqlite3.Connection) -> Job | None:
-            state, model, version, key, due_at = _columns(saved)
-            updated = conn.execute(
-                "UPDATE jobs SET state = ?, model = ?, version = ?, idempotency_key = ?, due_at = ?, doc = ?"
-                " WHERE id = ? AND version = ?",
-                (state, model, version, key, due_at, _doc(saved), job.id, job.version),
-            ).rowcount
-            if updated != 1:
-                return None
-            if drop_input:
-                conn.execute("DELETE FROM job_inputs WHERE job_id = ?", (job.id,))
-            if event is not None:
-                conn.execute(
-                    "INSERT INTO events (id, body) VALUES (?, ?)", (event.id, json.dumps(event.to_dict()))
-                )
-                conn.executemany(
-                    "INSERT INTO deliveries (event_id, sink, state, attempts, next_at)"
-                    " VALUES (?, ?, 'pending', 0, 0)",
-                    [(event.id, sink) for sink in sinks],
-                )
-            return saved
-
         try:
-            return await self._run(self._write, save)
+            return await self._write(lambda conn: _save(conn, job, event, sinks, drop_input))
         except sqlite3.IntegrityError:  # the event exists already: another writer finished the job
             return None
+
+    async def update(
+        self, job_id: str, change: Callable[[Job], Transition | None], sinks: Sequence[str] = ()
+    ) -> tuple[Job | None, bool]:
+        def update(conn: sqlite3.Connection) -> tuple[Job | None, bool]:
+            row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None, False
+            job = _job(row[0])
+            transition = change(job)
+            if transition is None:
+                return job, False
+            saved = _save(conn, transition.job, transition.event, sinks, transition.drop_input)
+            return (saved, True) if saved is not None else (job, False)
+
+        return await self._write(update)
 
     async def claim(
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
@@ -188,7 +184,7 @@ class SQLiteStore(ResourceBase):
                 claimed.append(taken)
             return claimed
 
-        return await self._run(self._write, claim)
+        return await self._write(claim)
 
     async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
         marks = ",".join("?" * len(states))
@@ -197,7 +193,7 @@ class SQLiteStore(ResourceBase):
         if model is not None:
             sql += " AND model = ?"
             params += (model.value,)
-        row = await self._run(self._one, sql, params)
+        row = await self._read(sql, params)
         return int(row[0]) if row else 0
 
     async def list_jobs(
@@ -212,18 +208,16 @@ class SQLiteStore(ResourceBase):
             sql += " AND id IN (SELECT event_id FROM deliveries WHERE state = ?)"
             params += (DeliveryState.DEAD.value,)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        rows = await self._run(self._all, sql, (*params, limit, offset))
+        rows = await self._read(sql, (*params, limit, offset), many=True)
         return [_job(row[0]) for row in rows]
 
     async def event(self, event_id: str) -> Event | None:
-        row = await self._run(self._one, "SELECT body FROM events WHERE id = ?", (event_id,))
+        row = await self._read("SELECT body FROM events WHERE id = ?", (event_id,))
         return Event.from_dict(json.loads(row[0])) if row else None
 
     async def deliveries(self, event_id: str) -> list[Delivery]:
-        rows = await self._run(
-            self._all,
-            _SELECT_DELIVERIES + " WHERE event_id = ? ORDER BY sink",
-            (event_id,),
+        rows = await self._read(
+            _SELECT_DELIVERIES + " WHERE event_id = ? ORDER BY sink", (event_id,), many=True
         )
         return [_delivery(row) for row in rows]
 
@@ -245,7 +239,7 @@ class SQLiteStore(ResourceBase):
             )
             return claimed
 
-        return await self._run(self._write, claim)
+        return await self._write(claim)
 
     async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
         def save(conn: sqlite3.Connection) -> bool:
@@ -268,7 +262,7 @@ class SQLiteStore(ResourceBase):
                 == 1
             )
 
-        return await self._run(self._write, save)
+        return await self._write(save)
 
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
         def reset(conn: sqlite3.Connection) -> int:
@@ -282,13 +276,36 @@ class SQLiteStore(ResourceBase):
             )
             return len(sinks)
 
-        return await self._run(self._write, reset)
+        return await self._write(reset)
 
-    def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
-        return self.conn.execute(sql, params).fetchone()
 
-    def _all(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        return self.conn.execute(sql, params).fetchall()
+def _save(
+    conn: sqlite3.Connection, job: Job, event: Event | None, sinks: Sequence[str], drop_input: bool
+) -> Job | None:
+    saved = dataclasses.replace(job, version=job.version + 1)
+    state, model, version, key, due_at = _columns(saved)
+    updated = conn.execute(
+        "UPDATE jobs SET state = ?, model = ?, version = ?, idempotency_key = ?, due_at = ?, doc = ?"
+        " WHERE id = ? AND version = ?",
+        (state, model, version, key, due_at, _doc(saved), job.id, job.version),
+    ).rowcount
+    if updated != 1:
+        return None
+    if drop_input:
+        conn.execute("DELETE FROM job_inputs WHERE job_id = ?", (job.id,))
+    if event is not None:
+        conn.execute("INSERT INTO events (id, body) VALUES (?, ?)", (event.id, json.dumps(event.to_dict())))
+        conn.executemany(
+            "INSERT INTO deliveries (event_id, sink, state, attempts, next_at)"
+            " VALUES (?, ?, 'pending', 0, 0)",
+            [(event.id, sink) for sink in sinks],
+        )
+    return saved
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], many: bool) -> Any:
+    cursor = conn.execute(sql, params)
+    return cursor.fetchall() if many else cursor.fetchone()
 
 
 _SELECT_DELIVERIES = (

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+import anyio
 import pytest
 
 from receiver import lifecycle
 from receiver.models import EditRequest, Event, ImageInfo, Job, JobState, Model, Transition, Via
-from receiver.stores import Delivery, DeliveryState, Store, mutate, store_from_url
+from receiver.stores import Delivery, DeliveryState, Store, store_from_url
 from receiver.stores.memory import MemoryStore
 from receiver.stores.sqlite import SQLiteStore
 
@@ -276,53 +277,52 @@ class StoreContract:
         assert [j.id for j in await store.list_jobs(dead_letter=True)] == ["dead-2", "dead-1"]
         assert await store.list_jobs(dead_letter=True, state=JobState.CREATED) == []
 
-    # --- mutate ----------------------------------------------------------------------------------------
+    # --- update ----------------------------------------------------------------------------------------
 
-    async def test_mutate_retries_a_lost_race_on_the_newer_version(self, store: Store) -> None:
+    async def test_update_writes_the_step_and_its_event_with_deliveries(self, store: Store) -> None:
         await store.insert(make_job("job-1"), None)
-        calls: list[int] = []
-
-        def note_task(job: Job) -> Transition:
-            calls.append(job.version)
-            return Transition(dataclasses.replace(job, bfl_task_id="task-1"))
-
-        racing = RivalWritesAfterFirstGet(store, lambda job: dataclasses.replace(job, attempts=7))
-        job, changed = await mutate(cast(Store, racing), "job-1", note_task)
-        assert changed is True
-        assert calls == [0, 1]  # ran again on the rival's version
-        assert job is not None and (job.version, job.attempts, job.bfl_task_id) == (2, 7, "task-1")
+        job, changed = await store.update("job-1", final, SINKS)
+        assert changed and job is not None and job.state is JobState.FAILED and job.version == 1
         assert await store.get("job-1") == job
-
-    async def test_mutate_writes_the_event_with_deliveries(self, store: Store) -> None:
-        await store.insert(make_job("job-1"), None)
-        job, changed = await mutate(store, "job-1", final, SINKS)
-        assert changed and job is not None and job.state is JobState.FAILED
         assert (event := await store.event("job-1")) is not None and event.type == "kontext.edit.failed"
         assert len(await store.deliveries("job-1")) == len(SINKS)
 
-    async def test_mutate_with_nothing_to_do_or_no_job(self, store: Store) -> None:
+    async def test_update_with_nothing_to_do_or_no_job(self, store: Store) -> None:
         inserted = await store.insert(make_job("job-1"), None)
-        assert await mutate(store, "job-1", lambda job: None) == (inserted, False)
-        assert await mutate(store, "no-such-job", final) == (None, False)
+        assert await store.update("job-1", lambda job: None) == (inserted, False)
+        assert await store.update("no-such-job", final) == (None, False)
         assert await store.get("job-1") == inserted
 
+    async def test_concurrent_updates_of_a_job_are_serialized(self, store: Store) -> None:
+        """No lost update: each step sees the one before it."""
+        await store.insert(make_job("job-1"), None)
 
-class RivalWritesAfterFirstGet:
-    """A store proxy: right after the first `get`, another writer saves a newer version of the job."""
+        def count(job: Job) -> Transition:
+            return Transition(dataclasses.replace(job, attempts=job.attempts + 1))
 
-    def __init__(self, inner: Store, rival: Callable[[Job], Job]) -> None:
-        self.inner = inner
-        self.rival: Callable[[Job], Job] | None = rival
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(store.update, "job-1", count)
+        job = await store.get("job-1")
+        assert job is not None and (job.attempts, job.version) == (20, 20)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    async def test_racing_final_steps_produce_exactly_one_outcome(self, store: Store) -> None:
+        await store.insert(make_job("job-1"), None)
+        results: list[bool] = []
 
-    async def get(self, job_id: str) -> Job | None:
-        job = await self.inner.get(job_id)
-        if job is not None and self.rival is not None:
-            rival, self.rival = self.rival, None
-            assert await self.inner.save(rival(job)) is not None
-        return job
+        async def finish() -> None:
+            results.append((await store.update("job-1", final_once, SINKS))[1])
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(finish)
+        assert sorted(results) == [False] * 9 + [True]
+        assert len(await store.deliveries("job-1")) == len(SINKS)
+
+
+def final_once(job: Job) -> Transition | None:
+    """Finish a job that is not finished yet (as every lifecycle step does: only from its own state)."""
+    return final(job) if job.state is JobState.CREATED else None
 
 
 class TestMemoryStore(StoreContract):

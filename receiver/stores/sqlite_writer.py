@@ -1,0 +1,92 @@
+"""Group commit for SQLite: every write runs on one connection, in a thread of its own, many per transaction.
+
+Writes that arrive while a transaction is being committed wait, and go together into the next one, so
+a burst of writes shares one fsync; yet no write is answered before the transaction holding it is on
+disk. Each write runs under a savepoint, so one that raises is rolled back alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+MAX_BATCH = 512
+_STOP = object()
+
+_Write = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+class WriterThread:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._queue: queue.SimpleQueue[_Write | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
+        self._thread.start()
+
+    async def run(self, write: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `write(conn)` in the next transaction; return its result once that is committed."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._queue.put((write, done, loop))
+        return await done
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread (blocking)."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Write] = [first]  # type: ignore[list-item]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                    break
+                batch.append(more)  # type: ignore[arg-type]
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Write]) -> None:
+        conn = self.conn
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for write, _, _ in batch:
+                conn.execute("SAVEPOINT write")
+                try:
+                    outcomes.append((True, write(conn)))
+                except Exception as exc:  # this write fails alone; the others still commit
+                    conn.execute("ROLLBACK TO write")
+                    outcomes.append((False, exc))
+                conn.execute("RELEASE write")
+            conn.execute("COMMIT")
+        except Exception as exc:  # the transaction itself failed: so did every write in it
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(False, exc)] * len(batch)
+        for (_, done, loop), (ok, value) in zip(batch, outcomes, strict=True):
+            loop.call_soon_threadsafe(_settle, done, ok, value)
+
+
+def _settle(done: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if done.cancelled():  # the caller went away; its write is committed all the same
+        return
+    if ok:
+        done.set_result(value)
+    else:
+        done.set_exception(value)
