@@ -18,6 +18,7 @@ from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
 from receiver.stores.base import Delivery, DeliveryState
+from receiver.stores.rows import SELECT_DELIVERIES, delivery_from_row, job_columns, job_doc, job_from_doc
 
 log = structlog.get_logger("receiver.stores.postgres")
 
@@ -83,15 +84,15 @@ class PostgresStore(ResourceBase):
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
                 job.id,
-                *_columns(job),
+                *job_columns(job),
                 job.created_at,
-                _doc(job),
+                job_doc(job),
             )
             if inserted is None:
                 doc = await conn.fetchval(
                     "SELECT doc FROM jobs WHERE idempotency_key = $1", job.idempotency_key
                 )
-                return _job(doc)
+                return job_from_doc(doc)
             if image_base64 is not None:
                 await conn.execute(
                     "INSERT INTO job_inputs (job_id, image) VALUES ($1, $2)", job.id, image_base64
@@ -100,7 +101,7 @@ class PostgresStore(ResourceBase):
 
     async def get(self, job_id: str) -> Job | None:
         doc = await self.pool.fetchval("SELECT doc FROM jobs WHERE id = $1", job_id)
-        return _job(doc) if doc is not None else None
+        return job_from_doc(doc) if doc is not None else None
 
     async def input_image(self, job_id: str) -> str | None:
         image = await self.pool.fetchval("SELECT image FROM job_inputs WHERE job_id = $1", job_id)
@@ -123,7 +124,7 @@ class PostgresStore(ResourceBase):
             doc = await conn.fetchval("SELECT doc FROM jobs WHERE id = $1 FOR UPDATE", job_id)
             if doc is None:
                 return None, False
-            job = _job(doc)
+            job = job_from_doc(doc)
             transition = change(job)
             if transition is None:
                 return job, False
@@ -144,12 +145,12 @@ class PostgresStore(ResourceBase):
         async with self.pool.acquire() as conn, conn.transaction():
             claimed = []
             for row in await conn.fetch(sql, *args):
-                job = _job(row["doc"])
+                job = job_from_doc(row["doc"])
                 claimed.append(dataclasses.replace(job.claimed(now, lease_s), version=job.version + 1))
             if claimed:
                 await conn.executemany(
                     "UPDATE jobs SET version = $2, due_at = $3, doc = $4 WHERE id = $1",
-                    [(job.id, job.version, job.due_at, _doc(job)) for job in claimed],
+                    [(job.id, job.version, job.due_at, job_doc(job)) for job in claimed],
                 )
         return claimed
 
@@ -173,29 +174,29 @@ class PostgresStore(ResourceBase):
             sql += " AND id IN (SELECT event_id FROM deliveries WHERE state = 'dead')"
         sql += f" ORDER BY created_at DESC, id DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}"
         rows = await self.pool.fetch(sql, *args, limit, offset)
-        return [_job(row["doc"]) for row in rows]
+        return [job_from_doc(row["doc"]) for row in rows]
 
     async def event(self, event_id: str) -> Event | None:
         body = await self.pool.fetchval("SELECT body FROM events WHERE id = $1", event_id)
         return Event.from_dict(json.loads(body)) if body is not None else None
 
     async def deliveries(self, event_id: str) -> list[Delivery]:
-        rows = await self.pool.fetch(_SELECT_DELIVERIES + " WHERE event_id = $1 ORDER BY sink", event_id)
-        return [_delivery(row) for row in rows]
+        rows = await self.pool.fetch(SELECT_DELIVERIES + " WHERE event_id = $1 ORDER BY sink", event_id)
+        return [delivery_from_row(row) for row in rows]
 
     async def claim_deliveries(
         self, now: float, lease_s: float, limit: int, sinks: Collection[str]
     ) -> list[Delivery]:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                _SELECT_DELIVERIES + " WHERE state = $1 AND next_at <= $2 AND sink = ANY($4::text[])"
+                SELECT_DELIVERIES + " WHERE state = $1 AND next_at <= $2 AND sink = ANY($4::text[])"
                 " ORDER BY next_at, event_id, sink LIMIT $3 FOR UPDATE SKIP LOCKED",
                 DeliveryState.PENDING.value,
                 now,
                 limit,
                 list(sinks),
             )
-            claimed = [_delivery(row).claimed(now, lease_s) for row in rows]
+            claimed = [delivery_from_row(row).claimed(now, lease_s) for row in rows]
             if claimed:
                 await conn.executemany(
                     "UPDATE deliveries SET attempts = $3, next_at = $4 WHERE event_id = $1 AND sink = $2",
@@ -241,8 +242,8 @@ async def _save(
         " doc = $8 WHERE id = $1 AND version = $2",
         job.id,
         job.version,
-        *_columns(saved),
-        _doc(saved),
+        *job_columns(saved),
+        job_doc(saved),
     )
     if status != "UPDATE 1":
         return None
@@ -288,27 +289,5 @@ async def apply_migrations(conn: asyncpg.Connection, schema: str | None) -> list
         return applied
 
 
-_SELECT_DELIVERIES = (
-    "SELECT event_id, sink, state, attempts, next_at, last_error, delivered_at FROM deliveries"
-)
-
-
-def _columns(job: Job) -> tuple[str, str, int, str | None, float | None]:
-    return job.state.value, job.request.model.value, job.version, job.idempotency_key, job.due_at
-
-
 def _states(states: Collection[JobState]) -> list[str]:
     return [JobState(state).value for state in states]
-
-
-def _doc(job: Job) -> str:
-    return json.dumps(job.to_doc(), separators=(",", ":"))
-
-
-def _job(doc: str) -> Job:
-    return Job.from_doc(json.loads(doc))
-
-
-def _delivery(row: Any) -> Delivery:
-    event_id, sink, state, attempts, next_at, last_error, delivered_at = row
-    return Delivery(event_id, sink, DeliveryState(state), attempts, next_at, last_error, delivered_at)

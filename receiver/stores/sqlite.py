@@ -16,6 +16,7 @@ from receiver.errors import ConfigError
 from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Delivery, DeliveryState
+from receiver.stores.rows import SELECT_DELIVERIES, delivery_from_row, job_columns, job_doc, job_from_doc
 from receiver.stores.sqlite_writer import WriterThread
 
 T = TypeVar("T")
@@ -116,11 +117,11 @@ class SQLiteStore(ResourceBase):
                     "SELECT doc FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)
                 ).fetchone()
                 if row is not None:
-                    return _job(row[0])
+                    return job_from_doc(row[0])
             conn.execute(
                 "INSERT INTO jobs (id, state, model, version, idempotency_key, due_at, created_at, doc)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.id, *_columns(job), job.created_at, _doc(job)),
+                (job.id, *job_columns(job), job.created_at, job_doc(job)),
             )
             if image_base64 is not None:
                 conn.execute("INSERT INTO job_inputs (job_id, image) VALUES (?, ?)", (job.id, image_base64))
@@ -130,7 +131,7 @@ class SQLiteStore(ResourceBase):
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._read("SELECT doc FROM jobs WHERE id = ?", (job_id,))
-        return _job(row[0]) if row else None
+        return job_from_doc(row[0]) if row else None
 
     async def input_image(self, job_id: str) -> str | None:
         row = await self._read("SELECT image FROM job_inputs WHERE job_id = ?", (job_id,))
@@ -151,7 +152,7 @@ class SQLiteStore(ResourceBase):
             row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return None, False
-            job = _job(row[0])
+            job = job_from_doc(row[0])
             transition = change(job)
             if transition is None:
                 return job, False
@@ -175,11 +176,11 @@ class SQLiteStore(ResourceBase):
             for (doc,) in conn.execute(
                 sql + " ORDER BY due_at, created_at LIMIT ?", (*params, limit)
             ).fetchall():
-                job = _job(doc)
+                job = job_from_doc(doc)
                 taken = dataclasses.replace(job.claimed(now, lease_s), version=job.version + 1)
                 conn.execute(
                     "UPDATE jobs SET version = ?, due_at = ?, doc = ? WHERE id = ?",
-                    (taken.version, taken.due_at, _doc(taken), taken.id),
+                    (taken.version, taken.due_at, job_doc(taken), taken.id),
                 )
                 claimed.append(taken)
             return claimed
@@ -209,7 +210,7 @@ class SQLiteStore(ResourceBase):
             params += (DeliveryState.DEAD.value,)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
         rows = await self._read(sql, (*params, limit, offset), many=True)
-        return [_job(row[0]) for row in rows]
+        return [job_from_doc(row[0]) for row in rows]
 
     async def event(self, event_id: str) -> Event | None:
         row = await self._read("SELECT body FROM events WHERE id = ?", (event_id,))
@@ -217,22 +218,22 @@ class SQLiteStore(ResourceBase):
 
     async def deliveries(self, event_id: str) -> list[Delivery]:
         rows = await self._read(
-            _SELECT_DELIVERIES + " WHERE event_id = ? ORDER BY sink", (event_id,), many=True
+            SELECT_DELIVERIES + " WHERE event_id = ? ORDER BY sink", (event_id,), many=True
         )
-        return [_delivery(row) for row in rows]
+        return [delivery_from_row(row) for row in rows]
 
     async def claim_deliveries(
         self, now: float, lease_s: float, limit: int, sinks: Collection[str]
     ) -> list[Delivery]:
         marks = ",".join("?" * len(sinks))
-        sql = _SELECT_DELIVERIES + f" WHERE state = ? AND next_at <= ? AND sink IN ({marks})"
+        sql = SELECT_DELIVERIES + f" WHERE state = ? AND next_at <= ? AND sink IN ({marks})"
 
         def claim(conn: sqlite3.Connection) -> list[Delivery]:
             rows = conn.execute(
                 sql + " ORDER BY next_at, event_id, sink LIMIT ?",
                 (DeliveryState.PENDING.value, now, *sinks, limit),
             ).fetchall()
-            claimed = [_delivery(row).claimed(now, lease_s) for row in rows]
+            claimed = [delivery_from_row(row).claimed(now, lease_s) for row in rows]
             conn.executemany(
                 "UPDATE deliveries SET attempts = ?, next_at = ? WHERE event_id = ? AND sink = ?",
                 [(d.attempts, d.next_at, d.event_id, d.sink) for d in claimed],
@@ -283,11 +284,11 @@ def _save(
     conn: sqlite3.Connection, job: Job, event: Event | None, sinks: Sequence[str], drop_input: bool
 ) -> Job | None:
     saved = dataclasses.replace(job, version=job.version + 1)
-    state, model, version, key, due_at = _columns(saved)
+    state, model, version, key, due_at = job_columns(saved)
     updated = conn.execute(
         "UPDATE jobs SET state = ?, model = ?, version = ?, idempotency_key = ?, due_at = ?, doc = ?"
         " WHERE id = ? AND version = ?",
-        (state, model, version, key, due_at, _doc(saved), job.id, job.version),
+        (state, model, version, key, due_at, job_doc(saved), job.id, job.version),
     ).rowcount
     if updated != 1:
         return None
@@ -306,25 +307,3 @@ def _save(
 def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], many: bool) -> Any:
     cursor = conn.execute(sql, params)
     return cursor.fetchall() if many else cursor.fetchone()
-
-
-_SELECT_DELIVERIES = (
-    "SELECT event_id, sink, state, attempts, next_at, last_error, delivered_at FROM deliveries"
-)
-
-
-def _columns(job: Job) -> tuple[str, str, int, str | None, float | None]:
-    return job.state.value, job.request.model.value, job.version, job.idempotency_key, job.due_at
-
-
-def _doc(job: Job) -> str:
-    return json.dumps(job.to_doc(), separators=(",", ":"))
-
-
-def _job(doc: str) -> Job:
-    return Job.from_doc(json.loads(doc))
-
-
-def _delivery(row: Any) -> Delivery:
-    event_id, sink, state, attempts, next_at, last_error, delivered_at = row
-    return Delivery(event_id, sink, DeliveryState(state), attempts, next_at, last_error, delivered_at)

@@ -1,0 +1,31 @@
+"""How the SQL stores lay jobs and deliveries out in rows: indexed columns beside a JSON document."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from receiver.models import Job
+from receiver.stores.base import Delivery, DeliveryState
+
+SELECT_DELIVERIES = (
+    "SELECT event_id, sink, state, attempts, next_at, last_error, delivered_at FROM deliveries"
+)
+
+
+def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None]:
+    """state, model, version, idempotency_key, due_at: what the queries filter and order on."""
+    return job.state.value, job.request.model.value, job.version, job.idempotency_key, job.due_at
+
+
+def job_doc(job: Job) -> str:
+    return json.dumps(job.to_doc(), separators=(",", ":"))
+
+
+def job_from_doc(doc: str) -> Job:
+    return Job.from_doc(json.loads(doc))
+
+
+def delivery_from_row(row: Any) -> Delivery:
+    event_id, sink, state, attempts, next_at, last_error, delivered_at = row
+    return Delivery(event_id, sink, DeliveryState(state), attempts, next_at, last_error, delivered_at)
