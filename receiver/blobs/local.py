@@ -30,10 +30,10 @@ class LocalBlobStore(ResourceBase):
         await anyio.to_thread.run_sync(lambda: self.root.mkdir(parents=True, exist_ok=True))
 
     def path_of(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if path.parent != self.root:
+        """The file of `key`, which must be a plain file name: nothing can point outside the folder."""
+        if not key or key.startswith(".") or "/" in key or "\\" in key or "\0" in key:
             raise NotFound(f"no blob {key!r}")
-        return path
+        return self.root / key
 
     async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> str:
         final = self.path_of(key)

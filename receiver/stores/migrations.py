@@ -40,4 +40,9 @@ POSTGRES: tuple[tuple[str, str], ...] = (
         CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at);
         """,
     ),
+    (
+        "0002_jobs_state_model",
+        # The submitter counts active tasks per model on every wake-up.
+        "CREATE INDEX IF NOT EXISTS jobs_state_model ON jobs (state, model);",
+    ),
 )

@@ -94,3 +94,4 @@ async def _fetch(slots: anyio.Semaphore, rt: Runtime, job: Job) -> None:
         rt.done(job.id)
     finally:
         slots.release()
+        rt.wakeups.fetch.set()  # a free slot: take the next received job now, not after IDLE_S

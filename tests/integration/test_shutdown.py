@@ -50,6 +50,8 @@ def test_sigterm_releases_claimed_work_and_a_restart_finishes_it(tmp_path: Path)
             tmp_path,
             RECEIVER_MAX_ACTIVE="4",
             RECEIVER_SHUTDOWN_GRACE_S="5",
+            # Webhooks sent while the receiver is down are lost: the restart must poll for them soon.
+            RECEIVER_RECONCILE_AFTER_S="1",
             RECEIVER_LOG_LEVEL="info",
             RECEIVER_LOG_JSON="false",
         )
