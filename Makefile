@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format clean
+.PHONY: venv demo test lint format clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -31,6 +31,11 @@ format: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Performance figures against baselines measured in the same run (about 4 minutes; not part of `test`).
+# `$(BIN)/python -m tests.bench --quick` is a one-minute variant. Writes bench-results.json.
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,64 @@
+"""Readings from /proc: a process's memory and CPU time, the native libraries it loaded, the machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """A `/proc/<pid>/status` figure in KiB: `VmRSS` (now) or `VmHWM` (peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the process (all its threads) so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, not idle or waiting on I/O)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _CLOCK_TICKS
+
+
+def busy_cores(seconds: float = 1.0) -> float:
+    """How many cores the machine keeps busy, averaged over `seconds` (what else is running)."""
+    before = system_busy_seconds()
+    time.sleep(seconds)
+    return (system_busy_seconds() - before) / seconds
+
+
+def loaded_libraries(pid: int, names: Sequence[str]) -> dict[str, bool]:
+    """Whether each of `names` appears among the files mapped into the process (native extensions)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {name: name in maps for name in names}
+
+
+def machine_info() -> dict[str, object]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": sys.platform,
+        "kernel": os.uname().release,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
