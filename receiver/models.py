@@ -112,7 +112,12 @@ class Job:
         }.get(self.state)
 
     def to_doc(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The job as JSON-ready data, what the stores keep (`from_doc` reads it back). Built by hand:
+        `dataclasses.asdict` deep-copies every value, and this runs on every write."""
+        doc = dict(self.__dict__)
+        doc["request"] = dict(self.request.__dict__)
+        doc["image"] = dict(self.image.__dict__) if self.image else None
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Job:

@@ -12,6 +12,7 @@ import httpx
 
 from receiver.bfl.client import BflClient
 from receiver.blobs import BlobStore, blobs_from_url
+from receiver.http_transport import BackpressureTransport
 from receiver.lifecycle import Policy
 from receiver.metrics import Metrics
 from receiver.models import Job, Transition
@@ -105,7 +106,9 @@ async def open_runtime(
         timeout = httpx.Timeout(30.0, read=settings.download_timeout_s)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         http = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, follow_redirects=False)
+            httpx.AsyncClient(
+                timeout=timeout, transport=transport or BackpressureTransport(limits), follow_redirects=False
+            )
         )
         yield Runtime(
             settings=settings,
