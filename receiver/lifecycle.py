@@ -79,8 +79,13 @@ def submit_refused(job: Job, error: UpstreamError, now: float, policy: Policy) -
     return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy, error.retry_after)))
 
 
-def reported(job: Job, report: TaskReport, via: Via, now: float, policy: Policy) -> Transition | None:
-    """BFL told us how the task ended, by webhook or by poll. Only the first report counts."""
+def reported(
+    job: Job, report: TaskReport, via: Via, now: float, policy: Policy, *, take: bool = False
+) -> Transition | None:
+    """BFL told us how the task ended, by webhook or by poll. Only the first report counts.
+
+    With `take`, a ready job comes back already claimed by the caller, who fetches its image at once
+    (no separate claim); should the caller die, the claim lapses and anyone fetches it."""
     if job.state not in AWAITING_UPSTREAM or report.report is Report.RUNNING:
         return None
     if report.report is Report.READY and report.sample is None:
@@ -93,16 +98,15 @@ def reported(job: Job, report: TaskReport, via: Via, now: float, policy: Policy)
         bfl_finished_at=report.finished_at or now,
     )
     if report.report is Report.READY:
-        return Transition(
-            dataclasses.replace(
-                job,
-                state=JobState.RECEIVED,
-                sample_url=report.sample,
-                result=report.result,
-                due_at=now,
-                attempts=0,
-            )
+        received = dataclasses.replace(
+            job,
+            state=JobState.RECEIVED,
+            sample_url=report.sample,
+            result=report.result,
+            due_at=now,
+            attempts=0,
         )
+        return Transition(received.claimed(now, policy.lease_s) if take else received)
     if report.report is Report.MODERATED:
         return finish(job, JobState.MODERATED, now, policy, error=report.error)
     if report.report is Report.FAILED:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -25,6 +26,8 @@ from receiver.worker.fetch import FetchPolicy
 from receiver.worker.wakeup import Wakeup
 
 Clock = Callable[[], float]
+
+MAX_DEFER_S = 0.05
 
 
 @dataclass
@@ -56,15 +59,29 @@ class Runtime:
     held_jobs: dict[str, int] = field(default_factory=dict)  # job id -> version when claimed
     held_deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
 
+    # Received jobs a webhook handed straight to this process's downloads (claimed, so no store scan).
+    handed_over: deque[Job] = field(default_factory=deque)
+    webhooks_in_flight: int = 0
+    webhooks_idle: anyio.Event = field(default_factory=anyio.Event)
+
     def webhook_url(self, job_id: str) -> str:
         return f"{self.settings.public_url}/webhooks/bfl/{job_id}"
 
     async def update(
-        self, job_id: str, change: Callable[[Job], Transition | None]
+        self, job_id: str, change: Callable[[Job], Transition | None], *, claimed_until: float | None = None
     ) -> tuple[Job | None, bool]:
         """Apply a lifecycle step to the job (see `Store.update`); an event it emits is queued for
-        every configured sink."""
-        return await self.store.update(job_id, change, list(self.sinks))
+        every configured sink (already claimed by the caller, with `claimed_until`)."""
+        return await self.store.update(job_id, change, list(self.sinks), claimed_until=claimed_until)
+
+    def can_take_download(self) -> bool:
+        """Room to take a received job straight into this process's downloads."""
+        return len(self.handed_over) < self.settings.download_concurrency
+
+    def take_download(self, job: Job) -> None:
+        self.hold([job])
+        self.handed_over.append(job)
+        self.wakeups.fetch.set()
 
     def hold(self, jobs: list[Job]) -> list[Job]:
         """Note claimed jobs as held by this process until `done`."""
@@ -73,6 +90,26 @@ class Runtime:
 
     def done(self, job_id: str) -> None:
         self.held_jobs.pop(job_id, None)
+
+    @contextmanager
+    def answering_webhook(self) -> Iterator[None]:
+        """Count a webhook being answered; background work defers to them (`defer_to_webhooks`)."""
+        if self.webhooks_in_flight == 0:
+            self.webhooks_idle = anyio.Event()
+        self.webhooks_in_flight += 1
+        try:
+            yield
+        finally:
+            self.webhooks_in_flight -= 1
+            if self.webhooks_in_flight == 0:
+                self.webhooks_idle.set()
+
+    async def defer_to_webhooks(self) -> None:
+        """Acknowledgements first: while webhooks are being answered, wait (at most `MAX_DEFER_S`) before
+        taking new background work. BFL retries a webhook only a few times; a result keeps for minutes."""
+        if self.webhooks_in_flight:
+            with anyio.move_on_after(MAX_DEFER_S):
+                await self.webhooks_idle.wait()
 
     def stop(self) -> None:
         """Stop taking work: not ready any more, and every loop wakes up to notice."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
@@ -15,6 +16,47 @@ from receiver.registry import file_path
 from receiver.resource import ResourceBase
 
 _READ_CHUNK = 256 * 1024
+WRITE_BATCH = 256 * 1024
+
+
+def _append(path: Path, fd: int, chunks: list[bytes]) -> int:
+    """Write `chunks` to `path` (opening it on the first call); return the descriptor."""
+    opened = fd < 0
+    if opened:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+    except BaseException:
+        if opened:  # the caller never got this descriptor: close it here
+            os.close(fd)
+        raise
+    return fd
+
+
+def _finish(temp: Path, fd: int, chunks: list[bytes], final: Path) -> None:
+    """Write the rest, flush it to disk, and rename the file into place; on failure leave nothing."""
+    try:
+        fd = _append(temp, fd, chunks)
+        os.fsync(fd)
+    except BaseException:
+        _discard(temp, fd)
+        raise
+    os.close(fd)
+    try:
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _discard(temp: Path, fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    temp.unlink(missing_ok=True)
 
 
 class LocalBlobStore(ResourceBase):
@@ -38,16 +80,22 @@ class LocalBlobStore(ResourceBase):
     async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> str:
         final = self.path_of(key)
         temp = self.root / f".{key}.{uuid.uuid4().hex}.part"
+        fd = -1
+        pending: list[bytes] = []
+        size = 0
         try:
-            async with await anyio.open_file(temp, "wb") as out:
-                async for chunk in chunks:
-                    await out.write(chunk)
-                await out.flush()
-                await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
-            await anyio.to_thread.run_sync(os.replace, temp, final)
+            # Chunks are written a batch at a time: one thread hop per WRITE_BATCH bytes, not per chunk.
+            async for chunk in chunks:
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= WRITE_BATCH:
+                    fd = await anyio.to_thread.run_sync(_append, temp, fd, pending)
+                    pending, size = [], 0
         except BaseException:
-            temp.unlink(missing_ok=True)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_discard, temp, fd)
             raise
+        await anyio.to_thread.run_sync(_finish, temp, fd, pending, final)
         return final.as_uri()
 
     async def read(self, key: str) -> AsyncIterator[bytes]:

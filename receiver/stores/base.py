@@ -52,13 +52,19 @@ class Store(Resource, Protocol):
         another writer), nothing is written and the answer is None."""
 
     async def update(
-        self, job_id: str, change: Callable[[Job], Transition | None], sinks: Sequence[str] = ()
+        self,
+        job_id: str,
+        change: Callable[[Job], Transition | None],
+        sinks: Sequence[str] = (),
+        *,
+        claimed_until: float | None = None,
     ) -> tuple[Job | None, bool]:
         """Apply `change` (a pure lifecycle step) to the job and write what it returns, atomically: the
         job read, the step and the write happen in one transaction, so concurrent updates of a job are
         serialized and a webhook and a poll racing for it produce exactly one outcome. An event the step
-        returns is written with a pending delivery per sink. Returns (job as stored, whether it changed);
-        (None, False) for an unknown job."""
+        returns is written with a pending delivery per sink, or, with `claimed_until`, with deliveries
+        already claimed by the caller (one attempt, due again then), who delivers them at once.
+        Returns (job as stored, whether it changed); (None, False) for an unknown job."""
 
     async def claim(
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None

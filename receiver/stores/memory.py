@@ -55,7 +55,12 @@ class MemoryStore(ResourceBase):
         return saved
 
     async def update(
-        self, job_id: str, change: Callable[[Job], Transition | None], sinks: Sequence[str] = ()
+        self,
+        job_id: str,
+        change: Callable[[Job], Transition | None],
+        sinks: Sequence[str] = (),
+        *,
+        claimed_until: float | None = None,
     ) -> tuple[Job | None, bool]:
         job = self._jobs.get(job_id)
         if job is None:
@@ -66,7 +71,14 @@ class MemoryStore(ResourceBase):
         saved = await self.save(
             transition.job, event=transition.event, sinks=sinks, drop_input=transition.drop_input
         )
-        return (saved, True) if saved is not None else (job, False)
+        if saved is None:
+            return job, False
+        if transition.event is not None and claimed_until is not None:
+            for sink in sinks:
+                self._deliveries[transition.event.id, sink] = Delivery(
+                    transition.event.id, sink, attempts=1, next_at=claimed_until
+                )
+        return saved, True
 
     async def claim(
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None

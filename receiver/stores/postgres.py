@@ -18,7 +18,14 @@ from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
 from receiver.stores.base import Delivery, DeliveryState
-from receiver.stores.rows import SELECT_DELIVERIES, delivery_from_row, job_columns, job_doc, job_from_doc
+from receiver.stores.rows import (
+    SELECT_DELIVERIES,
+    delivery_from_row,
+    job_columns,
+    job_doc,
+    job_from_doc,
+    new_delivery,
+)
 
 log = structlog.get_logger("receiver.stores.postgres")
 
@@ -117,7 +124,12 @@ class PostgresStore(ResourceBase):
             return None
 
     async def update(
-        self, job_id: str, change: Callable[[Job], Transition | None], sinks: Sequence[str] = ()
+        self,
+        job_id: str,
+        change: Callable[[Job], Transition | None],
+        sinks: Sequence[str] = (),
+        *,
+        claimed_until: float | None = None,
     ) -> tuple[Job | None, bool]:
         async with self.pool.acquire() as conn, conn.transaction():
             # FOR UPDATE: a concurrent update of this job waits for ours, then sees its result.
@@ -128,7 +140,9 @@ class PostgresStore(ResourceBase):
             transition = change(job)
             if transition is None:
                 return job, False
-            saved = await _save(conn, transition.job, transition.event, sinks, transition.drop_input)
+            saved = await _save(
+                conn, transition.job, transition.event, sinks, transition.drop_input, claimed_until
+            )
             return (saved, True) if saved is not None else (job, False)
 
     async def claim(
@@ -234,7 +248,12 @@ class PostgresStore(ResourceBase):
 
 
 async def _save(
-    conn: asyncpg.Connection, job: Job, event: Event | None, sinks: Sequence[str], drop_input: bool
+    conn: asyncpg.Connection,
+    job: Job,
+    event: Event | None,
+    sinks: Sequence[str],
+    drop_input: bool,
+    claimed_until: float | None = None,
 ) -> Job | None:
     saved = dataclasses.replace(job, version=job.version + 1)
     status = await conn.execute(
@@ -255,8 +274,8 @@ async def _save(
         )
         await conn.executemany(
             "INSERT INTO deliveries (event_id, sink, state, attempts, next_at)"
-            " VALUES ($1, $2, 'pending', 0, 0)",
-            [(event.id, sink) for sink in sinks],
+            " VALUES ($1, $2, 'pending', $3, $4)",
+            [(event.id, sink, *new_delivery(claimed_until)) for sink in sinks],
         )
     return saved
 

@@ -26,6 +26,11 @@ def job_from_doc(doc: str) -> Job:
     return Job.from_doc(json.loads(doc))
 
 
+def new_delivery(claimed_until: float | None) -> tuple[int, float]:
+    """A new delivery's (attempts, next_at): due now, or already claimed by its writer until a time."""
+    return (0, 0.0) if claimed_until is None else (1, claimed_until)
+
+
 def delivery_from_row(row: Any) -> Delivery:
     event_id, sink, state, attempts, next_at, last_error, delivered_at = row
     return Delivery(event_id, sink, DeliveryState(state), attempts, next_at, last_error, delivered_at)

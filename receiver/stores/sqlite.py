@@ -16,8 +16,16 @@ from receiver.errors import ConfigError
 from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Delivery, DeliveryState
-from receiver.stores.rows import SELECT_DELIVERIES, delivery_from_row, job_columns, job_doc, job_from_doc
+from receiver.stores.rows import (
+    SELECT_DELIVERIES,
+    delivery_from_row,
+    job_columns,
+    job_doc,
+    job_from_doc,
+    new_delivery,
+)
 from receiver.stores.sqlite_writer import WriterThread
+from receiver.stores.urgency import is_urgent
 
 T = TypeVar("T")
 
@@ -101,7 +109,7 @@ class SQLiteStore(ResourceBase):
     async def _write(self, write: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise RuntimeError("store is not open; use `async with store:`")
-        return await self._writer.run(write)
+        return await self._writer.run(write, urgent=is_urgent())
 
     async def _read(self, sql: str, params: tuple[Any, ...], many: bool = False) -> Any:
         reader = self._reader
@@ -147,7 +155,12 @@ class SQLiteStore(ResourceBase):
             return None
 
     async def update(
-        self, job_id: str, change: Callable[[Job], Transition | None], sinks: Sequence[str] = ()
+        self,
+        job_id: str,
+        change: Callable[[Job], Transition | None],
+        sinks: Sequence[str] = (),
+        *,
+        claimed_until: float | None = None,
     ) -> tuple[Job | None, bool]:
         def update(conn: sqlite3.Connection) -> tuple[Job | None, bool]:
             row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -157,7 +170,7 @@ class SQLiteStore(ResourceBase):
             transition = change(job)
             if transition is None:
                 return job, False
-            saved = _save(conn, transition.job, transition.event, sinks, transition.drop_input)
+            saved = _save(conn, transition.job, transition.event, sinks, transition.drop_input, claimed_until)
             return (saved, True) if saved is not None else (job, False)
 
         return await self._write(update)
@@ -282,7 +295,12 @@ class SQLiteStore(ResourceBase):
 
 
 def _save(
-    conn: sqlite3.Connection, job: Job, event: Event | None, sinks: Sequence[str], drop_input: bool
+    conn: sqlite3.Connection,
+    job: Job,
+    event: Event | None,
+    sinks: Sequence[str],
+    drop_input: bool,
+    claimed_until: float | None = None,
 ) -> Job | None:
     saved = dataclasses.replace(job, version=job.version + 1)
     state, model, version, key, due_at = job_columns(saved)
@@ -299,8 +317,8 @@ def _save(
         conn.execute("INSERT INTO events (id, body) VALUES (?, ?)", (event.id, json.dumps(event.to_dict())))
         conn.executemany(
             "INSERT INTO deliveries (event_id, sink, state, attempts, next_at)"
-            " VALUES (?, ?, 'pending', 0, 0)",
-            [(event.id, sink) for sink in sinks],
+            " VALUES (?, ?, 'pending', ?, ?)",
+            [(event.id, sink, *new_delivery(claimed_until)) for sink in sinks],
         )
     return saved
 

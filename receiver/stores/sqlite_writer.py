@@ -2,7 +2,8 @@
 
 Writes that arrive while a transaction is being committed wait, and go together into the next one, so
 a burst of writes shares one fsync; yet no write is answered before the transaction holding it is on
-disk. Each write runs under a savepoint, so one that raises is rolled back alone.
+disk. Each write runs under a savepoint, so one that raises is rolled back alone. Urgent writes (someone
+is waiting for the answer) go into the next transaction ahead of every background write queued.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-MAX_BATCH = 512
+MAX_BATCH = 64  # background writes per transaction: an urgent write never waits behind many
 _STOP = object()
+_URGENT = object()
 
 _Write = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
@@ -26,14 +28,19 @@ class WriterThread:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._queue: queue.SimpleQueue[_Write | object] = queue.SimpleQueue()
+        self._urgent: queue.SimpleQueue[_Write] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
         self._thread.start()
 
-    async def run(self, write: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, write: Callable[[sqlite3.Connection], T], urgent: bool = False) -> T:
         """Run `write(conn)` in the next transaction; return its result once that is committed."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
-        self._queue.put((write, done, loop))
+        if urgent:
+            self._urgent.put((write, done, loop))
+            self._queue.put(_URGENT)  # wakes the thread; the write itself waits in the urgent queue
+        else:
+            self._queue.put((write, done, loop))
         return await done
 
     def stop(self) -> None:
@@ -42,24 +49,29 @@ class WriterThread:
         self._thread.join()
 
     def _serve(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             first = self._queue.get()
-            if first is _STOP:
-                return
-            batch: list[_Write] = [first]  # type: ignore[list-item]
-            stop = False
-            while len(batch) < MAX_BATCH:
+            pending = [first]
+            while len(pending) < MAX_BATCH:
                 try:
-                    more = self._queue.get_nowait()
+                    pending.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if more is _STOP:
-                    stop = True
-                    break
-                batch.append(more)  # type: ignore[arg-type]
-            self._commit(batch)
-            if stop:
-                return
+            stop = _STOP in pending
+            batch = self._take_urgent()
+            batch += [item for item in pending if item is not _STOP and item is not _URGENT]  # type: ignore[misc]
+            batch += self._take_urgent()  # any that came in meanwhile
+            if batch:
+                self._commit(batch)
+
+    def _take_urgent(self) -> list[_Write]:
+        taken = []
+        while True:
+            try:
+                taken.append(self._urgent.get_nowait())
+            except queue.Empty:
+                return taken
 
     def _commit(self, batch: list[_Write]) -> None:
         conn = self.conn

@@ -9,7 +9,9 @@ from starlette.responses import JSONResponse
 from receiver import lifecycle
 from receiver.bfl.sansio import Report, parse_webhook
 from receiver.errors import NotFound, Unauthorized
-from receiver.models import Via
+from receiver.models import JobState, Via
+from receiver.runtime import Runtime
+from receiver.stores.urgency import urgent
 from receiver.web.common import parse_json, read_body, runtime
 
 log = structlog.get_logger("receiver.webhooks")
@@ -19,6 +21,11 @@ MAX_WEBHOOK_BODY = 64 * 1024
 
 async def bfl_webhook(request: Request) -> JSONResponse:
     rt = runtime(request)
+    with rt.answering_webhook(), urgent():  # BFL waits for this answer: its writes go first
+        return await _answer(request, rt)
+
+
+async def _answer(request: Request, rt: Runtime) -> JSONResponse:
     job_id = request.path_params["job_id"]
     secret = request.headers.get("x-webhook-secret")
     if secret is None or not rt.signer.verify(job_id, secret):
@@ -37,8 +44,9 @@ async def bfl_webhook(request: Request) -> JSONResponse:
         rt.metrics.inc("webhooks", result="progress")
         return JSONResponse({"status": "ignored", "reason": f"non-terminal status {report.status!r}"})
     now = rt.clock()
+    take = rt.can_take_download()
     job, changed = await rt.update(
-        job_id, lambda j: lifecycle.reported(j, report, Via.WEBHOOK, now, rt.policy)
+        job_id, lambda j: lifecycle.reported(j, report, Via.WEBHOOK, now, rt.policy, take=take)
     )
     if job is None:
         raise NotFound(f"no job {job_id}")
@@ -50,7 +58,10 @@ async def bfl_webhook(request: Request) -> JSONResponse:
         log.warning("webhook.task_mismatch", job_id=job_id, expected=job.bfl_task_id, got=report.task_id)
     rt.metrics.inc("webhooks", result="accepted")
     log.info("webhook.accepted", job_id=job_id, status=report.status, state=job.state.value)
-    rt.wakeups.fetch.set()
-    rt.wakeups.publish.set()
+    if take and job.state is JobState.RECEIVED:
+        rt.take_download(job)
+    else:
+        rt.wakeups.fetch.set()
+        rt.wakeups.publish.set()
     rt.wakeups.submit.set()
     return JSONResponse({"status": "accepted", "state": job.state.value})

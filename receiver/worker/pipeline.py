@@ -16,7 +16,9 @@ from receiver.errors import DownloadError, UpstreamError
 from receiver.models import ImageInfo, Job, JobState
 from receiver.retry import is_retryable
 from receiver.runtime import Runtime
+from receiver.stores import Delivery
 from receiver.worker.fetch import fetch_sample
+from receiver.worker.publisher import deliver_claimed
 
 log = structlog.get_logger("receiver.pipeline")
 
@@ -41,10 +43,14 @@ async def fetch_and_store(rt: Runtime, job: Job) -> None:
         rt.wakeups.publish.set()
         return
     rt.metrics.inc("downloads", outcome="stored")
-    _, changed = await rt.update(job.id, lambda j: lifecycle.stored(j, image, rt.clock(), rt.policy))
+    # The event's deliveries are written already claimed by this task, which delivers them right away.
+    until = rt.clock() + rt.policy.lease_s
+    _, changed = await rt.update(
+        job.id, lambda j: lifecycle.stored(j, image, rt.clock(), rt.policy), claimed_until=until
+    )
     if changed:
         log.info("job.stored", job_id=job.id, bytes=image.bytes, sha256=image.sha256)
-        rt.wakeups.publish.set()
+        await deliver_claimed(rt, [Delivery(job.id, sink, attempts=1, next_at=until) for sink in rt.sinks])
 
 
 async def _fetch(rt: Runtime, job: Job) -> ImageInfo:

@@ -30,11 +30,16 @@ BACKOFF_CAP_S = 300.0
 async def publish_due(rt: Runtime, limit: int = 64) -> int:
     """Attempt every due delivery (concurrently); return how many were attempted."""
     deliveries = await rt.store.claim_deliveries(rt.clock(), rt.policy.lease_s, limit, list(rt.sinks))
+    await deliver_claimed(rt, deliveries)
+    return len(deliveries)
+
+
+async def deliver_claimed(rt: Runtime, deliveries: list[Delivery]) -> None:
+    """Deliver deliveries this process has claimed, all at once."""
     rt.held_deliveries.update(((d.event_id, d.sink), d) for d in deliveries)
     async with anyio.create_task_group() as tg:
         for delivery in deliveries:
             tg.start_soon(deliver, rt, delivery)
-    return len(deliveries)
 
 
 async def deliver(rt: Runtime, delivery: Delivery) -> None:

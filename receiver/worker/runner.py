@@ -36,7 +36,9 @@ async def run_workers(
         fetch_slots = anyio.Semaphore(rt.settings.download_concurrency)
 
         async def fetch_step() -> bool:
-            jobs = rt.hold(await claim_received(rt, fetch_slots.value)) if fetch_slots.value else []
+            jobs = [rt.handed_over.popleft() for _ in range(min(fetch_slots.value, len(rt.handed_over)))]
+            free = fetch_slots.value - len(jobs)
+            jobs += rt.hold(await claim_received(rt, free)) if free else []
             for job in jobs:
                 await fetch_slots.acquire()
                 work.start_soon(_fetch, fetch_slots, rt, job)
@@ -76,6 +78,7 @@ async def release_claims(rt: Runtime) -> int:
 async def _loop(rt: Runtime, name: str, step: Callable[[], Awaitable[bool]], wakeup: Wakeup) -> None:
     while not rt.stopping.is_set():
         wakeup.clear()
+        await rt.defer_to_webhooks()
         try:
             busy = await step()
         except Exception:

@@ -287,6 +287,16 @@ class StoreContract:
         assert (event := await store.event("job-1")) is not None and event.type == "kontext.edit.failed"
         assert len(await store.deliveries("job-1")) == len(SINKS)
 
+    async def test_update_can_write_deliveries_already_claimed_by_the_writer(self, store: Store) -> None:
+        await store.insert(make_job("job-1"), None)
+        _, changed = await store.update("job-1", final, SINKS, claimed_until=T0 + 60)
+        assert changed
+        assert await store.deliveries("job-1") == [
+            Delivery("job-1", s, attempts=1, next_at=T0 + 60) for s in sorted(SINKS)
+        ]
+        assert await store.claim_deliveries(T0 + 59, 30, 10, SINKS) == []  # the writer delivers them
+        assert len(await store.claim_deliveries(T0 + 60, 30, 10, SINKS)) == len(SINKS)  # unless it died
+
     async def test_update_with_nothing_to_do_or_no_job(self, store: Store) -> None:
         inserted = await store.insert(make_job("job-1"), None)
         assert await store.update("job-1", lambda job: None) == (inserted, False)

@@ -462,3 +462,12 @@ def test_task_gone_expires_a_received_job() -> None:
     event = final_event(transition)
     assert moved(transition).state is JobState.EXPIRED
     assert (event.type, event.data["error"]["code"]) == ("kontext.edit.expired", "task_gone")
+
+
+def test_a_taken_report_comes_back_claimed_by_the_caller() -> None:
+    job = moved(
+        lifecycle.reported(submitted_job(attempts=4), ready(), Via.WEBHOOK, T0 + 25, POLICY, take=True)
+    )
+    assert (job.state, job.due_at, job.attempts) == (JobState.RECEIVED, T0 + 25 + POLICY.lease_s, 1)
+    left = moved(lifecycle.reported(submitted_job(attempts=4), ready(), Via.WEBHOOK, T0 + 25, POLICY))
+    assert (left.due_at, left.attempts) == (T0 + 25, 0)  # due at once, for whoever claims it
