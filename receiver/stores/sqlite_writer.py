@@ -91,14 +91,19 @@ class WriterThread:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(False, exc)] * len(batch)
+        # One wake-up of each waiting event loop per transaction, not one per write.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, done, loop), (ok, value) in zip(batch, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, done, ok, value)
+            by_loop.setdefault(loop, []).append((done, ok, value))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle, settled)
 
 
-def _settle(done: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if done.cancelled():  # the caller went away; its write is committed all the same
-        return
-    if ok:
-        done.set_result(value)
-    else:
-        done.set_exception(value)
+def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for done, ok, value in settled:
+        if done.cancelled():  # the caller went away; its write is committed all the same
+            continue
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
