@@ -177,6 +177,7 @@ class SimSettings:
 
     api_keys: tuple[str, ...] = ()
     latency_s: float = 2.0
+    latency_max_s: float | None = None
     url_ttl_s: float = 600.0
     task_ttl_s: float = 3600.0
     webhook_shape: str = "observed"
@@ -209,6 +210,9 @@ class SimSettings:
         return cls(
             api_keys=env.items("SIM_API_KEYS"),
             latency_s=env.number("SIM_LATENCY_S", d.latency_s),
+            latency_max_s=env.get(
+                "SIM_LATENCY_MAX_S", d.latency_max_s, lambda raw: _at_least(float(raw), 0.0)
+            ),
             url_ttl_s=env.number("SIM_URL_TTL_S", d.url_ttl_s),
             task_ttl_s=env.number("SIM_TASK_TTL_S", d.task_ttl_s),
             webhook_shape=shape,

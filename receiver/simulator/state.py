@@ -18,6 +18,7 @@ import heapq
 import random
 import re
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -417,7 +418,7 @@ class SimState:
             prompt=fields.prompt,
             seed=fields.seed if fields.seed is not None else random_seed,
             created_at=now,
-            ready_at=now + settings.latency_s,
+            ready_at=now + task_duration(fields.prompt, settings),
             outcome=outcome,
             reasons=reasons,
             output_format=fields.output_format or "jpeg",
@@ -453,3 +454,12 @@ def _details(task: Task) -> dict[str, Any] | None:
     if task.outcome is Status.ERROR:
         return {"error": ERROR_MESSAGE}
     return None
+
+
+def task_duration(prompt: str, settings: SimSettings) -> float:
+    """How long a task stays Pending: `latency_s`, or with `latency_max_s` a time between the two that
+    the prompt and seed fix, so runs that submit the same prompts see the same durations in any order."""
+    if settings.latency_max_s is None or settings.latency_max_s <= settings.latency_s:
+        return settings.latency_s
+    fraction = zlib.crc32(f"{settings.seed}:{prompt}".encode()) / 2**32
+    return settings.latency_s + fraction * (settings.latency_max_s - settings.latency_s)

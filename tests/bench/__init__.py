@@ -7,7 +7,7 @@ started and killed by the harness. Module names avoid `test_*` so pytest collect
 Modules: `plan` (counts and durations), `harness` (the run), `context` (what scenarios share),
 `ack` / `completions` / `upstream` / `postgres` (the scenarios), `report` (table and JSON);
 `procs` and `proc_info` (processes and /proc), `launch` (the servers as processes), `samples`,
-`seed` (jobs written into the receiver's store); the servers `bare`, `result_server`, `sim_server`,
+`seed` (jobs written into the receiver's store); the servers `bare`, `result_server`,
 `canned`; the load generator `loadgen` with `workload`, `http1`, `pacer` and `watcher`, run by
 `drive`; the baselines `polling` and `download_baseline`; `stats`; `profile` (py-spy, `--profile`).
 """

@@ -8,7 +8,6 @@ log level warning; `server_stack` reads from /proc which of those each process a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,12 +89,14 @@ def start_result_server(procs: Processes, samples: Path) -> Server:
     return Server(procs.start_server("results", args, env, f"http://127.0.0.1:{port}/readyz", ROOT), port)
 
 
-def start_simulator(procs: Processes, name: str, durations: dict[str, float], workdir: Path) -> Server:
+def start_simulator(procs: Processes, name: str, durations_s: tuple[float, float], seed: int) -> Server:
+    """`kontext-receiver sim`, each task Pending for a time in `durations_s` that its prompt fixes."""
     port = free_port()
-    path = workdir / f"{name}-durations.json"
-    path.write_text(json.dumps(durations))
-    env = python_env(BENCH_SIM_DURATIONS=str(path), BENCH_SIM_KEY=SIM_KEY)
-    args = _uvicorn("tests.bench.sim_server:create_app", port, factory=True)
+    low, high = durations_s
+    env = python_env(
+        SIM_API_KEYS=SIM_KEY, SIM_LATENCY_S=str(low), SIM_LATENCY_MAX_S=str(high), SIM_SEED=str(seed)
+    )
+    args = [PYTHON, "-m", "receiver", "sim", "--host", "127.0.0.1", "--port", str(port)]
     return Server(procs.start_server(name, args, env, f"http://127.0.0.1:{port}/_sim/stats", ROOT), port)
 
 

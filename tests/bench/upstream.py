@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,13 +42,9 @@ class ModeRun:
         return self.calls / self.edits
 
 
-def durations(ctx: Context) -> dict[str, float]:
-    plan = ctx.plan
-    rng = random.Random(SEED)
-    return {
-        f"bench edit {i:03d}": round(rng.uniform(plan.edit_min_s, plan.edit_max_s), 3)
-        for i in range(plan.edits)
-    }
+def prompts(ctx: Context) -> list[str]:
+    """The edits of each run; the simulator fixes each one's duration from its prompt and the seed."""
+    return [f"bench edit {i:03d}" for i in range(ctx.plan.edits)]
 
 
 def _sim_facts(sim: Server, task_ids: list[str]) -> tuple[dict[str, float], dict[str, int]]:
@@ -65,8 +60,12 @@ def _calls(stats: dict[str, int]) -> int:
     return stats["submits"] + stats["rejected"] + stats["get_result"]
 
 
-def via_receiver(ctx: Context, durations_by_prompt: dict[str, float]) -> ModeRun:
-    sim = start_simulator(ctx.procs, "sim-receiver", durations_by_prompt, ctx.workdir)
+def _simulator(ctx: Context, name: str) -> Server:
+    return start_simulator(ctx.procs, name, (ctx.plan.edit_min_s, ctx.plan.edit_max_s), SEED)
+
+
+def via_receiver(ctx: Context, edits: list[str]) -> ModeRun:
+    sim = _simulator(ctx, "sim-receiver")
     receiver = ctx.receiver(
         "upstream-receiver", bfl_url=sim.url, RECEIVER_MAX_ACTIVE=str(ctx.plan.max_active)
     )
@@ -77,10 +76,7 @@ def via_receiver(ctx: Context, durations_by_prompt: dict[str, float]) -> ModeRun
             headers = {"Authorization": f"Bearer {API_TOKEN}"}
             async with httpx.AsyncClient(base_url=receiver.url, headers=headers, timeout=30) as client:
                 answers = await asyncio.gather(
-                    *(
-                        client.post("/v1/edits", json={"prompt": p, "image": image})
-                        for p in durations_by_prompt
-                    )
+                    *(client.post("/v1/edits", json={"prompt": p, "image": image}) for p in edits)
                 )
             for answer in answers:
                 if answer.status_code != 202:
@@ -100,13 +96,10 @@ def via_receiver(ctx: Context, durations_by_prompt: dict[str, float]) -> ModeRun
     return ModeRun("receiver", delays, _calls(stats), len(seen), {"sim_stats": stats, "outcomes": outcomes})
 
 
-def via_polling(ctx: Context, durations_by_prompt: dict[str, float], interval: float) -> ModeRun:
-    name = f"sim-poll-{interval:g}s"
-    sim = start_simulator(ctx.procs, name, durations_by_prompt, ctx.workdir)
+def via_polling(ctx: Context, edits: list[str], interval: float) -> ModeRun:
+    sim = _simulator(ctx, f"sim-poll-{interval:g}s")
     image = (ctx.workdir / "samples" / TINY).read_bytes()
-    polled = asyncio.run(
-        poll_all(sim.url, SIM_KEY, list(durations_by_prompt), image, interval, ctx.plan.max_active)
-    )
+    polled = asyncio.run(poll_all(sim.url, SIM_KEY, edits, image, interval, ctx.plan.max_active))
     ready, stats = _sim_facts(sim, [p.task_id for p in polled])
     ctx.procs.stop(sim.proc)
     delays = [p.known_at - ready[p.task_id] for p in polled]
@@ -126,8 +119,8 @@ def _summary(run: ModeRun) -> dict[str, Any]:
 
 
 def upstream(ctx: Context) -> list[Figure]:
-    by_prompt = durations(ctx)
-    runs = [via_receiver(ctx, by_prompt), via_polling(ctx, by_prompt, 0.5), via_polling(ctx, by_prompt, 1.0)]
+    edits = prompts(ctx)
+    runs = [via_receiver(ctx, edits), via_polling(ctx, edits, 0.5), via_polling(ctx, edits, 1.0)]
     for run in runs:
         ctx.progress(
             f"upstream {run.mode}",

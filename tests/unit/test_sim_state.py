@@ -524,3 +524,14 @@ def test_the_fault_knobs_are_read_from_sim_variables() -> None:
     for name in ("SIM_WEBHOOK_REORDER_S", "SIM_GET_RESULT_ERROR_S"):
         with pytest.raises(ConfigError, match=name):
             SimSettings.from_env({name: "-1"})
+
+
+def test_task_durations_vary_by_prompt_and_repeat_for_the_same_prompt() -> None:
+    from receiver.simulator.state import task_duration
+
+    settings = SimSettings(latency_s=2.0, latency_max_s=6.0, seed=3)
+    durations = [task_duration(f"edit {i}", settings) for i in range(50)]
+    assert all(2.0 <= d < 6.0 for d in durations)
+    assert len(set(durations)) > 40
+    assert durations == [task_duration(f"edit {i}", settings) for i in range(50)]
+    assert task_duration("edit 1", SimSettings(latency_s=2.0)) == 2.0
