@@ -54,3 +54,11 @@ def is_internal(host: str) -> bool:
     except ValueError:
         return False
     return not address.is_global
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from receiver.resource import Resource
 
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """Where a blob went, and the sha256 and size of exactly the bytes stored."""
+
+    url: str
+    sha256: str
+    size: int
 
 
 def image_key(job_id: str, content_type: str) -> str:
@@ -16,9 +26,10 @@ def image_key(job_id: str, content_type: str) -> str:
 
 
 class BlobStore(Resource, Protocol):
-    async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> str:
-        """Store the stream under `key` atomically and return its URL. If `chunks` raises, nothing is
-        stored and an earlier blob under `key` is left as it was."""
+    async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> StoredBlob:
+        """Store the stream under `key` atomically. If `chunks` raises, nothing is stored and an earlier
+        blob under `key` is left as it was. The digest is taken as the bytes are written (off the event
+        loop where the backend writes in a thread)."""
 
     def read(self, key: str) -> AsyncIterator[bytes]:
         """The blob's bytes in chunks; `receiver.errors.NotFound` if there is none."""

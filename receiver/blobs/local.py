@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 
+from receiver.blobs.base import StoredBlob
 from receiver.errors import NotFound
 from receiver.registry import file_path
 from receiver.resource import ResourceBase
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Hash
 
 _READ_CHUNK = 256 * 1024
 WRITE_BATCH = 256 * 1024
 
 
-def _append(path: Path, fd: int, chunks: list[bytes]) -> int:
-    """Write `chunks` to `path` (opening it on the first call); return the descriptor."""
+def _append(path: Path, fd: int, chunks: list[bytes], digest: Hash) -> int:
+    """Write and hash `chunks` (opening `path` on the first call); return the descriptor."""
     opened = fd < 0
     if opened:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for chunk in chunks:
+            digest.update(chunk)
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
@@ -36,10 +43,10 @@ def _append(path: Path, fd: int, chunks: list[bytes]) -> int:
     return fd
 
 
-def _finish(temp: Path, fd: int, chunks: list[bytes], final: Path) -> None:
+def _finish(temp: Path, fd: int, chunks: list[bytes], digest: Hash, final: Path) -> None:
     """Write the rest, flush it to disk, and rename the file into place; on failure leave nothing."""
     try:
-        fd = _append(temp, fd, chunks)
+        fd = _append(temp, fd, chunks, digest)
         os.fsync(fd)
     except BaseException:
         _discard(temp, fd)
@@ -77,26 +84,27 @@ class LocalBlobStore(ResourceBase):
             raise NotFound(f"no blob {key!r}")
         return self.root / key
 
-    async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> str:
+    async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> StoredBlob:
         final = self.path_of(key)
         temp = self.root / f".{key}.{uuid.uuid4().hex}.part"
         fd = -1
+        digest = hashlib.sha256()
         pending: list[bytes] = []
-        size = 0
+        size = written = 0
         try:
             # Chunks are written a batch at a time: one thread hop per WRITE_BATCH bytes, not per chunk.
             async for chunk in chunks:
                 pending.append(chunk)
                 size += len(chunk)
                 if size >= WRITE_BATCH:
-                    fd = await anyio.to_thread.run_sync(_append, temp, fd, pending)
-                    pending, size = [], 0
+                    fd = await anyio.to_thread.run_sync(_append, temp, fd, pending, digest)
+                    pending, written, size = [], written + size, 0
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_discard, temp, fd)
             raise
-        await anyio.to_thread.run_sync(_finish, temp, fd, pending, final)
-        return final.as_uri()
+        await anyio.to_thread.run_sync(_finish, temp, fd, pending, digest, final)
+        return StoredBlob(final.as_uri(), digest.hexdigest(), written + size)
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
         try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 
+from receiver.blobs.base import StoredBlob
 from receiver.errors import NotFound
 from receiver.resource import ResourceBase
 
@@ -12,10 +14,10 @@ class MemoryBlobStore(ResourceBase):
     def __init__(self) -> None:
         self.blobs: dict[str, tuple[bytes, str]] = {}
 
-    async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> str:
+    async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> StoredBlob:
         data = b"".join([chunk async for chunk in chunks])
         self.blobs[key] = (data, content_type)
-        return f"memory://{key}"
+        return StoredBlob(f"memory://{key}", hashlib.sha256(data).hexdigest(), len(data))
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
         if key not in self.blobs:

@@ -7,7 +7,6 @@ store discards what it had written.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ import httpx
 from receiver.bfl.validation import read_image_header
 from receiver.blobs import BlobStore, image_key
 from receiver.errors import DownloadError, SampleRejected
-from receiver.hosts import check_resolved, check_sample_url
+from receiver.hosts import check_resolved, check_sample_url, is_ip_literal
 from receiver.models import ImageInfo
 
 _HEAD_BYTES = 256 * 1024  # enough for the header of any JPEG/PNG/WebP short of absurd metadata
@@ -50,8 +49,9 @@ async def fetch_sample(
     http: httpx.AsyncClient, url: str, job_id: str, blobs: BlobStore, policy: FetchPolicy
 ) -> ImageInfo:
     host, port = check_sample_url(url, policy.allowed_hosts)
-    addresses = [info[4][0] for info in await _resolve(host, port)]
-    check_resolved(host, addresses, policy.allowed_hosts)
+    if not is_ip_literal(host):  # a name could resolve to an internal address; an IP was checked above
+        addresses = [info[4][0] for info in await _resolve(host, port)]
+        check_resolved(host, addresses, policy.allowed_hosts)
     try:
         async with http.stream("GET", url) as response:
             _check_response(response, policy)
@@ -91,11 +91,11 @@ async def _store(response: httpx.Response, job_id: str, blobs: BlobStore, policy
     if content_type is None:
         raise SampleRejected("sample is not a JPEG, PNG or WebP image")
     checked = _CheckedStream(head, chunks, content_type, policy)
-    url = await blobs.put(image_key(job_id, content_type), checked, content_type)
+    stored = await blobs.put(image_key(job_id, content_type), checked, content_type)
     return ImageInfo(
-        url=url,
-        sha256=checked.sha256.hexdigest(),
-        bytes=checked.size,
+        url=stored.url,
+        sha256=stored.sha256,
+        bytes=stored.size,
         content_type=content_type,
         width=checked.width,
         height=checked.height,
@@ -103,7 +103,7 @@ async def _store(response: httpx.Response, job_id: str, blobs: BlobStore, policy
 
 
 class _CheckedStream:
-    """The body, hashed and counted as it passes; raises before its end if the image is not acceptable."""
+    """The body, counted as it passes; raises before its end if the image is not acceptable."""
 
     def __init__(
         self, first: bytes, rest: AsyncIterator[bytes], content_type: str, policy: FetchPolicy
@@ -112,7 +112,6 @@ class _CheckedStream:
         self.rest = rest
         self.content_type = content_type
         self.policy = policy
-        self.sha256 = hashlib.sha256()
         self.size = 0
         self.head = bytearray()
         self.width = self.height = 0
@@ -127,7 +126,6 @@ class _CheckedStream:
         self.size += len(chunk)
         if self.size > self.policy.max_bytes:
             raise SampleRejected(f"sample is over the {self.policy.max_bytes}-byte cap")
-        self.sha256.update(chunk)
         if len(self.head) < _HEAD_BYTES:
             self.head += chunk[: _HEAD_BYTES - len(self.head)]
         return chunk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,14 +43,16 @@ class BlobContract:
     """Every backend's test class subclasses this and provides an open store as the `blobs` fixture."""
 
     async def test_put_then_read_round_trips(self, blobs: BlobStore) -> None:
-        url = await blobs.put("job-1.png", stream(b"\x89PNG", b"\r\n", b"rest" * 100_000), "image/png")
-        assert isinstance(url, str) and "job-1.png" in url
-        assert await read_all(blobs, "job-1.png") == b"\x89PNG\r\n" + b"rest" * 100_000
+        data = b"\x89PNG\r\n" + b"rest" * 100_000
+        stored = await blobs.put("job-1.png", stream(b"\x89PNG", b"\r\n", b"rest" * 100_000), "image/png")
+        assert "job-1.png" in stored.url
+        assert (stored.sha256, stored.size) == (hashlib.sha256(data).hexdigest(), len(data))
+        assert await read_all(blobs, "job-1.png") == data
 
     async def test_put_overwrites_in_place(self, blobs: BlobStore) -> None:
         first = await blobs.put("job-1.jpg", stream(b"first"), "image/jpeg")
         second = await blobs.put("job-1.jpg", stream(b"second"), "image/jpeg")
-        assert first == second
+        assert first.url == second.url and second.sha256 == hashlib.sha256(b"second").hexdigest()
         assert await read_all(blobs, "job-1.jpg") == b"second"
 
     async def test_reading_a_missing_blob_is_not_found(self, blobs: BlobStore) -> None:
@@ -84,7 +87,7 @@ class TestLocalBlobStore(BlobContract):
 
     async def test_url_is_the_file_and_no_temp_file_is_left(self, tmp_path: Path) -> None:
         async with LocalBlobStore.from_url(f"file://{tmp_path}/images") as blobs:
-            url = await blobs.put("job-1.png", stream(b"image"), "image/png")
+            url = (await blobs.put("job-1.png", stream(b"image"), "image/png")).url
             with pytest.raises(StreamBroke):
                 await blobs.put("job-2.png", stream(b"ima", fail=True), "image/png")
             with pytest.raises(StreamBroke):
