@@ -92,5 +92,11 @@ class Store(Resource, Protocol):
     async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
         """Write `delivery` if its stored attempt count is still `expected_attempts`."""
 
+    async def complete_delivery(
+        self, delivery: Delivery, *, expected_attempts: int, then: Callable[[Job], Transition | None]
+    ) -> bool:
+        """Write a delivered `delivery` as `save_delivery` does and, in the same transaction, when it was
+        the event's last undelivered one, apply `then` to the event's job (an event has its job's id)."""
+
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
         """Make the event due again for every sink; return how many deliveries were reset."""

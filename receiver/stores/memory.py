@@ -144,6 +144,15 @@ class MemoryStore(ResourceBase):
         self._deliveries[key] = delivery
         return True
 
+    async def complete_delivery(
+        self, delivery: Delivery, *, expected_attempts: int, then: Callable[[Job], Transition | None]
+    ) -> bool:
+        if not await self.save_delivery(delivery, expected_attempts=expected_attempts):
+            return False
+        if all(d.state is DeliveryState.DELIVERED for d in await self.deliveries(delivery.event_id)):
+            await self.update(delivery.event_id, then)
+        return True
+
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
         if event_id not in self._events:
             return 0

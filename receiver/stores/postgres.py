@@ -219,20 +219,26 @@ class PostgresStore(ResourceBase):
         return claimed
 
     async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
-        status = await self.pool.execute(
-            "UPDATE deliveries"
-            " SET state = $4, attempts = $5, next_at = $6, last_error = $7, delivered_at = $8"
-            " WHERE event_id = $1 AND sink = $2 AND attempts = $3",
-            delivery.event_id,
-            delivery.sink,
-            expected_attempts,
-            delivery.state.value,
-            delivery.attempts,
-            delivery.next_at,
-            delivery.last_error,
-            delivery.delivered_at,
-        )
-        return bool(status == "UPDATE 1")
+        async with self.pool.acquire() as conn:
+            return await _save_delivery(conn, delivery, expected_attempts)
+
+    async def complete_delivery(
+        self, delivery: Delivery, *, expected_attempts: int, then: Callable[[Job], Transition | None]
+    ) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await _save_delivery(conn, delivery, expected_attempts):
+                return False
+            # The job's row lock serializes the sinks of one event finishing at the same time.
+            doc = await conn.fetchval("SELECT doc FROM jobs WHERE id = $1 FOR UPDATE", delivery.event_id)
+            undelivered = await conn.fetchval(
+                "SELECT 1 FROM deliveries WHERE event_id = $1 AND state <> $2 LIMIT 1",
+                delivery.event_id,
+                DeliveryState.DELIVERED.value,
+            )
+            transition = then(job_from_doc(doc)) if doc is not None and undelivered is None else None
+            if transition is not None:
+                await _save(conn, transition.job, transition.event, (), transition.drop_input)
+            return True
 
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -278,6 +284,22 @@ async def _save(
             [(event.id, sink, *new_delivery(claimed_until)) for sink in sinks],
         )
     return saved
+
+
+async def _save_delivery(conn: asyncpg.Connection, delivery: Delivery, expected_attempts: int) -> bool:
+    status = await conn.execute(
+        "UPDATE deliveries SET state = $4, attempts = $5, next_at = $6, last_error = $7, delivered_at = $8"
+        " WHERE event_id = $1 AND sink = $2 AND attempts = $3",
+        delivery.event_id,
+        delivery.sink,
+        expected_attempts,
+        delivery.state.value,
+        delivery.attempts,
+        delivery.next_at,
+        delivery.last_error,
+        delivery.delivered_at,
+    )
+    return bool(status == "UPDATE 1")
 
 
 async def migrate(url: str) -> list[str]:

@@ -257,27 +257,29 @@ class SQLiteStore(ResourceBase):
         return await self._write(claim)
 
     async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
-        def save(conn: sqlite3.Connection) -> bool:
-            return (
-                conn.execute(
-                    "UPDATE deliveries"
-                    " SET state = ?, attempts = ?, next_at = ?, last_error = ?, delivered_at = ?"
-                    " WHERE event_id = ? AND sink = ? AND attempts = ?",
-                    (
-                        delivery.state.value,
-                        delivery.attempts,
-                        delivery.next_at,
-                        delivery.last_error,
-                        delivery.delivered_at,
-                        delivery.event_id,
-                        delivery.sink,
-                        expected_attempts,
-                    ),
-                ).rowcount
-                == 1
-            )
+        return await self._write(lambda conn: _save_delivery(conn, delivery, expected_attempts))
 
-        return await self._write(save)
+    async def complete_delivery(
+        self, delivery: Delivery, *, expected_attempts: int, then: Callable[[Job], Transition | None]
+    ) -> bool:
+        def complete(conn: sqlite3.Connection) -> bool:
+            if not _save_delivery(conn, delivery, expected_attempts):
+                return False
+            undelivered = conn.execute(
+                "SELECT 1 FROM deliveries WHERE event_id = ? AND state != ? LIMIT 1",
+                (delivery.event_id, DeliveryState.DELIVERED.value),
+            ).fetchone()
+            row = (
+                None
+                if undelivered
+                else conn.execute("SELECT doc FROM jobs WHERE id = ?", (delivery.event_id,)).fetchone()
+            )
+            transition = then(job_from_doc(row[0])) if row else None
+            if transition is not None:
+                _save(conn, transition.job, transition.event, (), transition.drop_input)
+            return True
+
+        return await self._write(complete)
 
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
         def reset(conn: sqlite3.Connection) -> int:
@@ -321,6 +323,24 @@ def _save(
             [(event.id, sink, *new_delivery(claimed_until)) for sink in sinks],
         )
     return saved
+
+
+def _save_delivery(conn: sqlite3.Connection, delivery: Delivery, expected_attempts: int) -> bool:
+    updated = conn.execute(
+        "UPDATE deliveries SET state = ?, attempts = ?, next_at = ?, last_error = ?, delivered_at = ?"
+        " WHERE event_id = ? AND sink = ? AND attempts = ?",
+        (
+            delivery.state.value,
+            delivery.attempts,
+            delivery.next_at,
+            delivery.last_error,
+            delivery.delivered_at,
+            delivery.event_id,
+            delivery.sink,
+            expected_attempts,
+        ),
+    )
+    return bool(updated.rowcount == 1)
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], many: bool) -> Any:

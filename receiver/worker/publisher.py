@@ -63,11 +63,11 @@ async def _deliver(rt: Runtime, delivery: Delivery) -> None:
         await _failed(rt, delivery, sink, exc)
         return
     rt.metrics.inc("deliveries", sink=sink.name, outcome="delivered")
-    await _record(rt, delivery, DeliveryState.DELIVERED, None)
+    delivered = _next(rt, delivery, DeliveryState.DELIVERED, None)
+    await rt.store.complete_delivery(
+        delivered, expected_attempts=delivery.attempts, then=lambda job: lifecycle.published(job, rt.clock())
+    )
     log.info("event.delivered", event_id=event.id, sink=sink.name, type=event.type)
-    remaining = [d for d in await rt.store.deliveries(event.id) if d.state is not DeliveryState.DELIVERED]
-    if not remaining:
-        await rt.update(event.id, lambda job: lifecycle.published(job, rt.clock()))
 
 
 async def _publish(sink: Sink, event: Event) -> None:
@@ -100,12 +100,19 @@ async def _failed(rt: Runtime, delivery: Delivery, sink: Sink, exc: Exception) -
 async def _record(
     rt: Runtime, delivery: Delivery, state: DeliveryState, error: str | None, delay: float = 0.0
 ) -> None:
+    await rt.store.save_delivery(
+        _next(rt, delivery, state, error, delay), expected_attempts=delivery.attempts
+    )
+
+
+def _next(
+    rt: Runtime, delivery: Delivery, state: DeliveryState, error: str | None, delay: float = 0.0
+) -> Delivery:
     now = rt.clock()
-    updated = dataclasses.replace(
+    return dataclasses.replace(
         delivery,
         state=state,
         last_error=error,
         next_at=now + delay,
         delivered_at=now if state is DeliveryState.DELIVERED else None,
     )
-    await rt.store.save_delivery(updated, expected_attempts=delivery.attempts)

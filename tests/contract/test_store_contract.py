@@ -169,6 +169,25 @@ class StoreContract:
         assert [d.sink for d in await store.claim_deliveries(T0 + 1000, 30, 10, SINKS)] == [second.sink]
         assert await store.save_delivery(Delivery("nope", "stdout://"), expected_attempts=0) is False
 
+    async def test_completing_the_last_delivery_applies_the_step_to_the_job(self, store: Store) -> None:
+        await self.finished(store, "job-1")
+        first, second = await store.deliveries("job-1")
+
+        def note(job: Job) -> Transition:
+            return Transition(dataclasses.replace(job, published_at=T0 + 9))
+
+        def done(delivery: Delivery) -> Delivery:
+            return dataclasses.replace(delivery, state=DeliveryState.DELIVERED, delivered_at=T0 + 9)
+
+        assert await store.complete_delivery(done(first), expected_attempts=0, then=note)
+        job = await store.get("job-1")
+        assert job is not None and job.published_at is None  # one sink still to go
+        assert not await store.complete_delivery(done(second), expected_attempts=5, then=note)  # lost race
+        assert await store.complete_delivery(done(second), expected_attempts=0, then=note)
+        job = await store.get("job-1")
+        assert job is not None and job.published_at == T0 + 9
+        assert {d.state for d in await store.deliveries("job-1")} == {DeliveryState.DELIVERED}
+
     async def test_claim_deliveries_only_for_the_given_sinks(self, store: Store) -> None:
         await self.finished(store, "job-1")
         [only] = await store.claim_deliveries(T0, 30, 10, ["stdout://", "http://elsewhere"])
