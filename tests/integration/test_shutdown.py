@@ -6,6 +6,7 @@ import dataclasses
 import json
 import re
 import signal
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -143,3 +144,44 @@ def _state(url: str, job_id: str) -> str:
     answer = httpx.get(f"{url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {TOKEN}"})
     state: str = answer.json()["state"]
     return state
+
+
+def test_a_webhook_in_flight_at_sigterm_is_answered_and_kept(tmp_path: Path) -> None:
+    """Headers sent, then SIGTERM, then the body: the request is still answered, and what it said kept."""
+    quiet = dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0)
+    with serve(create_sim_app(quiet)) as sim_url:
+        port = free_port()
+        env = receiver_env(
+            sim_url,
+            port,
+            tmp_path,
+            RECEIVER_SHUTDOWN_GRACE_S="5",
+            RECEIVER_LOG_LEVEL="info",
+            RECEIVER_LOG_JSON="0",
+        )
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with receiver_process(env, port, tmp_path / "receiver.log") as receiver:
+            job_id = httpx.post(
+                f"{receiver.url}/v1/edits", json={"prompt": "x", "image": IMAGE_B64}, headers=headers
+            ).json()["id"]
+            wait_until(lambda: _state(receiver.url, job_id) == "submitted", 10, "the submit")
+            body = json.dumps({"task_id": "t", "status": "Error", "error": "boom"}).encode()
+            secret = WebhookSigner(["chaos-signing-key"]).secret_for(job_id)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                head = (
+                    f"POST /webhooks/bfl/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Type: application/json\r\nX-Webhook-Secret: {secret}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                )
+                conn.sendall(head.encode())
+                assert receiver.process is not None
+                receiver.process.send_signal(signal.SIGTERM)
+                wait_until(lambda: "Shutting down" in (tmp_path / "receiver.log").read_text(), 10, "the stop")
+                conn.sendall(body)
+                answer = conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            receiver.process.wait(timeout=30)
+            receiver.process = None
+            with sqlite3.connect(tmp_path / "receiver.db") as db:
+                (state,) = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            assert state == "failed"  # the webhook's outcome was committed before its 200
