@@ -1,6 +1,6 @@
 """`make bench`: the receiver's performance figures against baselines measured in the same run.
 
-Run with `python -m tests.bench` (about 4 minutes) or `python -m tests.bench --quick` (about 1 minute).
+Run with `python -m tests.bench` (about 2.5 minutes) or `python -m tests.bench --quick` (about 1 minute).
 Every server, the load generator and each baseline run as processes of their own on loopback ports,
 started and killed by the harness. Module names avoid `test_*` so pytest collects nothing here.
 
