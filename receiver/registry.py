@@ -59,11 +59,13 @@ def file_path(url: str, what: str) -> Path:
 
 
 def redact(url: str) -> str:
-    """`url` with any password replaced, safe for logs and event sink names."""
+    """`url` without its credentials and query (where tokens go), safe for logs and sink names."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.username is None and parts.password is None and not parts.query:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    netloc = parts.hostname or ""
     if parts.port is not None:
         netloc += f":{parts.port}"
-    return parts._replace(netloc=netloc).geturl()
+    if parts.username is not None or parts.password is not None:
+        netloc = f"***@{netloc}"
+    return parts._replace(netloc=netloc, query="***" if parts.query else "").geturl()

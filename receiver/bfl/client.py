@@ -44,8 +44,11 @@ class BflClient:
             raise UpstreamError(0, f"{type(exc).__name__}: {exc}", retryable=True) from exc
 
     def _trusted(self, url: str) -> bool:
-        host = (urlsplit(url).hostname or "").lower()
-        return host == urlsplit(self.base_url).hostname or host == "bfl.ai" or host.endswith(".bfl.ai")
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if host == urlsplit(self.base_url).hostname:
+            return True
+        return parts.scheme == "https" and (host == "bfl.ai" or host.endswith(".bfl.ai"))
 
 
 def _json(response: httpx.Response) -> Any:

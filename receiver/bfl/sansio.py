@@ -166,14 +166,24 @@ def _failure_message(body: Mapping[str, Any]) -> str:
 
 
 def _finished_at(body: Mapping[str, Any], result: Mapping[str, Any]) -> float | None:
+    """When BFL finished, if it says so believably; None otherwise (the receive time stands in)."""
     end_time = result.get("end_time")
-    if isinstance(end_time, int | float) and end_time > 1e9:  # an epoch, not a relative clock
-        return float(end_time)
+    if isinstance(end_time, int | float) and not isinstance(end_time, bool):
+        if _EPOCH_S[0] < end_time < _EPOCH_S[1]:
+            return float(end_time)
+        if _EPOCH_S[0] * 1000 < end_time < _EPOCH_S[1] * 1000:  # milliseconds
+            return float(end_time) / 1000
+        return None  # a relative clock, or nonsense
     timestamp = body.get("timestamp")
     if isinstance(timestamp, str):
         try:
             moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
         except ValueError:
             return None
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        seconds = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        return seconds if _EPOCH_S[0] < seconds < _EPOCH_S[1] else None
     return None
+
+
+# Epoch seconds from 2001 to 2286: what a real finishing time can be.
+_EPOCH_S = (1e9, 1e10)

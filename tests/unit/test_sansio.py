@@ -335,3 +335,23 @@ def test_webhook_content_moderated() -> None:
 def test_malformed_webhook_is_a_bad_request(body: Any, match: str) -> None:
     with pytest.raises(BadRequest, match=match):
         parse_webhook(body)
+
+
+@pytest.mark.parametrize(
+    ("end_time", "expected"),
+    [
+        (1_731_000_000.5, 1_731_000_000.5),
+        (1_731_000_000_500, 1_731_000_000.5),  # milliseconds
+        (1745.2, None),  # a relative clock
+        (float("inf"), None),
+        (10**20, None),
+        (True, None),
+    ],
+)
+def test_finish_time_is_taken_only_when_believable(end_time: float, expected: float | None) -> None:
+    body = {
+        "task_id": "t",
+        "status": "SUCCESS",
+        "result": {"sample": "https://x.bfl.ai/s.jpg", "end_time": end_time},
+    }
+    assert parse_webhook(body).finished_at == expected
