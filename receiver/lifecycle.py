@@ -32,6 +32,7 @@ class Policy:
     reconcile_after_s: float = 60.0
     give_up_after_s: float = 1800.0
     lease_s: float = 120.0
+    received_grace_s: float = 600.0  # BFL's signed result URLs live 10 minutes
     retry_base_s: float = 1.0
     retry_cap_s: float = 300.0
     poll_cap_s: float = 60.0
@@ -220,4 +221,8 @@ def retry_delay(job: Job, policy: Policy, retry_after: float | None = None) -> f
 
 
 def _past_deadline(job: Job, now: float, policy: Policy) -> bool:
-    return now - (job.submitted_at or job.created_at) >= policy.give_up_after_s
+    """Past the give-up deadline; a result BFL reported ready keeps at least the life of its URL."""
+    deadline = (job.submitted_at or job.created_at) + policy.give_up_after_s
+    if job.received_at is not None:
+        deadline = max(deadline, job.received_at + policy.received_grace_s)
+    return now >= deadline

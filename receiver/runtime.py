@@ -55,6 +55,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     ready: bool = True
     stopping: anyio.Event = field(default_factory=anyio.Event)
+    stopped_at: float | None = None  # event-loop time of `stop()`
     # Work this process has claimed and not finished, released at shutdown so nobody waits out a lease.
     held_jobs: dict[str, int] = field(default_factory=dict)  # job id -> version when claimed
     held_deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
@@ -88,8 +89,10 @@ class Runtime:
         self.held_jobs.update((job.id, job.version) for job in jobs)
         return jobs
 
-    def done(self, job_id: str) -> None:
-        self.held_jobs.pop(job_id, None)
+    def done(self, job: Job) -> None:
+        """The work on `job` (as claimed) finished; a newer claim of the same job stays held."""
+        if self.held_jobs.get(job.id) == job.version:
+            del self.held_jobs[job.id]
 
     @contextmanager
     def answering_webhook(self) -> Iterator[None]:
@@ -113,7 +116,10 @@ class Runtime:
 
     def stop(self) -> None:
         """Stop taking work: not ready any more, and every loop wakes up to notice."""
+        if self.stopping.is_set():
+            return
         self.ready = False
+        self.stopped_at = anyio.current_time()
         self.stopping.set()
         for wakeup in (self.wakeups.submit, self.wakeups.fetch, self.wakeups.publish, self.wakeups.reconcile):
             wakeup.set()
@@ -161,6 +167,8 @@ async def open_runtime(
                 give_up_after_s=settings.give_up_after_s,
                 retry_base_s=settings.retry_base_s,
                 lease_s=settings.lease_s,
+                # A result reported ready late keeps its URL's 10 minutes, unless giving up comes sooner.
+                received_grace_s=min(600.0, settings.give_up_after_s),
             ),
             fetch_policy=FetchPolicy(
                 allowed_hosts=settings.sample_hosts,

@@ -57,6 +57,13 @@ def _finish(temp: Path, fd: int, chunks: list[bytes], digest: Hash, final: Path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    # The rename itself is on disk only once the folder is: else a crash could lose the file while
+    # the store already says the image is stored.
+    folder = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def _discard(temp: Path, fd: int) -> None:

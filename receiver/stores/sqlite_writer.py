@@ -9,6 +9,7 @@ is waiting for the answer) go into the next transaction ahead of every backgroun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -89,14 +90,16 @@ class WriterThread:
             conn.execute("COMMIT")
         except Exception as exc:  # the transaction itself failed: so did every write in it
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             outcomes = [(False, exc)] * len(batch)
         # One wake-up of each waiting event loop per transaction, not one per write.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, done, loop), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((done, ok, value))
         for loop, settled in by_loop.items():
-            loop.call_soon_threadsafe(_settle, settled)
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, settled)
 
 
 def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

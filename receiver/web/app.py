@@ -60,9 +60,11 @@ def create_app(
                 if workers:
                     await tg.start(run_workers, rt)
                 yield
-                rt.stop()
-                # In-flight work gets the grace period to finish; what is still running then is cancelled.
-                tg.cancel_scope.deadline = anyio.current_time() + settings.shutdown_grace_s
+                rt.stop()  # (already done at the stop signal when served by ReceiverServer)
+                # Work in flight gets what is left of the grace period, counted from the stop signal;
+                # what is still running then is cancelled, and its claims released below.
+                assert rt.stopped_at is not None
+                tg.cancel_scope.deadline = rt.stopped_at + settings.shutdown_grace_s
             with anyio.CancelScope(shield=True):
                 await release_claims(rt)
 

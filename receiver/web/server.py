@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from types import FrameType
 
 import uvicorn
@@ -21,11 +23,19 @@ class ReceiverServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
         super().__init__(config)
         self.app = app
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         runtime = getattr(self.app.state, "rt", None)
         if runtime is not None:
             runtime.ready = False
+            if self.loop is not None:
+                # Background work stops taking new jobs now, while the requests in flight are answered.
+                self.loop.call_soon_threadsafe(runtime.stop)
         super().handle_exit(sig, frame)
 
 

@@ -7,6 +7,7 @@ replaced by a fresh one from `get_result`; only when BFL no longer has the task 
 
 from __future__ import annotations
 
+import anyio
 import stamina
 import structlog
 
@@ -32,6 +33,15 @@ async def claim_received(rt: Runtime, limit: int) -> list[Job]:
 
 async def fetch_and_store(rt: Runtime, job: Job) -> None:
     try:
+        await _fetch_and_store(rt, job)
+    except Exception as exc:  # a failure outside the download itself: try again later, within the deadline
+        log.exception("job.fetch_crashed", job_id=job.id)
+        failure = DownloadError(f"{type(exc).__name__}: {exc}", retryable=True)
+        await rt.update(job.id, lambda j: lifecycle.download_failed(j, failure, rt.clock(), rt.policy))
+
+
+async def _fetch_and_store(rt: Runtime, job: Job) -> None:
+    try:
         image = await _fetch(rt, job)
     except DownloadError as exc:
         failure = exc
@@ -56,12 +66,16 @@ async def fetch_and_store(rt: Runtime, job: Job) -> None:
 async def _fetch(rt: Runtime, job: Job) -> ImageInfo:
     if job.sample_url is None:  # cannot happen: `reported` sets it with the state
         raise DownloadError(f"job {job.id} has no sample URL", retryable=False)
-    retrying = stamina.AsyncRetryingCaller(
-        attempts=INLINE_ATTEMPTS, timeout=rt.settings.download_timeout_s * INLINE_ATTEMPTS
-    )
-    return await retrying(
-        is_retryable, fetch_sample, rt.http, job.sample_url, job.id, rt.blobs, rt.fetch_policy
-    )
+    # All tries end well within the claim, so no other worker starts the same download meanwhile.
+    budget = rt.policy.lease_s * 0.8
+    retrying = stamina.AsyncRetryingCaller(attempts=INLINE_ATTEMPTS, timeout=budget / 2)
+    try:
+        with anyio.fail_after(budget):
+            return await retrying(
+                is_retryable, fetch_sample, rt.http, job.sample_url, job.id, rt.blobs, rt.fetch_policy
+            )
+    except TimeoutError:
+        raise DownloadError(f"download took longer than {budget:.0f} s", retryable=True) from None
 
 
 async def _refresh_sample(rt: Runtime, job: Job) -> bool:

@@ -21,7 +21,7 @@ async def reconcile_due(rt: Runtime, limit: int = 20) -> int:
             break
         await rt.poll_budget.acquire()
         await poll(rt, job)
-        rt.done(job.id)
+        rt.done(job)
     return len(jobs)
 
 

@@ -91,10 +91,10 @@ async def _loop(rt: Runtime, name: str, step: Callable[[], Awaitable[bool]], wak
 async def _fetch(slots: anyio.Semaphore, rt: Runtime, job: Job) -> None:
     try:
         await fetch_and_store(rt, job)
-    except Exception:  # the claim lapses and the job is fetched again; the loop must live on
+    except Exception:  # even recording the failure failed: the claim lapses and the job is fetched again
         log.exception("job.fetch_crashed", job_id=job.id)
     else:
-        rt.done(job.id)
+        rt.done(job)
     finally:
         slots.release()
         rt.wakeups.fetch.set()  # a free slot: take the next received job now, not after IDLE_S

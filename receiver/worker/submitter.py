@@ -50,7 +50,7 @@ class Submitter:
         except Exception:  # the claim lapses and the job is tried again; the loop must live on
             log.exception("job.submit_crashed", job_id=job.id)
         else:
-            rt.done(job.id)
+            rt.done(job)
         finally:
             self.in_flight[job.request.model] -= 1
             rt.wakeups.submit.set()
@@ -59,15 +59,20 @@ class Submitter:
         rt = self.rt
         image = await rt.store.input_image(job.id)
         body = submit_body(job.request, image, rt.webhook_url(job.id), rt.signer.secret_for(job.id))
-        try:
-            accepted = await rt.bfl.submit(job.request.model, body)
-        except UpstreamError as exc:
-            refusal = exc
-            log.warning("job.submit_refused", job_id=job.id, status=exc.status, detail=exc.detail)
-            rt.metrics.inc("submits", outcome="retry" if exc.retryable else "refused")
-            await rt.update(job.id, lambda j: lifecycle.submit_refused(j, refusal, rt.clock(), rt.policy))
-            rt.wakeups.publish.set()
-            return
-        rt.metrics.inc("submits", outcome="accepted")
-        log.info("job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=job.request.model.value)
-        await rt.update(job.id, lambda j: lifecycle.submitted(j, accepted, rt.clock(), rt.policy))
+        # Once the POST is out, BFL may have the task (and bills it): see it through to the record of
+        # its id even while shutting down, or the next start would submit the edit a second time.
+        with anyio.CancelScope(shield=True):
+            try:
+                accepted = await rt.bfl.submit(job.request.model, body)
+            except UpstreamError as exc:
+                refusal = exc
+                log.warning("job.submit_refused", job_id=job.id, status=exc.status, detail=exc.detail)
+                rt.metrics.inc("submits", outcome="retry" if exc.retryable else "refused")
+                await rt.update(job.id, lambda j: lifecycle.submit_refused(j, refusal, rt.clock(), rt.policy))
+                rt.wakeups.publish.set()
+                return
+            rt.metrics.inc("submits", outcome="accepted")
+            log.info(
+                "job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=job.request.model.value
+            )
+            await rt.update(job.id, lambda j: lifecycle.submitted(j, accepted, rt.clock(), rt.policy))

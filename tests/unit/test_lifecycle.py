@@ -471,3 +471,13 @@ def test_a_taken_report_comes_back_claimed_by_the_caller() -> None:
     assert (job.state, job.due_at, job.attempts) == (JobState.RECEIVED, T0 + 25 + POLICY.lease_s, 1)
     left = moved(lifecycle.reported(submitted_job(attempts=4), ready(), Via.WEBHOOK, T0 + 25, POLICY))
     assert (left.due_at, left.attempts) == (T0 + 25, 0)  # due at once, for whoever claims it
+
+
+def test_a_result_reported_late_keeps_time_to_be_fetched() -> None:
+    """Reported ready just before the give-up deadline: a failed download is retried, not expired."""
+    late = T0 + 2 + POLICY.give_up_after_s - 5
+    job = moved(lifecycle.reported(submitted_job(), ready(), Via.WEBHOOK, late, POLICY))
+    error = DownloadError("503", retryable=True)
+    assert moved(lifecycle.download_failed(job, error, late + 30, POLICY)).state is JobState.RECEIVED
+    expired = lifecycle.download_failed(job, error, late + POLICY.received_grace_s, POLICY)
+    assert moved(expired).state is JobState.EXPIRED
