@@ -277,8 +277,11 @@ class _Simulator:
                 copies.start_soon(self._deliver_copy, task, copy, due + hold)
 
     async def _sleep_until(self, due: float) -> None:
-        # Sleeps in real time: webhooks go out on schedule only when `clock` follows the wall clock.
-        await anyio.sleep(max(0.0, due - self.state.clock()))
+        # Sleeps in real time: webhooks go out on schedule only when `clock` follows the wall clock. The
+        # event loop's timer can wake a hair early by `clock`, and a webhook sent before `ready_at` would
+        # announce a task the simulator still counts as active: sleep again until it is really due.
+        while (left := due - self.state.clock()) > 0:  # noqa: ASYNC110 - re-sleeps an early timer, no polling
+            await anyio.sleep(left)
 
     async def _deliver_copy(self, task: Task, copy: int, due: float | None = None) -> None:
         if due is not None:
