@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpcore
 import httpx
 
 READ_LIMIT = 64 * 1024
+
+# Called with a host name and the addresses it resolved to; raises to refuse the connection.
+AddressCheck = Callable[[str, list[str]], None]
 
 _Socket_Option = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
@@ -80,6 +84,13 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """With `check_addresses`, a host name is resolved once, the addresses are checked (the check
+    raises to refuse), and the connection goes to the address that was checked: no second lookup that
+    could answer differently (DNS rebinding). TLS still verifies the certificate for the host name."""
+
+    def __init__(self, check_addresses: AddressCheck | None = None) -> None:
+        self._check = check_addresses
+
     async def connect_tcp(
         self,
         host: str,
@@ -88,10 +99,19 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[_Socket_Option] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        target = host
+        if self._check is not None:
+            with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
+                found = await asyncio.wait_for(
+                    asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
+                )
+            addresses = [str(info[4][0]) for info in found]
+            self._check(host, addresses)
+            target = addresses[0]
         with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
             local = (local_address, 0) if local_address else None
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=READ_LIMIT, local_addr=local), timeout
+                asyncio.open_connection(target, port, limit=READ_LIMIT, local_addr=local), timeout
             )
         for option in socket_options or ():
             writer.get_extra_info("socket").setsockopt(*option)
@@ -113,7 +133,12 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 class BackpressureTransport(httpx.AsyncHTTPTransport):
     """httpx's transport on `AsyncioBackend` (HTTP/1.1, no proxy: what the receiver talks to BFL with)."""
 
-    def __init__(self, limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> None:
+    def __init__(
+        self,
+        limits: httpx.Limits,
+        verify: ssl.SSLContext | bool = True,
+        check_addresses: AddressCheck | None = None,
+    ) -> None:
         super().__init__(limits=limits, verify=verify)
         # httpx builds its httpcore pool without a way to pass a network backend, so replace the pool.
         self._pool = httpcore.AsyncConnectionPool(
@@ -121,5 +146,5 @@ class BackpressureTransport(httpx.AsyncHTTPTransport):
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=AsyncioBackend(),
+            network_backend=AsyncioBackend(check_addresses),
         )

@@ -22,7 +22,7 @@ from receiver.sinks import Sink, sinks_from_urls
 from receiver.stores import Delivery, Store, store_from_url
 from receiver.webhook_auth import WebhookSigner
 from receiver.worker.budget import PollBudget
-from receiver.worker.fetch import FetchPolicy
+from receiver.worker.fetch import FetchPolicy, download_client
 from receiver.worker.wakeup import Wakeup
 
 Clock = Callable[[], float]
@@ -45,7 +45,8 @@ class Runtime:
     blobs: BlobStore
     sinks: dict[str, Sink]
     bfl: BflClient
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # to BFL's API
+    downloads: httpx.AsyncClient  # to the hosts results are downloaded from (see `download_client`)
     signer: WebhookSigner
     policy: Policy
     fetch_policy: FetchPolicy
@@ -148,11 +149,17 @@ async def open_runtime(
         ]
         timeout = httpx.Timeout(30.0, read=settings.download_timeout_s)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        fetch_policy = FetchPolicy(
+            allowed_hosts=settings.sample_hosts,
+            max_bytes=settings.max_sample_bytes,
+            max_pixels=settings.max_sample_pixels,
+        )
         http = await stack.enter_async_context(
             httpx.AsyncClient(
                 timeout=timeout, transport=transport or BackpressureTransport(limits), follow_redirects=False
             )
         )
+        downloads = await stack.enter_async_context(download_client(fetch_policy, timeout, limits, transport))
         yield Runtime(
             settings=settings,
             store=opened_store,
@@ -160,6 +167,7 @@ async def open_runtime(
             sinks={sink.name: sink for sink in opened_sinks},
             bfl=BflClient(http, settings.bfl_api_url, settings.bfl_api_key),
             http=http,
+            downloads=downloads,
             signer=WebhookSigner(settings.signing_keys),
             policy=Policy(
                 source=event_source(settings),
@@ -170,11 +178,7 @@ async def open_runtime(
                 # A result reported ready late keeps its URL's 10 minutes, unless giving up comes sooner.
                 received_grace_s=min(600.0, settings.give_up_after_s),
             ),
-            fetch_policy=FetchPolicy(
-                allowed_hosts=settings.sample_hosts,
-                max_bytes=settings.max_sample_bytes,
-                max_pixels=settings.max_sample_pixels,
-            ),
+            fetch_policy=fetch_policy,
             poll_budget=PollBudget(settings.max_polls_per_s),
             clock=clock,
         )

@@ -7,16 +7,16 @@ store discards what it had written.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import anyio
 import httpx
 
 from receiver.bfl.validation import read_image_header
 from receiver.blobs import BlobStore, image_key
 from receiver.errors import DownloadError, SampleRejected
 from receiver.hosts import check_resolved, check_sample_url, is_ip_literal
+from receiver.http_transport import BackpressureTransport
 from receiver.models import ImageInfo
 
 _HEAD_BYTES = 256 * 1024  # enough for the header of any JPEG/PNG/WebP short of absurd metadata
@@ -35,6 +35,22 @@ class FetchPolicy:
     max_pixels: int
 
 
+def download_client(
+    policy: FetchPolicy,
+    timeout: httpx.Timeout,
+    limits: httpx.Limits,
+    transport: httpx.AsyncBaseTransport | None,
+) -> httpx.AsyncClient:
+    """The client for result downloads: each connection goes only to an address the allowlist admits."""
+
+    def check(host: str, addresses: list[str]) -> None:
+        if not is_ip_literal(host):  # an IP literal was checked with the URL
+            check_resolved(host, addresses, policy.allowed_hosts)
+
+    transport = transport or BackpressureTransport(limits, check_addresses=check)
+    return httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+
+
 def sniff(head: bytes) -> str | None:
     """Content type from magic bytes, or None when the bytes are not a JPEG, PNG or WebP."""
     for magic, content_type in _MAGIC.items():
@@ -48,23 +64,15 @@ def sniff(head: bytes) -> str | None:
 async def fetch_sample(
     http: httpx.AsyncClient, url: str, job_id: str, blobs: BlobStore, policy: FetchPolicy
 ) -> ImageInfo:
-    host, port = check_sample_url(url, policy.allowed_hosts)
-    if not is_ip_literal(host):  # a name could resolve to an internal address; an IP was checked above
-        addresses = [info[4][0] for info in await _resolve(host, port)]
-        check_resolved(host, addresses, policy.allowed_hosts)
+    # The host name is checked here; the addresses it resolves to are checked as the downloads client
+    # connects (see `download_client`).
+    check_sample_url(url, policy.allowed_hosts)
     try:
         async with http.stream("GET", url) as response:
             _check_response(response, policy)
             return await _store(response, job_id, blobs, policy)
     except httpx.TransportError as exc:  # timeouts, resets, a body cut short
         raise DownloadError(f"download failed: {type(exc).__name__}: {exc}", retryable=True) from exc
-
-
-async def _resolve(host: str, port: int) -> Sequence[tuple[object, object, object, str, tuple[str, int]]]:
-    try:
-        return await anyio.getaddrinfo(host, port)
-    except OSError as exc:
-        raise DownloadError(f"cannot resolve sample host {host}: {exc}", retryable=True) from exc
 
 
 def _check_response(response: httpx.Response, policy: FetchPolicy) -> None:

@@ -72,7 +72,7 @@ async def _fetch(rt: Runtime, job: Job) -> ImageInfo:
     try:
         with anyio.fail_after(budget):
             return await retrying(
-                is_retryable, fetch_sample, rt.http, job.sample_url, job.id, rt.blobs, rt.fetch_policy
+                is_retryable, fetch_sample, rt.downloads, job.sample_url, job.id, rt.blobs, rt.fetch_policy
             )
     except TimeoutError:
         raise DownloadError(f"download took longer than {budget:.0f} s", retryable=True) from None

@@ -116,3 +116,23 @@ async def test_tls(tls_server: tuple[str, Path]) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_downloads_connect_only_to_addresses_the_allowlist_admits(server: str) -> None:
+    """The name is resolved once and its addresses checked where the connection is made: `localhost`
+    (loopback) is refused unless named exactly, and nothing is sent to a refused address."""
+    from receiver.errors import SampleRejected
+    from receiver.worker.fetch import FetchPolicy, download_client
+
+    port = server.rsplit(":", 1)[1]
+    limits, timeout = httpx.Limits(), httpx.Timeout(5.0)
+
+    def policy(*hosts: str) -> FetchPolicy:
+        return FetchPolicy(allowed_hosts=hosts, max_bytes=10**6, max_pixels=10**6)
+
+    async with download_client(policy("*.example.com"), timeout, limits, None) as refusing:
+        with pytest.raises(SampleRejected, match="resolves to internal address"):
+            await refusing.get(f"http://localhost:{port}/hello")
+    async with download_client(policy("localhost"), timeout, limits, None) as named:
+        assert (await named.get(f"http://localhost:{port}/hello")).content == b"hello"
