@@ -691,7 +691,7 @@ def test_dropped_webhooks_are_never_sent(inbox: Inbox) -> None:
 def test_webhook_delay_postpones_the_webhook_after_the_task_is_ready(inbox: Inbox) -> None:
     with simulator(webhook_delay_s=0.2, **FAST) as sim:
         task_id = sim.task_id(webhook_url=inbox.hook_url("delayed"))
-        wait_until(lambda: inbox.for_task(task_id), 5, "the delayed webhook")
+        wait_until(lambda: sim.describe(task_id)["webhooks"], 5, "the delayed webhook, sent and answered")
 
         described = sim.describe(task_id)
         assert described["webhooks"][0]["at"] - described["ready_at"] >= 0.2
@@ -700,7 +700,12 @@ def test_webhook_delay_postpones_the_webhook_after_the_task_is_ready(inbox: Inbo
 def test_duplicated_webhooks_are_sent_twice(inbox: Inbox) -> None:
     with simulator(webhook_duplicate_rate=1.0, **FAST) as sim:
         task_id = sim.task_id(webhook_url=inbox.hook_url("twice"))
-        wait_until(lambda: len(inbox.for_task(task_id)) == 2, 5, "two copies")
+        # The simulator records a copy once it has the answer, a moment after the inbox has the request.
+        wait_until(
+            lambda: len(inbox.for_task(task_id)) == 2 and len(sim.describe(task_id)["webhooks"]) == 2,
+            5,
+            "two copies sent and answered",
+        )
 
         first, second = inbox.for_task(task_id)
         assert first.json["task_id"] == second.json["task_id"] == task_id
