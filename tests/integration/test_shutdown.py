@@ -107,21 +107,9 @@ def test_work_still_running_after_the_grace_period_is_released(tmp_path: Path) -
     quiet = dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0)
     with serve(create_sim_app(quiet)) as sim_url, serve(results) as results_url:
         port = free_port()
-        env = receiver_env(
-            sim_url,
-            port,
-            tmp_path,
-            RECEIVER_SHUTDOWN_GRACE_S="1",
-            RECEIVER_LOG_LEVEL="info",
-            RECEIVER_LOG_JSON="false",
-        )
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        env = _logging_env(sim_url, port, tmp_path, grace_s=1)
         with receiver_process(env, port, tmp_path / "receiver.log") as receiver:
-            job_id = httpx.post(
-                f"{receiver.url}/v1/edits", json={"prompt": "x", "image": IMAGE_B64}, headers=headers
-            ).json()["id"]
-            wait_until(lambda: _state(receiver.url, job_id) == "submitted", 10, "the submit")
-            secret = WebhookSigner(["chaos-signing-key"]).secret_for(job_id)
+            job_id, secret = _submitted(receiver.url)
             body = {"task_id": "t", "status": "SUCCESS", "result": {"sample": f"{results_url}/sample.png"}}
             answer = httpx.post(
                 f"{receiver.url}/webhooks/bfl/{job_id}", json=body, headers={"X-Webhook-Secret": secret}
@@ -140,6 +128,30 @@ def test_work_still_running_after_the_grace_period_is_released(tmp_path: Path) -
             wait_until(lambda: _state(receiver.url, job_id) == "published", 10, "the image after the restart")
 
 
+def _logging_env(sim_url: str, port: int, data: Path, grace_s: float) -> dict[str, str]:
+    """A receiver's environment that logs its shutdown (at info) with the given grace period."""
+    return receiver_env(
+        sim_url,
+        port,
+        data,
+        RECEIVER_SHUTDOWN_GRACE_S=str(grace_s),
+        RECEIVER_LOG_LEVEL="info",
+        RECEIVER_LOG_JSON="0",
+    )
+
+
+def _submitted(url: str) -> tuple[str, str]:
+    """An edit submitted upstream through the receiver at `url`: its job id and webhook secret."""
+    answer = httpx.post(
+        f"{url}/v1/edits",
+        json={"prompt": "x", "image": IMAGE_B64},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    job_id: str = answer.json()["id"]
+    wait_until(lambda: _state(url, job_id) == "submitted", 10, "the submit")
+    return job_id, WebhookSigner(["chaos-signing-key"]).secret_for(job_id)
+
+
 def _state(url: str, job_id: str) -> str:
     answer = httpx.get(f"{url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {TOKEN}"})
     state: str = answer.json()["state"]
@@ -151,22 +163,10 @@ def test_a_webhook_in_flight_at_sigterm_is_answered_and_kept(tmp_path: Path) -> 
     quiet = dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0)
     with serve(create_sim_app(quiet)) as sim_url:
         port = free_port()
-        env = receiver_env(
-            sim_url,
-            port,
-            tmp_path,
-            RECEIVER_SHUTDOWN_GRACE_S="5",
-            RECEIVER_LOG_LEVEL="info",
-            RECEIVER_LOG_JSON="0",
-        )
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        env = _logging_env(sim_url, port, tmp_path, grace_s=5)
         with receiver_process(env, port, tmp_path / "receiver.log") as receiver:
-            job_id = httpx.post(
-                f"{receiver.url}/v1/edits", json={"prompt": "x", "image": IMAGE_B64}, headers=headers
-            ).json()["id"]
-            wait_until(lambda: _state(receiver.url, job_id) == "submitted", 10, "the submit")
+            job_id, secret = _submitted(receiver.url)
             body = json.dumps({"task_id": "t", "status": "Error", "error": "boom"}).encode()
-            secret = WebhookSigner(["chaos-signing-key"]).secret_for(job_id)
             with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
                 head = (
                     f"POST /webhooks/bfl/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
