@@ -15,6 +15,8 @@ import httpx
 from tests.integration.stack import SIM_KEY, TOKEN
 from tests.servers import wait_until
 
+SIGNING_KEY = "process-signing-key"
+
 
 def receiver_env(sim_url: str, port: int, data: Path, **overrides: str) -> dict[str, str]:
     """The environment of a production-configured receiver in front of the simulator."""
@@ -25,7 +27,7 @@ def receiver_env(sim_url: str, port: int, data: Path, **overrides: str) -> dict[
             "BFL_API_URL": sim_url,
             "BFL_API_KEY": SIM_KEY,
             "RECEIVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "RECEIVER_SIGNING_KEYS": "chaos-signing-key",
+            "RECEIVER_SIGNING_KEYS": SIGNING_KEY,
             "RECEIVER_API_TOKENS": TOKEN,
             "RECEIVER_STORE_URL": f"sqlite:///{data / 'receiver.db'}",
             "RECEIVER_BLOB_URL": f"file://{data / 'images'}",

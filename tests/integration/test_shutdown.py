@@ -23,7 +23,7 @@ from receiver.simulator import create_sim_app
 from receiver.web.app import create_app
 from receiver.web.server import ReceiverServer
 from receiver.webhook_auth import WebhookSigner
-from tests.integration.processes import receiver_env, receiver_process
+from tests.integration.processes import SIGNING_KEY, receiver_env, receiver_process
 from tests.integration.stack import FAST_SIM, IMAGE_B64, TOKEN, make_image, receiver_settings
 from tests.servers import free_port, serve, wait_until
 
@@ -149,7 +149,7 @@ def _submitted(url: str) -> tuple[str, str]:
     )
     job_id: str = answer.json()["id"]
     wait_until(lambda: _state(url, job_id) == "submitted", 10, "the submit")
-    return job_id, WebhookSigner(["chaos-signing-key"]).secret_for(job_id)
+    return job_id, WebhookSigner([SIGNING_KEY]).secret_for(job_id)
 
 
 def _state(url: str, job_id: str) -> str:
