@@ -8,9 +8,8 @@ from typing import Any
 from receiver.models import Job
 from receiver.stores.base import Delivery, DeliveryState
 
-SELECT_DELIVERIES = (
-    "SELECT event_id, sink, state, attempts, next_at, last_error, delivered_at FROM deliveries"
-)
+DELIVERY_COLUMNS = "event_id, sink, state, attempts, next_at, last_error, delivered_at"
+SELECT_DELIVERIES = f"SELECT {DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - constants only
 
 
 def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None]:

@@ -17,6 +17,7 @@ from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Delivery, DeliveryState
 from receiver.stores.rows import (
+    DELIVERY_COLUMNS,
     SELECT_DELIVERIES,
     delivery_from_row,
     job_columns,
@@ -111,6 +112,11 @@ class SQLiteStore(ResourceBase):
             raise RuntimeError("store is not open; use `async with store:`")
         return await self._writer.run(write, urgent=is_urgent())
 
+    async def _any_due(self, due: str, params: tuple[Any, ...]) -> bool:
+        """Whether a claim would find anything: asked on the read connection, so the loops that look
+        for work on every wake-up do not queue empty transactions at the writer."""
+        return await self._read(f"SELECT 1 {due} LIMIT 1", params) is not None
+
     async def _read(self, sql: str, params: tuple[Any, ...], many: bool = False) -> Any:
         reader = self._reader
         if reader is None:
@@ -179,16 +185,19 @@ class SQLiteStore(ResourceBase):
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
     ) -> list[Job]:
         marks = ",".join("?" * len(states))
-        sql = f"SELECT doc FROM jobs WHERE state IN ({marks}) AND due_at <= ?"  # noqa: S608 - only "?" marks
+        due = f"FROM jobs WHERE state IN ({marks}) AND due_at <= ?"
         params: tuple[Any, ...] = (*states, now)
         if model is not None:
-            sql += " AND model = ?"
+            due += " AND model = ?"
             params += (model.value,)
+        if not await self._any_due(due, params):
+            return []
 
         def claim(conn: sqlite3.Connection) -> list[Job]:
             claimed = []
             for (doc,) in conn.execute(
-                sql + " ORDER BY due_at, created_at LIMIT ?", (*params, limit)
+                f"SELECT doc {due} ORDER BY due_at, created_at LIMIT ?",
+                (*params, limit),
             ).fetchall():
                 job = job_from_doc(doc)
                 taken = dataclasses.replace(job.claimed(now, lease_s), version=job.version + 1)
@@ -240,12 +249,15 @@ class SQLiteStore(ResourceBase):
         self, now: float, lease_s: float, limit: int, sinks: Collection[str]
     ) -> list[Delivery]:
         marks = ",".join("?" * len(sinks))
-        sql = SELECT_DELIVERIES + f" WHERE state = ? AND next_at <= ? AND sink IN ({marks})"
+        due = f"FROM deliveries WHERE state = ? AND next_at <= ? AND sink IN ({marks})"
+        params = (DeliveryState.PENDING.value, now, *sinks)
+        if not await self._any_due(due, params):
+            return []
 
         def claim(conn: sqlite3.Connection) -> list[Delivery]:
             rows = conn.execute(
-                sql + " ORDER BY next_at, event_id, sink LIMIT ?",
-                (DeliveryState.PENDING.value, now, *sinks, limit),
+                f"SELECT {DELIVERY_COLUMNS} {due} ORDER BY next_at, event_id, sink LIMIT ?",
+                (*params, limit),
             ).fetchall()
             claimed = [delivery_from_row(row).claimed(now, lease_s) for row in rows]
             conn.executemany(
