@@ -121,7 +121,7 @@ def still_running(job: Job, now: float, policy: Policy) -> Transition | None:
         return None
     if _past_deadline(job, now, policy):
         return expire(job, now, policy, "timeout", "no result before the deadline")
-    delay = min(policy.poll_cap_s, policy.retry_base_s * 2 ** min(job.attempts, 16))
+    delay = backoff(job.attempts + 1, policy.retry_base_s, policy.poll_cap_s, job.id)
     return Transition(dataclasses.replace(job, due_at=now + delay))
 
 

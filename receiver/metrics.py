@@ -13,9 +13,6 @@ class Metrics:
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
         self.counters[name, tuple(sorted(labels.items()))] += amount
 
-    def value(self, name: str, **labels: str) -> int:
-        return self.counters[name, tuple(sorted(labels.items()))]
-
     def render(self, gauges: Mapping[str, Mapping[str, int]] | None = None) -> str:
         """Counters (`kontext_<name>_total`) and gauges (`kontext_<name>{label=...}`)."""
         lines: list[str] = []

@@ -24,7 +24,6 @@ from receiver.stores import Delivery, DeliveryState
 log = structlog.get_logger("receiver.publisher")
 
 INLINE_ATTEMPTS = 3
-BACKOFF_CAP_S = 300.0
 
 
 async def publish_due(rt: Runtime, limit: int = 64) -> int:
@@ -91,7 +90,7 @@ async def _failed(rt: Runtime, delivery: Delivery, sink: Sink, exc: Exception) -
     )
     retry_after = exc.retry_after if isinstance(exc, TransientError) else None
     delay = backoff(
-        delivery.attempts, rt.settings.retry_base_s, BACKOFF_CAP_S, delivery.event_id, retry_after
+        delivery.attempts, rt.policy.retry_base_s, rt.policy.retry_cap_s, delivery.event_id, retry_after
     )
     state = DeliveryState.DEAD if dead else DeliveryState.PENDING
     await _record(rt, delivery, state, f"{type(exc).__name__}: {exc}"[:500], delay)

@@ -30,12 +30,11 @@ async def poll(rt: Runtime, job: Job) -> None:
         raise ValueError(f"job {job.id} was submitted without a task id")
     try:
         report = await rt.bfl.get_result(job.bfl_task_id, job.polling_url)
+        rt.metrics.inc("polls", status=report.report.value)
     except UpstreamError as exc:
         log.warning("job.poll_failed", job_id=job.id, error=str(exc))
-        await rt.update(job.id, lambda j: lifecycle.still_running(j, rt.clock(), rt.policy))
-        return
-    rt.metrics.inc("polls", status=report.report.value)
-    if report.report is Report.RUNNING:
+        report = None
+    if report is None or report.report is Report.RUNNING:  # ask again later, or give up at the deadline
         await rt.update(job.id, lambda j: lifecycle.still_running(j, rt.clock(), rt.policy))
         return
     _, changed = await rt.update(

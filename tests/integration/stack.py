@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
 
 from receiver.models import FINAL_STATES
 from receiver.settings import Settings, SimSettings
 from receiver.simulator import create_sim_app
 from receiver.web.app import create_app
 from receiver.webhook_auth import WebhookSigner
+from tests.images import base64_image
 from tests.servers import free_port, serve, wait_until
 
 TOKEN = "test-token"
@@ -27,13 +25,7 @@ SIM_KEY = "sim-key"
 FAST_SIM = SimSettings(latency_s=0.05, webhook_retry_delays=(0.05, 0.1, 0.2), seed=7, api_keys=(SIM_KEY,))
 
 
-def make_image(width: int = 96, height: int = 64, kind: str = "JPEG") -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (30, 90, 200)).save(buffer, kind)
-    return buffer.getvalue()
-
-
-IMAGE_B64 = base64.b64encode(make_image()).decode()
+IMAGE_B64 = base64_image("JPEG", (96, 64))
 
 
 @dataclass

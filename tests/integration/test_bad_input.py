@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from receiver.webhook_auth import body_signature
-from tests.integration.stack import FAST_SIM, IMAGE_B64, SIM_KEY, TOKEN, Stack, make_image, stack
+from tests.images import base64_image, encode_image
+from tests.integration.stack import FAST_SIM, IMAGE_B64, SIM_KEY, TOKEN, Stack, stack
 from tests.servers import serve, wait_until
 
 # Webhooks never arrive and nobody polls: a submitted job stays put while the test sends its own.
@@ -39,12 +38,6 @@ def snapshot(running: Stack) -> tuple[Any, ...]:
     return (running.jobs(), running.sim("/_sim/stats")["submits"], running.events())
 
 
-def big_png(width: int, height: int) -> str:
-    buffer = io.BytesIO()
-    Image.new("1", (width, height)).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 VALID = {"prompt": "Change the car color to red", "image": IMAGE_B64}
 
 
@@ -56,7 +49,7 @@ VALID = {"prompt": "Change the car color to red", "image": IMAGE_B64}
         ({"image": "not base64!"}, "image"),
         ({"image": base64.b64encode(b"plain text, not an image").decode()}, "image"),
         ({"image": "A" * (28 * 1024 * 1024 - 200)}, "image"),
-        ({"image": big_png(5000, 4100)}, "image"),
+        ({"image": base64_image("PNG", (5000, 4100), "1")}, "image"),
         ({"aspect_ratio": "1:3"}, "aspect_ratio"),
         ({"aspect_ratio": "wide"}, "aspect_ratio"),
         ({"safety_tolerance": 7}, "safety_tolerance"),
@@ -232,6 +225,6 @@ def test_sample_that_is_not_an_image_is_refused(tmp_path: Path, quiet: Stack, su
 
 def test_large_valid_image_is_accepted(quiet: Stack) -> None:
     """Just under the caps goes through (the 413/422 limits are not off by one the wrong way)."""
-    data = make_image(2000, 1500)
+    data = encode_image("JPEG", (2000, 1500))
     job = quiet.submit(image=base64.b64encode(data).decode())
     assert job["state"] == "created"

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.stack import TOKEN, Stack, make_image, stack
+from tests.images import encode_image
+from tests.integration.stack import TOKEN, Stack, stack
 from tests.servers import wait_until
 
 
@@ -50,7 +51,7 @@ def test_demo_prints_a_completed_event_whose_image_matches(tmp_path: Path) -> No
 
 def test_edit_waits_for_the_outcome_and_writes_the_image(tmp_path: Path) -> None:
     source = tmp_path / "car.png"
-    source.write_bytes(make_image(kind="PNG"))
+    source.write_bytes(encode_image("PNG"))
     with stack(tmp_path / "data") as running:
         out = tmp_path / "edited.jpg"
         env = {"RECEIVER_URL": running.url, "RECEIVER_TOKEN": TOKEN}

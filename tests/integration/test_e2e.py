@@ -11,7 +11,8 @@ import pytest
 
 from receiver.simulator import create_sim_app
 from receiver.webhook_auth import WebhookSigner
-from tests.integration.stack import FAST_SIM, IMAGE_B64, Stack, make_image, receiver, stack
+from tests.images import encode_image
+from tests.integration.stack import FAST_SIM, IMAGE_B64, Stack, receiver, stack
 from tests.servers import free_port, serve, wait_until
 
 
@@ -186,7 +187,7 @@ def test_image_by_url_and_upstream_422(tmp_path: Path) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    png = make_image(kind="PNG")
+    png = encode_image("PNG")
     files = Starlette(routes=[Route("/car.png", lambda request: Response(png, media_type="image/png"))])
     with stack(tmp_path) as running, serve(files) as files_url:
         good = running.submit(image=None, image_url=f"{files_url}/car.png")

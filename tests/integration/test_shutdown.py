@@ -23,8 +23,9 @@ from receiver.simulator import create_sim_app
 from receiver.web.app import create_app
 from receiver.web.server import ReceiverServer
 from receiver.webhook_auth import WebhookSigner
+from tests.images import encode_image
 from tests.integration.processes import SIGNING_KEY, receiver_env, receiver_process
-from tests.integration.stack import FAST_SIM, IMAGE_B64, TOKEN, make_image, receiver_settings
+from tests.integration.stack import FAST_SIM, IMAGE_B64, TOKEN, receiver_settings
 from tests.servers import free_port, serve, wait_until
 
 
@@ -95,7 +96,7 @@ def test_work_still_running_after_the_grace_period_is_released(tmp_path: Path) -
     """A download hangs past the grace period: it is cancelled, nothing half-written stays, and the
     claim is released, so the restarted receiver fetches the image at once instead of after its lease."""
     hang = {"first": True}
-    image = make_image(kind="PNG")
+    image = encode_image("PNG")
 
     async def sample(request: Request) -> Response:
         if hang["first"]:

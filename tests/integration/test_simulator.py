@@ -32,19 +32,14 @@ from receiver.simulator import create_sim_app
 from receiver.simulator.state import SimState
 from receiver.webhook_auth import body_signature
 from tests.clock import FakeClock
+from tests.images import base64_image, encode_image
 from tests.servers import free_port, serve, wait_until
 
 KEY = "test-key"
 T0 = 1_700_000_000.0
 
 
-def png(size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-IMAGE = base64.b64encode(png()).decode()
+IMAGE = base64_image()
 
 
 @dataclass
@@ -205,12 +200,6 @@ def test_get_result_without_an_id_is_a_validation_error(sim: Sim) -> None:
 # -- refusals --------------------------------------------------------------------------------
 
 
-def huge_png() -> str:
-    buffer = io.BytesIO()
-    Image.new("1", (5000, 4001)).save(buffer, "PNG")  # 20.005 MP in a few kB
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 @pytest.mark.parametrize(
     ("change", "loc", "kind"),
     [
@@ -225,7 +214,12 @@ def huge_png() -> str:
             id="not an image",
         ),
         pytest.param({"input_image": "A" * 28_000_000}, "input_image", "image_invalid", id="over 20 MB"),
-        pytest.param({"input_image": huge_png()}, "input_image", "image_invalid", id="over 20 MP"),
+        pytest.param(  # 20.005 MP in a few kB
+            {"input_image": base64_image("PNG", (5000, 4001), "1")},
+            "input_image",
+            "image_invalid",
+            id="over 20 MP",
+        ),
         pytest.param({"aspect_ratio": "1:3"}, "aspect_ratio", "aspect_ratio", id="aspect ratio below 3:7"),
         pytest.param({"aspect_ratio": "8:3"}, "aspect_ratio", "aspect_ratio", id="aspect ratio above 7:3"),
         pytest.param({"aspect_ratio": "16/9"}, "aspect_ratio", "aspect_ratio", id="aspect ratio malformed"),
@@ -513,7 +507,7 @@ def test_public_url_is_used_for_polling_and_sample_urls() -> None:
 
 
 def test_image_urls_are_fetched_with_the_injected_transport() -> None:
-    picture = png((300, 100))
+    picture = encode_image("PNG", (300, 100))
 
     def remote(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/down":

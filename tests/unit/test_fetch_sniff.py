@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from PIL import Image
 
 from receiver.blobs.memory import MemoryBlobStore
 from receiver.errors import DownloadError, SampleRejected
 from receiver.models import ImageInfo
 from receiver.worker.fetch import FetchPolicy, fetch_sample, sniff
+from tests.images import encode_image
 
 pytestmark = pytest.mark.anyio
 
@@ -26,12 +25,6 @@ POLICY = FetchPolicy(allowed_hosts=("*.bfl.ai", "127.0.0.1"), max_bytes=200_000,
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def encode_image(fmt: str, size: tuple[int, int] = (64, 48)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 30, 30)).save(out, format=fmt)
-    return out.getvalue()
 
 
 PNG = encode_image("PNG")

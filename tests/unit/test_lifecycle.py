@@ -397,11 +397,14 @@ def test_retryable_refusal_past_the_give_up_deadline_fails() -> None:
 # --- polling a task that is still running ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("attempts", "delay"), [(0, 1.0), (1, 2.0), (3, 8.0), (6, 60.0), (40, 60.0)])
-def test_still_running_polls_again_with_capped_backoff(attempts: int, delay: float) -> None:
+@pytest.mark.parametrize(("attempts", "nominal"), [(0, 1.0), (1, 2.0), (3, 8.0), (6, 60.0), (40, 60.0)])
+def test_still_running_polls_again_with_capped_jittered_backoff(attempts: int, nominal: float) -> None:
     job = submitted_job(attempts=attempts)
     later = moved(lifecycle.still_running(job, T0 + 100, POLICY))
-    assert later == dataclasses.replace(job, due_at=T0 + 100 + delay)
+    delay = (later.due_at or 0.0) - (T0 + 100)
+    assert nominal / 2 <= delay <= nominal
+    assert later == dataclasses.replace(job, due_at=later.due_at)
+    assert moved(lifecycle.still_running(job, T0 + 100, POLICY)) == later  # reproducible per job and attempt
 
 
 def test_still_running_at_the_deadline_expires() -> None:

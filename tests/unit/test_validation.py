@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import base64
-import io
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from receiver.bfl.validation import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, EditFields, parse_edit
 from receiver.errors import InvalidRequest, Problem
+from tests.images import encode_image
 
 IMAGE_KEYS = ("image",)
 URL_KEYS = ("image_url",)
-
-
-def encode_image(fmt: str = "PNG", size: tuple[int, int] = (32, 24), mode: str = "RGB") -> bytes:
-    out = io.BytesIO()
-    Image.new(mode, size).save(out, format=fmt)
-    return out.getvalue()
 
 
 def b64(data: bytes) -> str:
@@ -207,7 +200,7 @@ def test_valid_images_are_accepted_with_their_header(fmt: str, content_type: str
 def test_base64_with_line_breaks_is_accepted() -> None:
     wrapped = "\n".join(PNG_B64[i : i + 76] for i in range(0, len(PNG_B64), 76))
     image = parse(payload(image=wrapped)).image
-    assert image is not None and image.width == 32
+    assert image is not None and (image.width, image.height) == (64, 48)  # encode_image's default size
 
 
 def test_base64_longer_than_20_mb_is_refused_before_decoding() -> None:
