@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from receiver.registry import Registry
-from receiver.stores.base import Delivery, DeliveryState, Store
+from receiver.stores.base import Delivery, DeliveryState, Overview, Store
+from receiver.stores.feed import FeedEntry
 
 STORES: Registry[Store] = Registry(
     "store",
@@ -17,4 +18,4 @@ STORES: Registry[Store] = Registry(
 )
 store_from_url = STORES.from_url
 
-__all__ = ["STORES", "Delivery", "DeliveryState", "Store", "store_from_url"]
+__all__ = ["STORES", "Delivery", "DeliveryState", "FeedEntry", "Overview", "Store", "store_from_url"]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import anyio
 import asyncpg
 import structlog
 
@@ -17,7 +18,8 @@ from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
-from receiver.stores.base import Delivery, DeliveryState
+from receiver.stores.base import Delivery, DeliveryState, Overview
+from receiver.stores.feed import FEED_COLUMNS, FeedEntry, Signal, entry_from_row
 from receiver.stores.rows import (
     SELECT_DELIVERIES,
     delivery_from_row,
@@ -30,6 +32,7 @@ from receiver.stores.rows import (
 log = structlog.get_logger("receiver.stores.postgres")
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+FEED_CHANNEL = "kontext_receiver_feed"  # the payload names the schema whose feed grew
 
 
 class PostgresStore(ResourceBase):
@@ -39,6 +42,8 @@ class PostgresStore(ResourceBase):
         self.max_connections = max_connections
         self.applied: list[str] = []  # the migrations `open` applied
         self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._signal = Signal()
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -63,6 +68,7 @@ class PostgresStore(ResourceBase):
             try:
                 async with pool.acquire() as conn:
                     self.applied = await apply_migrations(conn, self.schema)
+                await self._listen()
             except BaseException:
                 await pool.close()
                 raise
@@ -72,7 +78,21 @@ class PostgresStore(ResourceBase):
             log.info("store.migrated", schema=self.schema, applied=self.applied)
         self._pool = pool
 
+    async def _listen(self) -> None:
+        """LISTEN for feed growth on a connection of its own (again, after it was lost)."""
+        if self._listener is None or self._listener.is_closed():
+            listener = await asyncpg.connect(self.dsn)
+            await listener.add_listener(FEED_CHANNEL, self._on_notify)
+            self._listener = listener
+
+    def _on_notify(self, conn: object, pid: int, channel: str, schema: str) -> None:
+        if self.schema is None or schema == self.schema:
+            self._signal.notify()
+
     async def aclose(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -251,6 +271,60 @@ class PostgresStore(ResourceBase):
                 [(event_id, sink, DeliveryState.PENDING.value, now) for sink in sinks],
             )
         return len(sinks)
+
+    async def feed(
+        self, after: int, *, job_id: str | None = None, types: Collection[str] = (), limit: int = 100
+    ) -> list[FeedEntry]:
+        await self._listen()
+        await self._number()
+        sql = f"SELECT {FEED_COLUMNS} FROM feed WHERE seq > $1"  # noqa: S608 - constants and $n only
+        args: list[Any] = [after]
+        if job_id is not None:
+            args.append(job_id)
+            sql += f" AND job_id = ${len(args)}"
+        if types:
+            args.append(list(types))
+            sql += f" AND type = ANY(${len(args)}::text[])"
+        args.append(limit)
+        rows = await self.pool.fetch(sql + f" ORDER BY seq LIMIT ${len(args)}", *args)
+        return [entry_from_row(tuple(row)) for row in rows]
+
+    async def _number(self) -> None:
+        """Number the committed feed rows that have no number yet, under a lock: rows committed later
+        get higher numbers, even when their transaction began first."""
+        if await self.pool.fetchval("SELECT 1 FROM feed WHERE seq IS NULL LIMIT 1") is None:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            lock = f"kontext-receiver.feed:{self.schema or ''}"
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock)
+            await conn.execute(
+                "WITH numbered AS (SELECT id, nextval('feed_seq') AS seq"
+                " FROM (SELECT id FROM feed WHERE seq IS NULL ORDER BY id) AS waiting)"
+                " UPDATE feed SET seq = numbered.seq FROM numbered WHERE feed.id = numbered.id"
+            )
+
+    def feed_changed(self) -> anyio.Event:
+        return self._signal.changed()
+
+    async def overview(self, now: float) -> Overview:
+        states = await self.pool.fetch("SELECT state, count(*) FROM jobs GROUP BY state")
+        recent = await self.pool.fetchval(
+            "SELECT count(*) FROM feed WHERE body IS NOT NULL AND at >= $1", now - 60
+        )
+        dead = await self.pool.fetchval(
+            "SELECT count(DISTINCT event_id) FROM deliveries WHERE state = $1", DeliveryState.DEAD.value
+        )
+        oldest = await self.pool.fetch(
+            "SELECT d.sink, min((j.doc->>'finished_at')::float8) FROM deliveries d"
+            " JOIN jobs j ON j.id = d.event_id WHERE d.state <> $1 GROUP BY d.sink",
+            DeliveryState.DELIVERED.value,
+        )
+        return Overview(
+            jobs_per_state={state.value: 0 for state in JobState} | {row[0]: int(row[1]) for row in states},
+            events_last_minute=int(recent),
+            dead_letters=int(dead),
+            oldest_undelivered={row[0]: float(row[1] or 0.0) for row in oldest},
+        )
 
 
 async def _save(
