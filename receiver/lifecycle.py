@@ -57,6 +57,7 @@ def submitted(job: Job, accepted: Submitted, now: float, policy: Policy) -> Tran
         bfl_task_id=job.bfl_task_id or accepted.task_id,
         polling_url=job.polling_url or accepted.polling_url,
         submitted_at=job.submitted_at or now,
+        cost=job.cost if job.cost is not None else accepted.cost,
     )
     if job.state is not JobState.CREATED:
         # The webhook beat our own record of the submit: keep its outcome, just note the task.

@@ -86,6 +86,7 @@ class Job:
     bfl_task_id: str | None = None
     polling_url: str | None = None
     submitted_at: float | None = None
+    cost: float | None = None  # credits BFL charged, per its submit answer
     sample_url: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
     bfl_finished_at: float | None = None

@@ -104,6 +104,8 @@ class Settings:
     lease_s: float = 120.0
     max_polls_per_s: float = 10.0
     shutdown_grace_s: float = 20.0
+    max_streams: int = 500  # open GET /v1/events streams per process
+    heartbeat_s: float = 15.0  # a comment on an idle event stream this often keeps proxies from closing it
     log_level: str = "info"
     log_json: bool = True
     demo: bool = False
@@ -136,6 +138,8 @@ class Settings:
             lease_s=env.number("RECEIVER_LEASE_S", defaults.lease_s, 1.0),
             max_polls_per_s=env.number("RECEIVER_MAX_POLLS_PER_S", defaults.max_polls_per_s, 0.01),
             shutdown_grace_s=env.number("RECEIVER_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
+            max_streams=env.integer("RECEIVER_MAX_STREAMS", defaults.max_streams, 1),
+            heartbeat_s=env.number("RECEIVER_SSE_HEARTBEAT_S", defaults.heartbeat_s, 0.01),
             log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),
             log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
         )

@@ -27,6 +27,7 @@ class Report(StrEnum):
 class Submitted:
     task_id: str
     polling_url: str | None
+    cost: float | None = None  # credits, as the submit answer states them
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,12 @@ def parse_submit(status: int, body: Any) -> Submitted:
     """The task id of an accepted submit, or `UpstreamError` saying whether a retry can help."""
     if status == 200 and isinstance(body, Mapping) and isinstance(body.get("id"), str) and body["id"]:
         polling_url = body.get("polling_url")
-        return Submitted(body["id"], polling_url if isinstance(polling_url, str) else None)
+        cost = body.get("cost")
+        return Submitted(
+            body["id"],
+            polling_url if isinstance(polling_url, str) else None,
+            float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        )
     detail = error_detail(body) if status != 200 else "answer without a task id"
     raise UpstreamError(status, detail, retryable=status not in _FINAL_SUBMIT_STATUSES)
 

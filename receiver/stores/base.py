@@ -120,6 +120,9 @@ class Store(Resource, Protocol):
         """Feed entries numbered above `after`, in order: an entry committed later is never numbered
         below one already read, so a reader that resumes after the last number it saw misses nothing."""
 
+    async def feed_head(self) -> int:
+        """The number of the newest feed entry (0 for none): where a reader of only what is new starts."""
+
     def feed_changed(self) -> anyio.Event:
         """Set when the feed next grows (by any process on a shared store); take it before `feed`."""
 

@@ -181,6 +181,9 @@ class MemoryStore(ResourceBase):
         )
         return [e for _, e in zip(range(limit), entries, strict=False)]
 
+    async def feed_head(self) -> int:
+        return len(self._feed)
+
     def feed_changed(self) -> anyio.Event:
         return self._signal.changed()
 

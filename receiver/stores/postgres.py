@@ -303,6 +303,10 @@ class PostgresStore(ResourceBase):
                 " UPDATE feed SET seq = numbered.seq FROM numbered WHERE feed.id = numbered.id"
             )
 
+    async def feed_head(self) -> int:
+        await self._number()
+        return int(await self.pool.fetchval("SELECT coalesce(max(seq), 0) FROM feed"))
+
     def feed_changed(self) -> anyio.Event:
         return self._signal.changed()
 

@@ -362,14 +362,16 @@ class SQLiteStore(ResourceBase):
         rows = await self._read(sql + " ORDER BY seq LIMIT ?", (*params, limit), many=True)
         return [entry_from_row(row) for row in rows]
 
+    async def feed_head(self) -> int:
+        row = await self._read("SELECT MAX(seq) FROM feed", ())
+        return int(row[0] or 0)
+
     def feed_changed(self) -> anyio.Event:
         return self._signal.changed()
 
     async def overview(self, now: float) -> Overview:
         states = await self._read("SELECT state, COUNT(*) FROM jobs GROUP BY state", (), many=True)
-        recent = await self._read(
-            "SELECT COUNT(*) FROM feed WHERE body IS NOT NULL AND at >= ?", (now - 60,)
-        )
+        recent = await self._read("SELECT COUNT(*) FROM feed WHERE body IS NOT NULL AND at >= ?", (now - 60,))
         dead = await self._read(
             "SELECT COUNT(DISTINCT event_id) FROM deliveries WHERE state = ?", (DeliveryState.DEAD.value,)
         )

@@ -18,8 +18,9 @@ from receiver.runtime import Clock, open_runtime
 from receiver.settings import Settings
 from receiver.sinks import Sink
 from receiver.stores import Store
-from receiver.web import edits, health, jobs, webhooks
+from receiver.web import dashboard, edits, events, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
+from receiver.web.thumbnails import ThumbnailCache
 from receiver.worker.runner import release_claims, run_workers
 
 ROUTES = [
@@ -28,11 +29,14 @@ ROUTES = [
     Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
     Route("/v1/jobs/{job_id}/image", jobs.get_image, methods=["GET"]),
     Route("/v1/jobs/{job_id}/redeliver", jobs.redeliver, methods=["POST"]),
+    Route("/v1/events", events.stream_events, methods=["GET"]),
+    Route("/v1/overview", jobs.overview, methods=["GET"]),
     Route("/webhooks/bfl/{job_id}", webhooks.bfl_webhook, methods=["POST"]),
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
     Route("/metrics", health.metrics, methods=["GET"]),
     Route("/openapi.json", health.openapi, methods=["GET"]),
+    *dashboard.ROUTES,
 ]
 
 
@@ -56,6 +60,8 @@ def create_app(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
         ) as rt:
             app.state.rt = rt
+            app.state.streams = events.StreamSlots(settings.max_streams)
+            app.state.thumbnails = ThumbnailCache()
             async with anyio.create_task_group() as tg:
                 if workers:
                     await tg.start(run_workers, rt)

@@ -17,23 +17,28 @@ from starlette.responses import JSONResponse, Response
 from receiver.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     InvalidRequest,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     ReceiverError,
     Unauthorized,
 )
 from receiver.runtime import Runtime
+from receiver.web import session
 
 log = structlog.get_logger("receiver.web")
 
 STATUS: dict[type[ReceiverError], int] = {
     BadRequest: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
     InvalidRequest: 422,
+    Overloaded: 503,
 }
 
 
@@ -71,18 +76,28 @@ def _refuse_constant(name: str) -> Any:
 
 
 def require_token(request: Request) -> None:
-    """Check `Authorization: Bearer <token>` against RECEIVER_API_TOKENS, in constant time."""
+    """Check `Authorization: Bearer <token>` against RECEIVER_API_TOKENS, in constant time; without that
+    header, a dashboard session cookie will do (and, for anything but a read, its CSRF token)."""
     tokens = runtime(request).settings.api_tokens
     if not tokens:  # only a demo receiver runs without tokens (`Settings.check` refuses otherwise)
         return
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    header = request.headers.get("authorization")
+    if header is None and session.COOKIE in request.cookies:
+        session.require(request, runtime(request).settings)
+        return
+    scheme, _, presented = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not presented:
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    if not token_matches(tokens, presented.strip()):
+        raise Unauthorized("invalid bearer token")
+
+
+def token_matches(tokens: tuple[str, ...], presented: str) -> bool:
+    """Whether `presented` is one of `tokens`, comparing with every one in constant time."""
     matched = False
     for token in tokens:
-        matched |= hmac.compare_digest(token.encode(), presented.strip().encode())
-    if not matched:
-        raise Unauthorized("invalid bearer token")
+        matched |= hmac.compare_digest(token.encode(), presented.encode("utf-8", "surrogateescape"))
+    return matched
 
 
 async def on_receiver_error(request: Request, exc: Exception) -> Response:
@@ -94,6 +109,8 @@ async def on_receiver_error(request: Request, exc: Exception) -> Response:
     headers = (
         {"WWW-Authenticate": "Bearer"} if status == 401 and request.url.path.startswith("/v1/") else None
     )
+    if status == 503:
+        headers = {"Retry-After": "5"}
     if isinstance(exc, InvalidRequest):
         return JSONResponse({"detail": [p.as_dict() for p in exc.problems]}, status_code=422)
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)

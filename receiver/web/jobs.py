@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from receiver.blobs import image_key
 from receiver.errors import Conflict, InvalidRequest, NotFound, Problem
-from receiver.models import FINAL_STATES, Job, JobState
+from receiver.models import FINAL_STATES, ImageInfo, Job, JobState, isotime
 from receiver.web.common import require_token, runtime
+from receiver.web.thumbnails import CONTENT_TYPE as THUMBNAIL_TYPE
+from receiver.web.thumbnails import MAX_WIDTH, MIN_WIDTH, ThumbnailCache
 from receiver.web.views import job_view
 
 MAX_WAIT_S = 60.0
@@ -48,21 +50,63 @@ async def list_jobs(request: Request) -> JSONResponse:
         limit=limit,
         offset=offset,
     )
-    return JSONResponse({"jobs": [job_view(job) for job in jobs], "limit": limit, "offset": offset})
+    include = request.query_params.get("include")
+    if include not in {None, "deliveries"}:
+        raise InvalidRequest([Problem(("query", "include"), "only include=deliveries is supported", "enum")])
+    views = [job_view(job, await rt.store.deliveries(job.id) if include else None) for job in jobs]
+    return JSONResponse({"jobs": views, "limit": limit, "offset": offset})
 
 
-async def get_image(request: Request) -> StreamingResponse:
+async def get_image(request: Request) -> Response:
+    """The stored result; with `?width=N`, a thumbnail N pixels wide (WebP)."""
     require_token(request)
-    rt = runtime(request)
     job = await _job(request)
     if job.image is None:
         raise NotFound(f"job {job.id} has no stored image (state {job.state.value})")
-    chunks = rt.blobs.read(image_key(job.id, job.image.content_type))
-    first = await anext(chunks)  # raises NotFound before the response starts
-    return StreamingResponse(
-        _prepend(first, chunks),
-        media_type=job.image.content_type,
-        headers={"Content-Length": str(job.image.bytes), "ETag": f'"{job.image.sha256}"'},
+    return await _serve_image(request, image_key(job.id, job.image.content_type), job.image)
+
+
+async def overview(request: Request) -> JSONResponse:
+    """Jobs per state, completion events in the last minute, dead letters, oldest undelivered per sink."""
+    require_token(request)
+    rt = runtime(request)
+    now = rt.clock()
+    seen = await rt.store.overview(now)
+    return JSONResponse(
+        {
+            "jobs": seen.jobs_per_state,
+            "events_per_minute": seen.events_last_minute,
+            "dead_letters": seen.dead_letters,
+            "oldest_undelivered": {
+                sink: {"since": isotime(made), "age_s": round(max(0.0, now - made), 1)}
+                for sink, made in sorted(seen.oldest_undelivered.items())
+            },
+        }
+    )
+
+
+async def _serve_image(request: Request, key: str, image: ImageInfo) -> Response:
+    rt = runtime(request)
+    width = request.query_params.get("width")
+    if width is None:
+        chunks = rt.blobs.read(key)
+        first = await anext(chunks)  # raises NotFound before the response starts
+        return StreamingResponse(
+            _prepend(first, chunks),
+            media_type=image.content_type,
+            headers={"Content-Length": str(image.bytes), "ETag": f'"{image.sha256}"'},
+        )
+    pixels = int(_number(request, "width", 0, MIN_WIDTH, MAX_WIDTH))
+
+    async def load() -> bytes:
+        return b"".join([chunk async for chunk in rt.blobs.read(key)])
+
+    thumbs: ThumbnailCache = request.app.state.thumbnails
+    small = await thumbs.get(image.sha256, pixels, load)
+    return Response(
+        small,
+        media_type=THUMBNAIL_TYPE,
+        headers={"ETag": f'"{image.sha256}-{pixels}"', "Cache-Control": "private, max-age=86400"},
     )
 
 

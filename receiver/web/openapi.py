@@ -21,6 +21,7 @@ _JOB = {
     }
 }
 _ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_WIDTH = {"name": "width", "in": "query", "schema": {"type": "integer", "minimum": 16, "maximum": 1024}}
 _AUTHED = {"401": _error("Missing or invalid bearer token"), "404": _error("No such job")}
 
 OPENAPI: dict[str, Any] = {
@@ -117,6 +118,7 @@ OPENAPI: dict[str, Any] = {
                     {"name": "delivery", "in": "query", "schema": {"enum": ["dead"]}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 500}},
                     {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "include", "in": "query", "schema": {"enum": ["deliveries"]}},
                 ],
                 "responses": {
                     "200": {"description": "Jobs"},
@@ -136,9 +138,52 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/jobs/{job_id}/image": {
             "get": {
-                "summary": "The stored result image",
-                "parameters": _ID,
-                "responses": {"200": {"description": "The image", "content": {"image/*": {}}}} | _AUTHED,
+                "summary": "The stored result image; `width` makes a WebP thumbnail that wide",
+                "parameters": [*_ID, _WIDTH],
+                "responses": {"200": {"description": "The image", "content": {"image/*": {}}}}
+                | _AUTHED
+                | {"422": _error("width out of range")},
+            }
+        },
+        "/v1/events": {
+            "get": {
+                "summary": "Server-Sent Events: job state changes, completion CloudEvents, delivery states",
+                "description": "Each entry is `id: <n>`, `event: <type>`, `data: <JSON>`; resume with "
+                "`Last-Event-ID` (or `after`) on any replica of the same store. Without either the stream "
+                "starts with what happens next (with `job`, with that job's first entry). An idle stream "
+                "gets a `: heartbeat` comment every RECEIVER_SSE_HEARTBEAT_S seconds.",
+                "parameters": [
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "schema": {"type": "string", "pattern": "^\\d+$"},
+                    },
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "job", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "type",
+                        "in": "query",
+                        "description": "comma-separated or repeated: kontext.job.state, "
+                        "kontext.delivery.state, kontext.edit.completed|failed|moderated|expired",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "The stream", "content": {"text/event-stream": {}}},
+                    "401": _error("Missing or invalid bearer token (or session)"),
+                    "422": _error("Last-Event-ID or after is not an event number"),
+                    "503": _error("RECEIVER_MAX_STREAMS streams are open in this process; retry later"),
+                },
+            }
+        },
+        "/v1/overview": {
+            "get": {
+                "summary": "Jobs per state, completion events in the last minute, dead letters, "
+                "oldest undelivered event per sink",
+                "responses": {
+                    "200": {"description": "The overview"},
+                    "401": _error("Missing or invalid bearer token"),
+                },
             }
         },
         "/v1/jobs/{job_id}/redeliver": {

@@ -18,6 +18,7 @@ def job_view(job: Job, deliveries: list[Delivery] | None = None) -> dict[str, An
         "prompt": job.request.prompt,
         "metadata": job.request.metadata,
         "bfl_task_id": job.bfl_task_id,
+        "cost": job.cost,
         "via": job.via.value if job.via else None,
         "image": dataclasses.asdict(job.image) if job.image else None,
         "error": job.error,

@@ -43,6 +43,10 @@ class FeedContract:
         assert entries[2].data() == transition.event.to_dict()
         assert entries[3].data() == {"job_id": "job-1", "state": "dead", "sink": delivery.sink}
         assert await store.feed(seqs[1]) == entries[2:]
+        assert await store.feed_head() == seqs[-1]
+
+    async def test_an_empty_feed(self, store: Store) -> None:
+        assert await store.feed(0) == [] and await store.feed_head() == 0
 
     async def test_filters_and_limit(self, store: Store) -> None:
         for job_id in ("job-a", "job-b", "job-c"):

@@ -88,7 +88,9 @@ def test_submit_body_passes_an_image_url_through() -> None:
     ("body", "expected"),
     [
         pytest.param(
-            {"id": "task-1", "polling_url": POLLING, "cost": 4.0}, Submitted("task-1", POLLING), id="polling"
+            {"id": "task-1", "polling_url": POLLING, "cost": 4.0},
+            Submitted("task-1", POLLING, 4.0),
+            id="polling",
         ),
         pytest.param(
             {"id": "task-1", "status": "Pending", "webhook_url": HOOK},

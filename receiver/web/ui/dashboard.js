@@ -1,0 +1,96 @@
+// The jobs table and overview strip, kept current by /v1/events.
+import { age, api, badge, element, follow, shortSink, throttle } from "/ui/static/common.js";
+
+const rows = document.getElementById("rows");
+const stateFilter = document.getElementById("state");
+const deadFilter = document.getElementById("dead");
+const STATES = ["created", "submitted", "received", "stored", "published", "failed", "moderated", "expired"];
+const jobs = new Map(); // job id -> its last view
+
+function sinkBadges(job) {
+  const cell = element("div", { class: "sink-badges" });
+  for (const d of job.deliveries || []) {
+    const name = shortSink(d.sink);
+    cell.append(element("span", { class: `badge badge-${d.state}`, title: `${d.sink}: ${d.state}` },
+      `${name}: ${d.state}`));
+  }
+  if (!cell.childElementCount) cell.append(element("span", { class: "muted", text: "–" }));
+  return cell;
+}
+
+function row(job) {
+  const link = element("a", { href: `/ui/jobs/${encodeURIComponent(job.id)}`, text: job.id.slice(0, 8) });
+  const tr = element("tr", { "data-job": job.id, "data-state": job.state },
+    element("td", { "data-label": "Job" }, link),
+    element("td", { "data-label": "State" }, badge(job.state)),
+    element("td", { "data-label": "Model", text: job.model.replace("flux-kontext-", "kontext-") }),
+    element("td", { "data-label": "Prompt", class: "prompt-cell", text: job.prompt, title: job.prompt }),
+    element("td", { "data-label": "Age", class: "age", "data-created": job.created_at, text: age(job.created_at) }),
+    element("td", { "data-label": "Outcome", text: job.outcome || "–" }),
+    element("td", { "data-label": "Sinks" }, sinkBadges(job)),
+  );
+  return tr;
+}
+
+function matches(job) {
+  if (stateFilter.value && job.state !== stateFilter.value) return false;
+  if (deadFilter.checked && !(job.deliveries || []).some((d) => d.state === "dead")) return false;
+  return true;
+}
+
+function render() {
+  const shown = [...jobs.values()].filter(matches).sort((a, b) => b.created_at.localeCompare(a.created_at));
+  rows.replaceChildren(...shown.slice(0, 100).map(row));
+  document.getElementById("empty").hidden = shown.length > 0;
+}
+
+async function load() {
+  const params = new URLSearchParams({ limit: "100", include: "deliveries" });
+  if (stateFilter.value) params.set("state", stateFilter.value);
+  if (deadFilter.checked) params.set("delivery", "dead");
+  const body = await api(`/v1/jobs?${params}`);
+  jobs.clear();
+  for (const job of body.jobs) jobs.set(job.id, job);
+  render();
+}
+
+async function refreshJob(jobId) {
+  const job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`);
+  jobs.set(job.id, job);
+  render();
+}
+
+async function overview() {
+  const seen = await api("/v1/overview");
+  document.getElementById("states").replaceChildren(...STATES.map((state) =>
+    element("li", { class: `tile tile-${state}` },
+      element("span", { class: "count", text: String(seen.jobs[state] || 0) }),
+      element("span", { class: "label", text: state }))));
+  document.getElementById("rate").textContent = String(seen.events_per_minute);
+  document.getElementById("dead-count").textContent = String(seen.dead_letters);
+  const oldest = Object.entries(seen.oldest_undelivered);
+  document.getElementById("oldest").replaceChildren(...(oldest.length
+    ? oldest.map(([sink, o]) => element("span", { class: "oldest", title: sink, text: `${shortSink(sink)}: ${age(o.since)}` }))
+    : [element("span", { text: "all delivered" })]));
+}
+
+const pending = new Set();
+const flush = throttle(() => {
+  const ids = [...pending];
+  pending.clear();
+  for (const id of ids) refreshJob(id).catch(() => {});
+}, 250);
+const refreshOverview = throttle(() => overview().catch(() => {}), 1000);
+
+stateFilter.addEventListener("change", () => load());
+deadFilter.addEventListener("change", () => load());
+setInterval(() => {
+  for (const cell of rows.querySelectorAll("td.age")) cell.textContent = age(cell.dataset.created);
+}, 5000);
+
+await Promise.all([load(), overview()]);
+follow("", (jobId) => {
+  if (jobId) pending.add(jobId);
+  flush();
+  refreshOverview();
+});
