@@ -22,7 +22,7 @@ from receiver.sinks import Sink, sinks_from_urls
 from receiver.stores import Delivery, Store, store_from_url
 from receiver.webhook_auth import WebhookSigner
 from receiver.worker.budget import PollBudget
-from receiver.worker.fetch import FetchPolicy, download_client
+from receiver.downloads import FetchPolicy, download_client
 from receiver.worker.wakeup import Wakeup
 
 Clock = Callable[[], float]
