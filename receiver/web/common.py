@@ -25,8 +25,9 @@ from receiver.errors import (
     ReceiverError,
     Unauthorized,
 )
-from receiver.runtime import Runtime
+from receiver.services import Services
 from receiver.web import session
+from receiver.worker.handover import Handover
 
 log = structlog.get_logger("receiver.web")
 
@@ -42,9 +43,15 @@ STATUS: dict[type[ReceiverError], int] = {
 }
 
 
-def runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
+def services(request: Request) -> Services:
+    opened: Services = request.app.state.services
+    return opened
+
+
+def handover(request: Request) -> Handover:
+    """The background work of this process, as far as the HTTP side may drive it."""
+    work: Handover = request.app.state.scheduler
+    return work
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -78,12 +85,13 @@ def _refuse_constant(name: str) -> Any:
 def require_token(request: Request) -> None:
     """Check `Authorization: Bearer <token>` against RECEIVER_API_TOKENS, in constant time; without that
     header, a dashboard session cookie will do (and, for anything but a read, its CSRF token)."""
-    tokens = runtime(request).settings.api_tokens
+    settings = services(request).settings
+    tokens = settings.api_tokens
     if not tokens:  # only a demo receiver runs without tokens (`Settings.check` refuses otherwise)
         return
     header = request.headers.get("authorization")
     if header is None and session.COOKIE in request.cookies:
-        session.require(request, runtime(request).settings)
+        session.require(request, settings)
         return
     scheme, _, presented = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not presented:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from receiver.errors import Forbidden, NotFound
 from receiver.web import session
-from receiver.web.common import read_body, runtime, token_matches
+from receiver.web.common import read_body, services, token_matches
 
 UI = resources.files("receiver.web") / "ui"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
@@ -40,7 +40,7 @@ def _page(name: str, status: int = 200, **values: str) -> HTMLResponse:
 
 def _signed_in(request: Request) -> str | None:
     """The session's CSRF token; "" for a demo receiver (no tokens, no sign-in); None when signed out."""
-    settings = runtime(request).settings
+    settings = services(request).settings
     if not settings.api_tokens:
         return ""
     return session.csrf_token(request, settings)
@@ -70,7 +70,7 @@ async def sign_in(request: Request) -> Response:
     nonce = request.cookies.get(SIGNIN_COOKIE, "")
     if not nonce or not secrets.compare_digest(form.get("csrf", ""), nonce):
         raise Forbidden("the sign-in form is stale or was not sent by this dashboard: reload it")
-    settings = runtime(request).settings
+    settings = services(request).settings
     token = form.get("token", "").strip()
     if not token or not token_matches(settings.api_tokens, token):
         return _signin_page("That token is not valid here.", status=401)
@@ -82,7 +82,7 @@ async def sign_in(request: Request) -> Response:
 
 async def sign_out(request: Request) -> Response:
     form = await _form(request)
-    session.require(request, runtime(request).settings, presented_csrf=form.get("csrf", ""))
+    session.require(request, services(request).settings, presented_csrf=form.get("csrf", ""))
     response = RedirectResponse("/ui/", status_code=303, headers=SECURITY_HEADERS)
     session.end(response)
     return response

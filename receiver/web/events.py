@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from receiver.errors import InvalidRequest, Overloaded, Problem
 from receiver.stores import FeedEntry, Store
-from receiver.web.common import require_token, runtime
+from receiver.web.common import require_token, services
 
 BATCH = 100
 RETRY_MS = 2000  # how long a browser's EventSource waits before it reconnects
@@ -63,7 +63,7 @@ class EventStream(StreamingResponse):
 
 async def stream_events(request: Request) -> EventStream:
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     job_id = request.query_params.get("job") or None
     types = tuple(t for t in request.query_params.getlist("type") for t in t.split(",") if t)
     resume = request.headers.get("last-event-id") or request.query_params.get("after")
@@ -71,10 +71,10 @@ async def stream_events(request: Request) -> EventStream:
         where = "header" if request.headers.get("last-event-id") else "query"
         name = "Last-Event-ID" if where == "header" else "after"
         raise InvalidRequest([Problem((where, name), "must be an event id this stream sent", "int")])
-    after = int(resume) if resume is not None else 0 if job_id else await rt.store.feed_head()
+    after = int(resume) if resume is not None else 0 if job_id else await svc.store.feed_head()
     slots: StreamSlots = request.app.state.streams
     slots.take()
-    return EventStream(_events(rt.store, after, job_id, types, rt.settings.heartbeat_s), slots)
+    return EventStream(_events(svc.store, after, job_id, types, svc.settings.heartbeat_s), slots)
 
 
 async def _events(

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 
 class FeedContract:
     async def test_a_jobs_life_in_order_with_its_event(self, store: Store) -> None:
-        job = await store.insert(make_job("job-1"), None)
+        job = await store.insert(make_job("job-1"))
         claimed = await store.claim([JobState.CREATED], T0, 30, 1)  # no state change: not in the feed
         transition = final(claimed[0])
         await store.save(transition.job, event=transition.event, sinks=SINKS)
@@ -50,7 +50,7 @@ class FeedContract:
 
     async def test_filters_and_limit(self, store: Store) -> None:
         for job_id in ("job-a", "job-b", "job-c"):
-            job = await store.insert(make_job(job_id), None)
+            job = await store.insert(make_job(job_id))
             transition = final(job)
             await store.save(transition.job, event=transition.event, sinks=SINKS)
         assert [e.state for e in await store.feed(0, job_id="job-b")] == ["created", "failed", None]
@@ -61,14 +61,14 @@ class FeedContract:
 
     async def test_a_write_that_grows_the_feed_wakes_readers(self, store: Store) -> None:
         changed = store.feed_changed()
-        await store.insert(make_job("job-1"), None)
+        await store.insert(make_job("job-1"))
         with anyio.fail_after(5):
             await changed.wait()
         assert [e.job_id for e in await store.feed(0)] == ["job-1"]
 
     async def test_overview(self, store: Store) -> None:
-        await store.insert(make_job("job-a"), None)
-        job = await store.insert(make_job("job-b"), None)
+        await store.insert(make_job("job-a"))
+        job = await store.insert(make_job("job-b"))
         transition = final(job)
         await store.save(transition.job, event=transition.event, sinks=SINKS)
         [delivery, _] = await store.deliveries("job-b")
@@ -109,7 +109,7 @@ class TestPostgresFeed(FeedContract):
         url = postgres_schemas()
         async with store_from_url(url) as writer, store_from_url(url) as reader:
             changed = reader.feed_changed()
-            await writer.insert(make_job("job-1"), None)
+            await writer.insert(make_job("job-1"))
             with anyio.fail_after(5):
                 await changed.wait()
             assert [e.job_id for e in await reader.feed(0)] == ["job-1"]
@@ -130,7 +130,7 @@ class TestPostgresFeed(FeedContract):
                     "INSERT INTO jobs (id, state, model, version, created_at, doc)"
                     " VALUES ('late', 'created', 'flux-kontext-pro', 0, 0, '{}')"
                 )
-                await store.insert(make_job("early"), None)
+                await store.insert(make_job("early"))
                 [early] = await store.feed(0)
                 assert early.job_id == "early"
                 await late.commit()

@@ -131,10 +131,18 @@ def test_the_dashboard_end_to_end(browser: Browser, running: Stack, sink: tuple[
     # Its page: the images load side by side, with dimensions and sha256.
     page.click(f"{row(page, dead_id)} a")
     page.wait_for_url(f"**/ui/jobs/{dead_id}")
-    until(page, "document.querySelector('#result').naturalWidth > 0")
-    assert "sha256" in page.locator("#details").inner_text()
+    until(page, "['#input', '#result'].every(id => document.querySelector(id).naturalWidth > 0)")
+    before, after = page.locator("#input").bounding_box(), page.locator("#result").bounding_box()
+    assert before and after and before["y"] == after["y"] and before["x"] + before["width"] <= after["x"]
+    details = page.locator("#details").inner_text()
+    assert "Input sha256" in details and "Result sha256" in details and "1280 × 800" in details
     assert page.locator("#sinks tr[data-sink] .badge-dead").count() == 1
     page.screenshot(path=SHOTS / "job-desktop.png", full_page=True)
+    page.click("#mode")  # the overlay: the slider reveals as much of the result as it says
+    page.locator("#slider").fill("30")
+    assert page.locator("#result").evaluate("img => img.style.clipPath") == "inset(0px 0px 0px 70%)"
+    page.click("#mode")
+    assert page.locator("#slider").is_hidden()
 
     # A POST without the CSRF token is refused, even with the session cookie; nothing is redelivered.
     refused = page.request.post(f"{running.url}/v1/jobs/{dead_id}/redeliver")
@@ -161,7 +169,7 @@ def test_the_dashboard_end_to_end(browser: Browser, running: Stack, sink: tuple[
     assert small.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     small.screenshot(path=SHOTS / "dashboard-phone.png")
     small.goto(f"{running.url}/ui/jobs/{dead_id}")
-    until(small, "document.querySelector('#result').naturalWidth > 0")
+    until(small, "['#input', '#result'].every(id => document.querySelector(id).naturalWidth > 0)")
     assert small.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     small.screenshot(path=SHOTS / "job-phone.png", full_page=True)
     phone.close()

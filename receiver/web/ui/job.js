@@ -25,12 +25,12 @@ function render(job) {
   const state = document.getElementById("state");
   state.replaceWith(Object.assign(badge(job.state), { id: "state" }));
   document.getElementById("prompt").textContent = job.prompt;
-  const input = job.input || null;
+  const input = (job.inputs || [])[0] || null;
   showImage("input", `${base}/input?width=${THUMB}`, Boolean(input));
   showImage("result", `${base}/image?width=${THUMB}`, Boolean(job.image));
   const note = document.getElementById("no-input");
   note.hidden = Boolean(input);
-  note.textContent = input ? "" : "The input image is not kept for this job; only the result is shown.";
+  note.textContent = input ? "" : "This job has no stored input image (it was given by URL); only the result is shown.";
   document.getElementById("mode").hidden = !(input && job.image);
 
   const details = [
