@@ -135,7 +135,9 @@ def test_the_dashboard_end_to_end(browser: Browser, running: Stack, sink: tuple[
     before, after = page.locator("#input").bounding_box(), page.locator("#result").bounding_box()
     assert before and after and before["y"] == after["y"] and before["x"] + before["width"] <= after["x"]
     details = page.locator("#details").inner_text()
-    assert "Input sha256" in details and "Result sha256" in details and "1280 × 800" in details
+    shown = running.job(dead_id)
+    for image in (shown["inputs"][0], shown["image"]):
+        assert image["sha256"] in details and f"{image['width']} \u00d7 {image['height']}" in details
     assert page.locator("#sinks tr[data-sink] .badge-dead").count() == 1
     page.screenshot(path=SHOTS / "job-desktop.png", full_page=True)
     page.click("#mode")  # the overlay: the slider reveals as much of the result as it says
