@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.browser import chromium
+from tests.integration.contrast import contrast_failures
 from tests.integration.stack import FAST_SIM, TOKEN, Stack, stack
 from tests.servers import serve, wait_until
 
@@ -99,6 +100,7 @@ def test_the_dashboard_end_to_end(browser: Browser, running: Stack, sink: tuple[
     # A wrong token is refused; the right one opens the dashboard, with the CSP on every page.
     assert sign_in(page, running.url, "not-the-token") == 401
     assert page.locator(".error").inner_text() == "That token is not valid here."
+    assert contrast_failures(page) == []
     errors.clear()  # the refused sign-in's 401
     assert sign_in(page, running.url) == 200
     cookie = next(c for c in context.cookies() if c["name"] == "kr_session")
@@ -127,6 +129,7 @@ def test_the_dashboard_end_to_end(browser: Browser, running: Stack, sink: tuple[
     page.wait_for_selector(f'{row(page, job_id)}[data-state="published"]')
     until(page, "document.querySelector('#dead-count').textContent === '1'")
     page.screenshot(path=SHOTS / "dashboard-desktop.png")
+    assert contrast_failures(page) == []
 
     # Its page: the images load side by side, with dimensions and sha256.
     page.click(f"{row(page, dead_id)} a")
@@ -140,6 +143,7 @@ def test_the_dashboard_end_to_end(browser: Browser, running: Stack, sink: tuple[
         assert image["sha256"] in details and f"{image['width']} \u00d7 {image['height']}" in details
     assert page.locator("#sinks tr[data-sink] .badge-dead").count() == 1
     page.screenshot(path=SHOTS / "job-desktop.png", full_page=True)
+    assert contrast_failures(page) == []
     page.click("#mode")  # the overlay: the slider reveals as much of the result as it says
     page.locator("#slider").fill("30")
     assert page.locator("#result").evaluate("img => img.style.clipPath") == "inset(0px 0px 0px 70%)"
@@ -170,6 +174,7 @@ def test_the_dashboard_end_to_end(browser: Browser, running: Stack, sink: tuple[
     small.wait_for_selector(f'{row(small, dead_id)}[data-state="published"]')
     assert small.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     small.screenshot(path=SHOTS / "dashboard-phone.png")
+    assert contrast_failures(small) == []
     small.goto(f"{running.url}/ui/jobs/{dead_id}")
     until(small, "['#input', '#result'].every(id => document.querySelector(id).naturalWidth > 0)")
     assert small.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
