@@ -65,7 +65,7 @@ async def stream_events(request: Request) -> EventStream:
     require_token(request)
     svc = services(request)
     job_id = request.query_params.get("job") or None
-    types = tuple(t for t in request.query_params.getlist("type") for t in t.split(",") if t)
+    types = tuple(name for value in request.query_params.getlist("type") for name in value.split(",") if name)
     resume = request.headers.get("last-event-id") or request.query_params.get("after")
     if resume is not None and not resume.strip().isdigit():
         where = "header" if request.headers.get("last-event-id") else "query"

@@ -6,6 +6,7 @@ const stateFilter = document.getElementById("state");
 const deadFilter = document.getElementById("dead");
 const STATES = ["created", "submitted", "received", "stored", "published", "failed", "moderated", "expired"];
 const jobs = new Map(); // job id -> its last view
+const KEEP = 200;
 
 function sinkBadges(job) {
   const cell = element("div", { class: "sink-badges" });
@@ -57,6 +58,10 @@ async function load() {
 async function refreshJob(jobId) {
   const job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`);
   jobs.set(job.id, job);
+  if (jobs.size > KEEP) { // a tab left open for days keeps the newest only
+    const oldest = [...jobs.values()].sort((a, b) => a.created_at.localeCompare(b.created_at));
+    for (const stale of oldest.slice(0, jobs.size - KEEP)) jobs.delete(stale.id);
+  }
   render();
 }
 
@@ -88,9 +93,10 @@ setInterval(() => {
   for (const cell of rows.querySelectorAll("td.age")) cell.textContent = age(cell.dataset.created);
 }, 5000);
 
-await Promise.all([load(), overview()]);
+// Follow first, then load: a change committed while the table loads still reaches it.
 follow("", (jobId) => {
   if (jobId) pending.add(jobId);
   flush();
   refreshOverview();
 });
+await Promise.all([load(), overview()]);
