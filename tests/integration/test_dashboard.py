@@ -101,6 +101,7 @@ def test_the_dashboard_end_to_end(browser: Browser, running: Stack, sink: tuple[
     assert sign_in(page, running.url, "not-the-token") == 401
     assert page.locator(".error").inner_text() == "That token is not valid here."
     assert contrast_failures(page) == []
+    page.screenshot(path=SHOTS / "signin-desktop.png")
     errors.clear()  # the refused sign-in's 401
     assert sign_in(page, running.url) == 200
     cookie = next(c for c in context.cookies() if c["name"] == "kr_session")
