@@ -21,6 +21,7 @@ from receiver.errors import (
     NotFound,
     PayloadTooLarge,
     ReceiverError,
+    StorageUnavailable,
     Unauthorized,
 )
 from receiver.runtime import Runtime
@@ -34,6 +35,7 @@ STATUS: dict[type[ReceiverError], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     InvalidRequest: 422,
+    StorageUnavailable: 503,
 }
 
 
