@@ -18,9 +18,10 @@ from receiver.bfl.validation import InputImage, parse_edit
 from receiver.blobs.inputs import store_inputs
 from receiver.errors import InvalidRequest, Problem
 from receiver.models import EditRequest, Model, StoredInput
-from receiver.runtime import Runtime
-from receiver.web.common import parse_json, read_body, require_token, runtime
+from receiver.services import Services
+from receiver.web.common import handover, parse_json, read_body, require_token, services
 from receiver.web.views import job_view
+from receiver.worker.handover import Work
 
 log = structlog.get_logger("receiver.edits")
 
@@ -91,7 +92,7 @@ def fingerprint(body: bytes) -> str:
 
 async def create_edit(request: Request) -> JSONResponse:
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidRequest(
@@ -102,18 +103,18 @@ async def create_edit(request: Request) -> JSONResponse:
     edit, images = await anyio.to_thread.run_sync(lambda: parse_edit_request(parse_json(body)))
     job_id = str(uuid.uuid4())
     # The images are in the blob store before the job exists, so whoever submits it finds them.
-    inputs = await store_inputs(rt.blobs, job_id, images)
+    inputs = await store_inputs(svc.blobs, job_id, images)
     job = lifecycle.new_job(
-        job_id, edit, rt.clock(), idempotency_key=key, fingerprint=fingerprint(body), inputs=inputs
+        job_id, edit, svc.clock(), idempotency_key=key, fingerprint=fingerprint(body), inputs=inputs
     )
     try:
-        stored = await rt.store.insert(job)
+        stored = await svc.store.insert(job)
     except BaseException:
-        await _discard(rt, inputs)
+        await _discard(svc, inputs)
         raise
     headers = {"Location": f"/v1/jobs/{stored.id}"}
     if stored.id != job.id:  # the key was used before: that job and its images are the ones kept
-        await _discard(rt, inputs)
+        await _discard(svc, inputs)
         if stored.fingerprint != job.fingerprint:
             raise InvalidRequest(
                 [
@@ -127,12 +128,12 @@ async def create_edit(request: Request) -> JSONResponse:
         return JSONResponse(
             job_view(stored), status_code=202, headers=headers | {"Idempotent-Replayed": "true"}
         )
-    rt.metrics.inc("edits_accepted")
+    svc.metrics.inc("edits_accepted")
     log.info("job.created", job_id=job.id, model=edit.model.value)
-    rt.wakeups.submit.set()
+    handover(request).wake(Work.SUBMIT)
     return JSONResponse(job_view(stored), status_code=202, headers=headers)
 
 
-async def _discard(rt: Runtime, inputs: tuple[StoredInput, ...]) -> None:
+async def _discard(svc: Services, inputs: tuple[StoredInput, ...]) -> None:
     with anyio.CancelScope(shield=True):
-        await rt.blobs.delete([item.key for item in inputs])
+        await svc.blobs.delete([item.key for item in inputs])
