@@ -26,7 +26,7 @@ from tests.images import encode_image
 from tests.integration.processes import receiver_env
 from tests.integration.stack import FAST_SIM, IMAGE_B64, Stack, receiver, stack
 from tests.s3 import S3Server
-from tests.servers import free_port, serve
+from tests.servers import free_port, serve, wait_until
 from tests.services import postgres_url
 
 QUIET_SIM = dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0)
@@ -73,6 +73,18 @@ def test_an_edit_stores_its_input_and_result_in_the_bucket(tmp_path: Path, s3: S
         served_like_stored(running, f"/v1/jobs/{job['id']}/input", sent, "image/jpeg")
     assert s3.keys(bucket) == [f"images/{job['id']}.input-0.jpg", key]
     assert image_files(tmp_path) == []
+
+
+def test_retention_deletes_old_jobs_with_their_images_from_the_bucket(
+    tmp_path: Path, s3: S3Server, bucket: str
+) -> None:
+    with stack(tmp_path, blob_url=s3.url(bucket), retention_days=1.5 / 86_400) as running:
+        job_id = running.submit()["id"]
+        assert running.wait_event(job_id)["data"]["image"]["url"].startswith(f"s3://{bucket}/")
+        wait_until(lambda: running.client.get(f"/v1/jobs/{job_id}").status_code == 404, 15, "the purge")
+        assert s3.keys(bucket) == []
+        assert running.client.get(f"/v1/jobs/{job_id}/image").status_code == 404
+        assert running.events()[0]["id"] == job_id  # what was published stays published
 
 
 def test_a_missing_bucket_stops_start_up_with_a_clear_message(tmp_path: Path, s3: S3Server) -> None:
