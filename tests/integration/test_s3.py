@@ -87,6 +87,16 @@ def test_retention_deletes_old_jobs_with_their_images_from_the_bucket(
         assert running.events()[0]["id"] == job_id  # what was published stays published
 
 
+def test_an_edit_the_bucket_cannot_take_is_a_503_and_leaves_no_job(
+    tmp_path: Path, s3: S3Server, bucket: str
+) -> None:
+    with stack(tmp_path, blob_url=s3.url(bucket)) as running:
+        s3.client.delete_bucket(Bucket=bucket)  # gone after start-up checked it
+        refused = running.post_edit({"prompt": "Change the car color to red", "image": IMAGE_B64})
+        assert refused.status_code == 503 and f"s3://{bucket}/images" in refused.json()["detail"]
+        assert running.jobs() == []
+
+
 def test_a_missing_bucket_stops_start_up_with_a_clear_message(tmp_path: Path, s3: S3Server) -> None:
     env = receiver_env(
         "http://127.0.0.1:9", free_port(), tmp_path, RECEIVER_BLOB_URL=s3.url("no-such-bucket")
