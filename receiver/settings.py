@@ -63,6 +63,13 @@ def _at_least(value: T, minimum: float) -> T:
     return value
 
 
+def _positive(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
 def _rate(raw: str) -> float:
     value = float(raw)
     if not 0.0 <= value <= 1.0:
@@ -106,6 +113,7 @@ class Settings:
     shutdown_grace_s: float = 20.0
     max_streams: int = 500  # open GET /v1/events streams per process
     heartbeat_s: float = 15.0  # a comment on an idle event stream this often keeps proxies from closing it
+    retention_days: float | None = None  # None: keep finished jobs and their images forever
     log_level: str = "info"
     log_json: bool = True
     demo: bool = False
@@ -140,6 +148,7 @@ class Settings:
             shutdown_grace_s=env.number("RECEIVER_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
             max_streams=env.integer("RECEIVER_MAX_STREAMS", defaults.max_streams, 1),
             heartbeat_s=env.number("RECEIVER_SSE_HEARTBEAT_S", defaults.heartbeat_s, 0.01),
+            retention_days=env.get("RECEIVER_RETENTION_DAYS", defaults.retention_days, _positive),
             log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),
             log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
         )

@@ -128,3 +128,9 @@ class Store(Resource, Protocol):
         """Set when the feed next grows (by any process on a shared store); take it before `feed`."""
 
     async def overview(self, now: float) -> Overview: ...
+    async def expired_jobs(self, before: float, limit: int) -> list[Job]:
+        """Up to `limit` jobs created before `before` that are done with: in a final state, and with no
+        delivery still pending (delivered or dead-lettered). Oldest first."""
+
+    async def delete_jobs(self, job_ids: Collection[str]) -> int:
+        """Delete these jobs with their events, deliveries and any legacy input; return how many."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -9,7 +10,7 @@ from typing import Any
 
 import anyio
 
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import FINAL_STATES, Event, Job, JobState, Model, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Delivery, DeliveryState, Overview
 from receiver.stores.feed import DELIVERY_STATE, JOB_STATE, FeedEntry, Signal
@@ -21,7 +22,8 @@ class MemoryStore(ResourceBase):
         self._keys: dict[str, str] = {}
         self._events: dict[str, Event] = {}
         self._deliveries: dict[tuple[str, str], Delivery] = {}
-        self._feed: list[FeedEntry] = []
+        self._feed: list[FeedEntry] = []  # in seq order
+        self._seq = 0
         self._signal = Signal()
 
     async def insert(self, job: Job) -> Job:
@@ -169,15 +171,16 @@ class MemoryStore(ResourceBase):
     async def feed(
         self, after: int, *, job_id: str | None = None, types: Collection[str] = (), limit: int = 100
     ) -> list[FeedEntry]:
+        start = bisect.bisect_right(self._feed, after, key=lambda e: e.seq)
         entries = (
             e
-            for e in self._feed[after:]
+            for e in self._feed[start:]
             if (job_id is None or e.job_id == job_id) and (not types or e.type in types)
         )
         return [e for _, e in zip(range(limit), entries, strict=False)]
 
     async def feed_head(self) -> int:
-        return len(self._feed)
+        return self._seq
 
     def feed_changed(self) -> anyio.Event:
         return self._signal.changed()
@@ -206,5 +209,26 @@ class MemoryStore(ResourceBase):
             self._note(DELIVERY_STATE, delivery.event_id, state=delivery.state.value, sink=delivery.sink)
 
     def _note(self, kind: str, job_id: str, **fields: Any) -> None:
-        self._feed.append(FeedEntry(len(self._feed) + 1, time.time(), kind, job_id, **fields))
+        self._seq += 1
+        self._feed.append(FeedEntry(self._seq, time.time(), kind, job_id, **fields))
         self._signal.notify()
+
+    async def expired_jobs(self, before: float, limit: int) -> list[Job]:
+        pending = {d.event_id for d in self._deliveries.values() if d.state is DeliveryState.PENDING}
+        done = [
+            job
+            for job in self._jobs.values()
+            if job.created_at < before and job.state in FINAL_STATES and job.id not in pending
+        ]
+        return sorted(done, key=lambda job: (job.created_at, job.id))[:limit]
+
+    async def delete_jobs(self, job_ids: Collection[str]) -> int:
+        deleted = [self._jobs.pop(job_id) for job_id in job_ids if job_id in self._jobs]
+        for job in deleted:
+            self._events.pop(job.id, None)
+            if job.idempotency_key is not None:
+                self._keys.pop(job.idempotency_key, None)
+        gone = {job.id for job in deleted}
+        self._deliveries = {key: d for key, d in self._deliveries.items() if d.event_id not in gone}
+        self._feed = [e for e in self._feed if e.job_id not in gone]
+        return len(deleted)

@@ -23,6 +23,7 @@ from receiver.errors import (
     Overloaded,
     PayloadTooLarge,
     ReceiverError,
+    StorageUnavailable,
     Unauthorized,
 )
 from receiver.services import Services
@@ -40,6 +41,7 @@ STATUS: dict[type[ReceiverError], int] = {
     PayloadTooLarge: 413,
     InvalidRequest: 422,
     Overloaded: 503,
+    StorageUnavailable: 503,
 }
 
 

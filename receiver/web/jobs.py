@@ -12,6 +12,7 @@ from receiver.blobs import image_key
 from receiver.errors import Conflict, InvalidRequest, NotFound, Problem
 from receiver.models import FINAL_STATES, Job, JobState, isotime
 from receiver.web.common import handover, require_token, services
+from receiver.web.ranges import RangeNotSatisfiable, byte_range
 from receiver.web.thumbnails import CONTENT_TYPE as THUMBNAIL_TYPE
 from receiver.web.thumbnails import MAX_WIDTH, MIN_WIDTH, ThumbnailCache
 from receiver.web.views import job_view
@@ -135,26 +136,38 @@ def _number(request: Request, name: str, default: float, low: float, high: float
 
 
 async def _blob_response(request: Request, key: str, content_type: str, size: int, sha256: str) -> Response:
-    """The blob as stored, or with `?width=N` a thumbnail of it (made once per sha256 and width)."""
-    blobs = services(request).blobs
+    """The blob, or the one byte range the request asks for (206), streamed from the blob store; with
+    `?width=N` a WebP thumbnail of it instead (made once per sha256 and width)."""
     if "width" in request.query_params:
-        width = int(_number(request, "width", 0, MIN_WIDTH, MAX_WIDTH))
-
-        async def load() -> bytes:
-            return b"".join([chunk async for chunk in blobs.read(key)])
-
-        thumbnails: ThumbnailCache = request.app.state.thumbnails
-        return Response(
-            await thumbnails.get(sha256, width, load),
-            media_type=THUMBNAIL_TYPE,
-            headers={"ETag": f'"{sha256}-{width}"', "Cache-Control": "private, max-age=86400"},
-        )
-    chunks = blobs.read(key)
+        return await _thumbnail(request, key, sha256)
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha256}"'}
+    try:
+        wanted = byte_range(request.headers.get("range"), size)
+    except RangeNotSatisfiable:
+        return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{size}"})
+    start, end = wanted or (0, size)
+    chunks = services(request).blobs.read(key, start, end if wanted else None)
     first = await anext(chunks, b"")  # raises NotFound before the response starts
+    headers["Content-Length"] = str(end - start)
+    if wanted:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     return StreamingResponse(
-        _prepend(first, chunks),
-        media_type=content_type,
-        headers={"Content-Length": str(size), "ETag": f'"{sha256}"'},
+        _prepend(first, chunks), status_code=206 if wanted else 200, media_type=content_type, headers=headers
+    )
+
+
+async def _thumbnail(request: Request, key: str, sha256: str) -> Response:
+    width = int(_number(request, "width", 0, MIN_WIDTH, MAX_WIDTH))
+    blobs = services(request).blobs
+
+    async def load() -> bytes:
+        return b"".join([chunk async for chunk in blobs.read(key)])
+
+    thumbnails: ThumbnailCache = request.app.state.thumbnails
+    return Response(
+        await thumbnails.get(sha256, width, load),
+        media_type=THUMBNAIL_TYPE,
+        headers={"ETag": f'"{sha256}-{width}"', "Cache-Control": "private, max-age=86400"},
     )
 
 

@@ -59,6 +59,16 @@ class FeedContract:
         assert [e.job_id for e in await store.feed(0, types=[JOB_STATE], limit=2)] == ["job-a", "job-a"]
         assert await store.feed(0, job_id="job-b", types=[DELIVERY_STATE]) == []
 
+    async def test_deleted_jobs_leave_the_feed_and_numbering_goes_on(self, store: Store) -> None:
+        for job_id in ("job-a", "job-b"):
+            await store.insert(make_job(job_id))
+        head = await store.feed_head()
+        assert await store.delete_jobs(["job-a"]) == 1
+        assert [e.job_id for e in await store.feed(0)] == ["job-b"]
+        await store.insert(make_job("job-c"))
+        [entry] = await store.feed(head)
+        assert entry.job_id == "job-c" and entry.seq > head
+
     async def test_a_write_that_grows_the_feed_wakes_readers(self, store: Store) -> None:
         changed = store.feed_changed()
         await store.insert(make_job("job-1"))
