@@ -52,3 +52,11 @@ def test_thumbnails_and_the_overview(tmp_path: Path) -> None:
         assert seen["jobs"]["published"] == 1 and seen["dead_letters"] == 0
         assert seen["events_per_minute"] == 1 and seen["oldest_undelivered"] == {}
         assert httpx.get(f"{running.url}/v1/overview").status_code == 401
+
+
+def test_a_demo_receiver_shows_the_dashboard_without_sign_in(tmp_path: Path) -> None:
+    with stack(tmp_path, api_tokens=(), demo=True) as running, httpx.Client(base_url=running.url) as browser:
+        page = browser.get("/ui/")
+        assert page.status_code == 200 and 'name="token"' not in page.text and "dashboard.js" in page.text
+        assert browser.post("/ui/signout", data={"csrf": ""}).status_code == 303
+        assert browser.get("/v1/overview").status_code == 200
