@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
-from collections.abc import Mapping
-from typing import Any
 
 import anyio.to_thread
 import structlog
@@ -14,72 +11,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from receiver import lifecycle
-from receiver.bfl.validation import parse_edit
-from receiver.errors import InvalidRequest, Problem
-from receiver.models import EditRequest, Model
+from receiver.errors import Conflict, InvalidRequest, Problem
+from receiver.models import EditRequest
 from receiver.web.common import parse_json, read_body, require_token, runtime
+from receiver.web.schemas import parse_edit_body
 from receiver.web.views import job_view
 
 log = structlog.get_logger("receiver.edits")
 
 # A 20 MB image in base64 plus the other fields.
 MAX_EDIT_BODY = 28 * 1024 * 1024
-MAX_METADATA_BYTES = 16 * 1024
 MAX_IDEMPOTENCY_KEY = 255
-FIELDS = frozenset(
-    {
-        "prompt",
-        "image",
-        "image_url",
-        "model",
-        "aspect_ratio",
-        "seed",
-        "output_format",
-        "safety_tolerance",
-        "prompt_upsampling",
-        "metadata",
-    }
-)
 
 
-def parse_edit_request(payload: Any) -> tuple[EditRequest, str | None]:
-    """The job's request and its base64 image (None when given by URL); `InvalidRequest` otherwise."""
-    problems: list[Problem] = []
-    if isinstance(payload, Mapping):
-        problems += [
-            Problem(("body", key), "Extra inputs are not permitted", "extra_forbidden")
-            for key in sorted(set(payload) - FIELDS)
-        ]
-        model = payload.get("model", Model.PRO.value)
-        if model not in {m.value for m in Model}:
-            problems.append(
-                Problem(("body", "model"), "Input should be 'flux-kontext-pro' or 'flux-kontext-max'", "enum")
-            )
-        metadata = payload.get("metadata", {})
-        if not isinstance(metadata, dict):
-            problems.append(Problem(("body", "metadata"), "Input should be a JSON object", "dict_type"))
-        elif len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-            problems.append(
-                Problem(("body", "metadata"), f"metadata is over {MAX_METADATA_BYTES} bytes", "too_long")
-            )
-    try:
-        fields = parse_edit(payload, image_keys=("image",), url_keys=("image_url",))
-    except InvalidRequest as exc:
-        problems += exc.problems
-    if problems:
-        raise InvalidRequest(problems)
-    request = EditRequest(
-        prompt=fields.prompt,
-        model=Model(payload.get("model", Model.PRO.value)),
-        image_url=fields.image_url,
-        aspect_ratio=fields.aspect_ratio,
-        seed=fields.seed,
-        output_format=fields.output_format,
-        safety_tolerance=fields.safety_tolerance,
-        prompt_upsampling=fields.prompt_upsampling,
-        metadata=payload.get("metadata") or {},
-    )
-    return request, payload["image"] if fields.image is not None else None
+def parse_edit_request(body: bytes) -> tuple[EditRequest, str | None]:
+    """The job's request and its base64 image (None when given by URL); `BadRequest` for a body that
+    is not JSON, `InvalidRequest` for one that is not a valid edit."""
+    edit = parse_edit_body(parse_json(body))
+    return edit.to_request(), edit.image
 
 
 def fingerprint(body: bytes) -> str:
@@ -96,7 +45,7 @@ async def create_edit(request: Request) -> JSONResponse:
         )
     body = await read_body(request, MAX_EDIT_BODY)
     # Decoding up to 28 MB of JSON and base64 would stall every other request: do it off the loop.
-    edit, image = await anyio.to_thread.run_sync(lambda: parse_edit_request(parse_json(body)))
+    edit, image = await anyio.to_thread.run_sync(parse_edit_request, body)
     job = lifecycle.new_job(
         str(uuid.uuid4()), edit, rt.clock(), idempotency_key=key, fingerprint=fingerprint(body)
     )
@@ -104,15 +53,7 @@ async def create_edit(request: Request) -> JSONResponse:
     headers = {"Location": f"/v1/jobs/{stored.id}"}
     if stored.id != job.id:
         if stored.fingerprint != job.fingerprint:
-            raise InvalidRequest(
-                [
-                    Problem(
-                        ("header", "Idempotency-Key"),
-                        "key was already used with a different request",
-                        "idempotency",
-                    )
-                ]
-            )
+            raise Conflict(f"Idempotency-Key {key!r} was already used with a different request")
         return JSONResponse(
             job_view(stored), status_code=202, headers=headers | {"Idempotent-Replayed": "true"}
         )

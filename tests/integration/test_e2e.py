@@ -147,7 +147,7 @@ def test_idempotency_key_returns_the_same_job(tmp_path: Path) -> None:
         clash = running.post_edit(
             {"prompt": "Something else", "image": IMAGE_B64}, {"Idempotency-Key": "order-42"}
         )
-        assert clash.status_code == 422 and "different request" in clash.text
+        assert clash.status_code == 409 and "different request" in clash.text
         running.wait_event(first["id"])
         assert len(running.jobs()) == 1 and running.sim("/_sim/stats")["submits"] == 1
 
