@@ -11,11 +11,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from receiver import lifecycle
+from receiver.bfl.validation import InputImage
+from receiver.blobs.inputs import store_inputs
 from receiver.errors import Conflict, InvalidRequest, Problem
-from receiver.models import EditRequest
-from receiver.web.common import parse_json, read_body, require_token, runtime
+from receiver.models import EditRequest, StoredInput
+from receiver.services import Services
+from receiver.web.common import handover, parse_json, read_body, require_token, services
 from receiver.web.schemas import parse_edit_body
 from receiver.web.views import job_view
+from receiver.worker.handover import Work
 
 log = structlog.get_logger("receiver.edits")
 
@@ -24,11 +28,11 @@ MAX_EDIT_BODY = 28 * 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def parse_edit_request(body: bytes) -> tuple[EditRequest, str | None]:
-    """The job's request and its base64 image (None when given by URL); `BadRequest` for a body that
-    is not JSON, `InvalidRequest` for one that is not a valid edit."""
+def parse_edit_request(body: bytes) -> tuple[EditRequest, list[InputImage]]:
+    """The job's request and its decoded input images (none when given by URL); `BadRequest` for a
+    body that is not JSON, `InvalidRequest` for one that is not a valid edit."""
     edit = parse_edit_body(parse_json(body))
-    return edit.to_request(), edit.image
+    return edit.to_request(), [edit.image] if edit.image is not None else []
 
 
 def fingerprint(body: bytes) -> str:
@@ -37,7 +41,7 @@ def fingerprint(body: bytes) -> str:
 
 async def create_edit(request: Request) -> JSONResponse:
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidRequest(
@@ -45,19 +49,32 @@ async def create_edit(request: Request) -> JSONResponse:
         )
     body = await read_body(request, MAX_EDIT_BODY)
     # Decoding up to 28 MB of JSON and base64 would stall every other request: do it off the loop.
-    edit, image = await anyio.to_thread.run_sync(parse_edit_request, body)
+    edit, images = await anyio.to_thread.run_sync(parse_edit_request, body)
+    job_id = str(uuid.uuid4())
+    # The images are in the blob store before the job exists, so whoever submits it finds them.
+    inputs = await store_inputs(svc.blobs, job_id, images)
     job = lifecycle.new_job(
-        str(uuid.uuid4()), edit, rt.clock(), idempotency_key=key, fingerprint=fingerprint(body)
+        job_id, edit, svc.clock(), idempotency_key=key, fingerprint=fingerprint(body), inputs=inputs
     )
-    stored = await rt.store.insert(job, image)
+    try:
+        stored = await svc.store.insert(job)
+    except BaseException:
+        await _discard(svc, inputs)
+        raise
     headers = {"Location": f"/v1/jobs/{stored.id}"}
-    if stored.id != job.id:
+    if stored.id != job.id:  # the key was used before: that job and its images are the ones kept
+        await _discard(svc, inputs)
         if stored.fingerprint != job.fingerprint:
             raise Conflict(f"Idempotency-Key {key!r} was already used with a different request")
         return JSONResponse(
             job_view(stored), status_code=202, headers=headers | {"Idempotent-Replayed": "true"}
         )
-    rt.metrics.inc("edits_accepted")
+    svc.metrics.inc("edits_accepted")
     log.info("job.created", job_id=job.id, model=edit.model.value)
-    rt.wakeups.submit.set()
+    handover(request).wake(Work.SUBMIT)
     return JSONResponse(job_view(stored), status_code=202, headers=headers)
+
+
+async def _discard(svc: Services, inputs: tuple[StoredInput, ...]) -> None:
+    with anyio.CancelScope(shield=True):
+        await svc.blobs.delete([item.key for item in inputs])

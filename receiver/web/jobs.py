@@ -1,4 +1,4 @@
-"""`/v1/jobs`: inspect jobs, fetch stored images, re-publish events."""
+"""`/v1/jobs`: inspect jobs, fetch their stored images (result and inputs), re-publish events."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from starlette.responses import JSONResponse, StreamingResponse
 from receiver.blobs import image_key
 from receiver.errors import Conflict, NotFound
 from receiver.models import FINAL_STATES, Job
-from receiver.web.common import require_token, runtime
-from receiver.web.schemas import JobQuery, JobsQuery, validate
+from receiver.web.common import handover, require_token, services
+from receiver.web.schemas import InputQuery, JobQuery, JobsQuery, validate
 from receiver.web.views import job_view
+from receiver.worker.handover import Work
 
 WAIT_STEP_S = 0.25
 
@@ -21,21 +22,21 @@ WAIT_STEP_S = 0.25
 async def get_job(request: Request) -> JSONResponse:
     """One job; with `?wait=N` the answer is held up to N seconds until the job has its outcome."""
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     query = validate(JobQuery, dict(request.query_params), "query")
     job = await _job(request)
     with anyio.move_on_after(query.wait):
         while job.state not in FINAL_STATES:
             await anyio.sleep(WAIT_STEP_S)
             job = await _job(request)
-    return JSONResponse(job_view(job, await rt.store.deliveries(job.id)))
+    return JSONResponse(job_view(job, await svc.store.deliveries(job.id)))
 
 
 async def list_jobs(request: Request) -> JSONResponse:
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     query = validate(JobsQuery, dict(request.query_params), "query")
-    jobs = await rt.store.list_jobs(
+    jobs = await svc.store.list_jobs(
         state=query.state, dead_letter=query.delivery == "dead", limit=query.limit, offset=query.offset
     )
     return JSONResponse(
@@ -45,36 +46,56 @@ async def list_jobs(request: Request) -> JSONResponse:
 
 async def get_image(request: Request) -> StreamingResponse:
     require_token(request)
-    rt = runtime(request)
     job = await _job(request)
     if job.image is None:
         raise NotFound(f"job {job.id} has no stored image (state {job.state.value})")
-    chunks = rt.blobs.read(image_key(job.id, job.image.content_type))
-    first = await anext(chunks)  # raises NotFound before the response starts
-    return StreamingResponse(
-        _prepend(first, chunks),
-        media_type=job.image.content_type,
-        headers={"Content-Length": str(job.image.bytes), "ETag": f'"{job.image.sha256}"'},
-    )
+    image = job.image
+    key = image_key(job.id, image.content_type)
+    return await _blob_response(request, key, image.content_type, image.bytes, image.sha256)
+
+
+async def get_input(request: Request) -> StreamingResponse:
+    """An input image of the job: `?index=N` picks one of several (from 0, the default)."""
+    require_token(request)
+    job = await _job(request)
+    if not job.inputs:
+        raise NotFound(f"job {job.id} has no stored input image (it was given by URL, or is older)")
+    index = validate(InputQuery, dict(request.query_params), "query").index
+    if index >= len(job.inputs):
+        raise NotFound(f"job {job.id} has {len(job.inputs)} input image(s); there is no index {index}")
+    stored = job.inputs[index]
+    return await _blob_response(request, stored.key, stored.content_type, stored.bytes, stored.sha256)
 
 
 async def redeliver(request: Request) -> JSONResponse:
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     job = await _job(request)
-    count = await rt.store.redeliver(job.id, list(rt.sinks), rt.clock())
+    count = await svc.store.redeliver(job.id, list(svc.sinks), svc.clock())
     if count == 0:
         raise Conflict(f"job {job.id} has no event yet (state {job.state.value})")
-    rt.wakeups.publish.set()
-    return JSONResponse({"id": job.id, "redelivered_to": sorted(rt.sinks)}, status_code=202)
+    handover(request).wake(Work.PUBLISH)
+    return JSONResponse({"id": job.id, "redelivered_to": sorted(svc.sinks)}, status_code=202)
 
 
 async def _job(request: Request) -> Job:
     job_id = request.path_params["job_id"]
-    job = await runtime(request).store.get(job_id)
+    job = await services(request).store.get(job_id)
     if job is None:
         raise NotFound(f"no job {job_id}")
     return job
+
+
+async def _blob_response(
+    request: Request, key: str, content_type: str, size: int, sha256: str
+) -> StreamingResponse:
+    chunks = services(request).blobs.read(key)
+    first = await anext(chunks, b"")  # raises NotFound before the response starts
+    return StreamingResponse(
+        _prepend(first, chunks),
+        media_type=content_type,
+        headers={"Content-Length": str(size), "ETag": f'"{sha256}"'},
+    )
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

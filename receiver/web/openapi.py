@@ -17,6 +17,7 @@ from receiver.web.edits import MAX_EDIT_BODY, MAX_IDEMPOTENCY_KEY
 from receiver.web.schemas import (
     EditBody,
     ErrorAnswer,
+    InputQuery,
     InvalidAnswer,
     JobAnswer,
     JobListAnswer,
@@ -68,6 +69,19 @@ _JOB_ID = {
 }
 
 
+_IMAGE = {
+    "description": "The image",
+    "headers": {
+        "Content-Length": _HEADER | {"required": True},
+        "ETag": _HEADER | {"required": True, "description": "The image's sha256"},
+    },
+    "content": {
+        media: {"schema": {"type": "string", "format": "binary"}}
+        for media in ("image/jpeg", "image/png", "image/webp")
+    },
+}
+
+
 def _query_parameters(model: type[Query], schemas: dict[str, Any]) -> list[dict[str, Any]]:
     """One parameter per field of a query model (whose own schema is dropped from the components)."""
     schema = schemas.pop(model.__name__)
@@ -92,6 +106,7 @@ def build_openapi() -> dict[str, Any]:
         EditBody,
         JobQuery,
         JobsQuery,
+        InputQuery,
         JobAnswer,
         JobListAnswer,
         RedeliveredAnswer,
@@ -104,6 +119,7 @@ def build_openapi() -> dict[str, Any]:
     schemas: dict[str, Any] = defs["$defs"]
     job_query = _query_parameters(JobQuery, schemas)
     jobs_query = _query_parameters(JobsQuery, schemas)
+    input_query = _query_parameters(InputQuery, schemas)
     schemas["BflWebhook"] = _BFL_WEBHOOK
     return {
         "openapi": "3.1.0",
@@ -200,19 +216,23 @@ def build_openapi() -> dict[str, Any]:
                     "security": _BEARER,
                     "parameters": [_JOB_ID],
                     "responses": {
-                        "200": {
-                            "description": "The image",
-                            "headers": {
-                                "Content-Length": _HEADER | {"required": True},
-                                "ETag": _HEADER | {"required": True, "description": "The image's sha256"},
-                            },
-                            "content": {
-                                media: {"schema": {"type": "string", "format": "binary"}}
-                                for media in ("image/jpeg", "image/png", "image/webp")
-                            },
-                        },
+                        "200": _IMAGE,
                         "401": _UNAUTHORIZED,
                         "404": _error("No such job, or it has no stored image"),
+                    },
+                }
+            },
+            "/v1/jobs/{job_id}/input": {
+                "get": {
+                    "operationId": "getJobInput",
+                    "summary": "An input image of the edit, as it was submitted",
+                    "security": _BEARER,
+                    "parameters": [_JOB_ID, *input_query],
+                    "responses": {
+                        "200": _IMAGE,
+                        "401": _UNAUTHORIZED,
+                        "404": _error("No such job, or it has no input image at that index"),
+                        "422": _INVALID,
                     },
                 }
             },

@@ -19,8 +19,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     Strict,
     ValidationError,
+    WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
@@ -28,6 +30,7 @@ from receiver.bfl.validation import (
     MAX_BASE64_CHARS,
     MAX_PROMPT_CHARS,
     MAX_WEBHOOK_URL_CHARS,
+    InputImage,
     decode_image,
     parse_aspect_ratio,
 )
@@ -77,12 +80,13 @@ def _http_url(value: str) -> str:
     return value
 
 
-def _readable_image(value: str) -> str:
+def _decoded_image(value: Any) -> InputImage:
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
     try:
-        decode_image(value)
+        return decode_image(value)
     except ValueError as exc:
         raise PydanticCustomError("image_invalid", str(exc)) from None
-    return value
 
 
 def _ratio_in_range(value: str) -> str:
@@ -108,17 +112,21 @@ Prompt = Annotated[
     ),
     AfterValidator(_has_text),
 ]
+# Validated into the decoded, header-checked image; described as the string it arrives as.
 Base64Image = Annotated[
-    str,
-    Strict(),
-    Field(
-        min_length=1,
-        max_length=MAX_BASE64_CHARS,
-        json_schema_extra={"format": "kontext-image", "contentEncoding": "base64"},
-        description="Plain base64 (no data: prefix) of a JPEG, PNG or WebP image, at most 20 MB and "
-        "20 megapixels",
+    InputImage,
+    PlainValidator(_decoded_image),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_BASE64_CHARS,
+            "format": "kontext-image",
+            "contentEncoding": "base64",
+            "description": "Plain base64 (no data: prefix) of a JPEG, PNG or WebP image, at most 20 MB "
+            "and 20 megapixels",
+        }
     ),
-    AfterValidator(_readable_image),
 ]
 ImageUrl = Annotated[
     str,
@@ -273,6 +281,10 @@ class JobsQuery(Query):
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
 
 
+class InputQuery(Query):
+    index: Annotated[int, Field(ge=0, description="Which input image, from 0")] = 0
+
+
 # Answers, for the API description (the handlers build them as plain dicts; the schemathesis run in
 # the tests checks that every answer matches).
 
@@ -295,6 +307,15 @@ class InvalidAnswer(Answer):
     detail: list[ProblemAnswer]
 
 
+class InputAnswer(Answer):
+    sha256: str
+    bytes: int
+    content_type: str
+    width: int
+    height: int
+    url: str = Field(description="Where `GET /v1/jobs/{job_id}/input?index=N` serves it")
+
+
 class TimingsAnswer(Answer):
     submitted_at: str | None
     bfl_finished_at: str | None
@@ -307,6 +328,7 @@ class TimingsAnswer(Answer):
 class LinksAnswer(Answer):
     self: str
     image: str | None = Field(default=None, json_schema_extra=_not_nullable)
+    input: str | None = Field(default=None, json_schema_extra=_not_nullable)
 
 
 class DeliveryAnswer(Answer):
@@ -329,6 +351,7 @@ class JobAnswer(Answer):
     bfl_task_id: str | None
     via: Via | None
     image: ImageInfo | None
+    inputs: list[InputAnswer] = Field(description="The input images as stored (none for an image_url)")
     error: dict[str, Any] | None
     created_at: str
     timings: TimingsAnswer
