@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from receiver.errors import InvalidRequest, Overloaded, Problem
 from receiver.stores import FeedEntry, Store
 from receiver.web.common import require_token, services
+from receiver.web.schemas import EventsQuery, validate
 
 BATCH = 100
 RETRY_MS = 2000  # how long a browser's EventSource waits before it reconnects
@@ -64,17 +65,18 @@ class EventStream(StreamingResponse):
 async def stream_events(request: Request) -> EventStream:
     require_token(request)
     svc = services(request)
-    job_id = request.query_params.get("job") or None
-    types = tuple(name for value in request.query_params.getlist("type") for name in value.split(",") if name)
-    resume = request.headers.get("last-event-id") or request.query_params.get("after")
-    if resume is not None and not resume.strip().isdigit():
-        where = "header" if request.headers.get("last-event-id") else "query"
-        name = "Last-Event-ID" if where == "header" else "after"
-        raise InvalidRequest([Problem((where, name), "must be an event id this stream sent", "int")])
-    after = int(resume) if resume is not None else 0 if job_id else await svc.store.feed_head()
+    query = validate(EventsQuery, dict(request.query_params), "query")
+    last_id = request.headers.get("last-event-id")
+    if last_id is not None and not last_id.strip().isdigit():
+        raise InvalidRequest(
+            [Problem(("header", "Last-Event-ID"), "must be an event id a stream sent", "int")]
+        )
+    after = int(last_id) if last_id is not None else query.after
+    if after is None:
+        after = 0 if query.job else await svc.store.feed_head()
     slots: StreamSlots = request.app.state.streams
     slots.take()
-    return EventStream(_events(svc.store, after, job_id, types, svc.settings.heartbeat_s), slots)
+    return EventStream(_events(svc.store, after, query.job, query.types, svc.settings.heartbeat_s), slots)
 
 
 async def _events(

@@ -9,16 +9,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from receiver.blobs import image_key
-from receiver.errors import Conflict, InvalidRequest, NotFound, Problem
-from receiver.models import FINAL_STATES, Job, JobState, isotime
+from receiver.errors import Conflict, NotFound
+from receiver.models import FINAL_STATES, Job, isotime
 from receiver.web.common import handover, require_token, services
 from receiver.web.ranges import RangeNotSatisfiable, byte_range
+from receiver.web.schemas import ImageQuery, InputQuery, JobQuery, JobsQuery, validate
 from receiver.web.thumbnails import CONTENT_TYPE as THUMBNAIL_TYPE
-from receiver.web.thumbnails import MAX_WIDTH, MIN_WIDTH, ThumbnailCache
+from receiver.web.thumbnails import ThumbnailCache
 from receiver.web.views import job_view
 from receiver.worker.handover import Work
 
-MAX_WAIT_S = 60.0
 WAIT_STEP_S = 0.25
 
 
@@ -26,9 +26,9 @@ async def get_job(request: Request) -> JSONResponse:
     """One job; with `?wait=N` the answer is held up to N seconds until the job has its outcome."""
     require_token(request)
     svc = services(request)
-    wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT_S)
+    query = validate(JobQuery, dict(request.query_params), "query")
     job = await _job(request)
-    with anyio.move_on_after(wait):
+    with anyio.move_on_after(query.wait):
         while job.state not in FINAL_STATES:
             await anyio.sleep(WAIT_STEP_S)
             job = await _job(request)
@@ -38,35 +38,26 @@ async def get_job(request: Request) -> JSONResponse:
 async def list_jobs(request: Request) -> JSONResponse:
     require_token(request)
     svc = services(request)
-    state_name = request.query_params.get("state")
-    if state_name is not None and state_name not in {s.value for s in JobState}:
-        raise InvalidRequest([Problem(("query", "state"), f"unknown state {state_name!r}", "enum")])
-    delivery = request.query_params.get("delivery")
-    if delivery not in {None, "dead"}:
-        raise InvalidRequest([Problem(("query", "delivery"), "only delivery=dead is supported", "enum")])
-    limit = int(_number(request, "limit", 50, 1, 500))
-    offset = int(_number(request, "offset", 0, 0, 10**9))
+    query = validate(JobsQuery, dict(request.query_params), "query")
     jobs = await svc.store.list_jobs(
-        state=JobState(state_name) if state_name else None,
-        dead_letter=delivery == "dead",
-        limit=limit,
-        offset=offset,
+        state=query.state, dead_letter=query.delivery == "dead", limit=query.limit, offset=query.offset
     )
-    include = request.query_params.get("include")
-    if include not in {None, "deliveries"}:
-        raise InvalidRequest([Problem(("query", "include"), "only include=deliveries is supported", "enum")])
-    views = [job_view(job, await svc.store.deliveries(job.id) if include else None) for job in jobs]
-    return JSONResponse({"jobs": views, "limit": limit, "offset": offset})
+    with_deliveries = query.include == "deliveries"
+    views = [job_view(job, await svc.store.deliveries(job.id) if with_deliveries else None) for job in jobs]
+    return JSONResponse({"jobs": views, "limit": query.limit, "offset": query.offset})
 
 
 async def get_image(request: Request) -> Response:
     """The stored result; with `?width=N`, a thumbnail N pixels wide (WebP)."""
     require_token(request)
+    width = validate(ImageQuery, dict(request.query_params), "query").width
     job = await _job(request)
     if job.image is None:
         raise NotFound(f"job {job.id} has no stored image (state {job.state.value})")
     image = job.image
     key = image_key(job.id, image.content_type)
+    if width is not None:
+        return await _thumbnail(request, key, image.sha256, width)
     return await _blob_response(request, key, image.content_type, image.bytes, image.sha256)
 
 
@@ -74,11 +65,16 @@ async def get_input(request: Request) -> Response:
     """An input image of the job: `?index=N` picks one of several (from 0, the default); with
     `?width=N`, a thumbnail N pixels wide (WebP)."""
     require_token(request)
+    query = validate(InputQuery, dict(request.query_params), "query")
     job = await _job(request)
     if not job.inputs:
         raise NotFound(f"job {job.id} has no stored input image (it was given by URL, or is older)")
-    index = int(_number(request, "index", 0, 0, len(job.inputs) - 1))
+    index = query.index
+    if index >= len(job.inputs):
+        raise NotFound(f"job {job.id} has {len(job.inputs)} input image(s); there is no index {index}")
     stored = job.inputs[index]
+    if query.width is not None:
+        return await _thumbnail(request, stored.key, stored.sha256, query.width)
     return await _blob_response(request, stored.key, stored.content_type, stored.bytes, stored.sha256)
 
 
@@ -120,26 +116,8 @@ async def _job(request: Request) -> Job:
     return job
 
 
-def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not low <= value <= high:
-        raise InvalidRequest(
-            [Problem(("query", name), f"must be a number from {low:g} to {high:g}", "range")]
-        )
-    return value
-
-
 async def _blob_response(request: Request, key: str, content_type: str, size: int, sha256: str) -> Response:
-    """The blob, or the one byte range the request asks for (206), streamed from the blob store; with
-    `?width=N` a WebP thumbnail of it instead (made once per sha256 and width)."""
-    if "width" in request.query_params:
-        return await _thumbnail(request, key, sha256)
+    """The blob, or the one byte range the request asks for (206), streamed from the blob store."""
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha256}"'}
     try:
         wanted = byte_range(request.headers.get("range"), size)
@@ -156,8 +134,8 @@ async def _blob_response(request: Request, key: str, content_type: str, size: in
     )
 
 
-async def _thumbnail(request: Request, key: str, sha256: str) -> Response:
-    width = int(_number(request, "width", 0, MIN_WIDTH, MAX_WIDTH))
+async def _thumbnail(request: Request, key: str, sha256: str, width: int) -> Response:
+    """A WebP thumbnail of the blob, made once per sha256 and width."""
     blobs = services(request).blobs
 
     async def load() -> bytes:
@@ -167,7 +145,12 @@ async def _thumbnail(request: Request, key: str, sha256: str) -> Response:
     return Response(
         await thumbnails.get(sha256, width, load),
         media_type=THUMBNAIL_TYPE,
-        headers={"ETag": f'"{sha256}-{width}"', "Cache-Control": "private, max-age=86400"},
+        # A thumbnail is made whole: a Range asked of it is ignored (RFC 9110 allows that).
+        headers={
+            "ETag": f'"{sha256}-{width}"',
+            "Accept-Ranges": "none",
+            "Cache-Control": "private, max-age=86400",
+        },
     )
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 from PIL import Image
 
-MIN_WIDTH, MAX_WIDTH = 16, 1024
 CONTENT_TYPE = "image/webp"
 
 
