@@ -13,5 +13,5 @@ def as_sink_error(exc: Exception) -> SinkError:
     if isinstance(exc, TransientError):
         return SinkError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after)
     if isinstance(exc, TimeoutError):
-        return SinkError("no answer in time", retryable=True)
+        return SinkError("no answer in time (RECEIVER_SINK_TIMEOUT_S)", retryable=True)
     return SinkError(f"{type(exc).__name__}: {exc}", retryable=True)

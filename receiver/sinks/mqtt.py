@@ -73,6 +73,7 @@ class MqttSink(SinkBase):
                 await client.__aexit__(None, None, None)
             except aiomqtt.MqttError as exc:  # already disconnected
                 log.debug("mqtt_sink.disconnect_failed", sink=self.name, error=str(exc))
+            _disconnected(client)
 
 
 class _Client(aiomqtt.Client):
@@ -103,5 +104,9 @@ class _Client(aiomqtt.Client):
 
 def _disconnected(client: aiomqtt.Client) -> bool:
     """The broker went away: publishing on the dead socket would fail inside aiomqtt's callbacks, so
-    a new client connects instead. aiomqtt has no public flag for this."""
-    return client._disconnected.done()
+    a new client connects instead. aiomqtt has no public flag for this. The reason is read here, so
+    asyncio does not report it as never retrieved."""
+    gone = client._disconnected
+    if gone.done() and not gone.cancelled():
+        gone.exception()
+    return gone.done()

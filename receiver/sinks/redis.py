@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.typing import EncodableT, FieldT
 
 from receiver.errors import ConfigError
@@ -43,6 +45,7 @@ class RedisSink(SinkBase):
             ssl=url.scheme == "rediss",
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
+            retry=Retry(NoBackoff(), 0),  # the outbox retries, with backoff of its own
         )
 
     async def aclose(self) -> None:

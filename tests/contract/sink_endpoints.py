@@ -185,6 +185,7 @@ class AmqpEndpoint:
     server: str
     queue: object  # aio_pika's queue bound to the exchange with "#"
     exchange: str
+    got: list[Received] = field(default_factory=list)
     options: SinkOptions = field(default_factory=SinkOptions)
 
     def url(self, port: int | None = None) -> str:
@@ -194,7 +195,6 @@ class AmqpEndpoint:
         import aio_pika.abc
 
         assert isinstance(self.queue, aio_pika.abc.AbstractQueue)
-        found = []
         while (message := await self.queue.get(no_ack=True, fail=False)) is not None:
             meta = {key: str(value) for key, value in message.headers.items()}
             meta |= {
@@ -203,8 +203,8 @@ class AmqpEndpoint:
                 "delivery_mode": str(int(message.delivery_mode)),
                 "routing_key": str(message.routing_key),
             }
-            found.append(Received(message.body, meta))
-        return found
+            self.got.append(Received(message.body, meta))
+        return list(self.got)
 
 
 @asynccontextmanager
