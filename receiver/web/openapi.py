@@ -83,6 +83,22 @@ OPENAPI: dict[str, Any] = {
                         "items": {"type": "object"},
                     },
                     "error": {"type": ["object", "null"]},
+                    "deliveries": {
+                        "type": "array",
+                        "description": "GET /v1/jobs/{id} only: the event's delivery to each sink",
+                        "items": {"$ref": "#/components/schemas/Delivery"},
+                    },
+                },
+            },
+            "Delivery": {
+                "type": "object",
+                "properties": {
+                    "sink": {"type": "string", "description": "the sink's URL without credentials"},
+                    "state": {"enum": ["pending", "delivered", "dead"]},
+                    "attempts": {"type": "integer"},
+                    "last_error": {"type": ["string", "null"]},
+                    "delivered_at": {"type": ["string", "null"], "format": "date-time"},
+                    "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
                 },
             },
         },
@@ -202,7 +218,13 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "Readiness",
                 "security": [],
-                "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+                "responses": {
+                    "200": {
+                        "description": "Ready: `sinks` reports each sink's reachability by name "
+                        "(`reachable`, `error`); a sink that is down never makes this a 503",
+                    },
+                    "503": {"description": "Not ready: shutting down, or the store is unreachable"},
+                },
             }
         },
         "/metrics": {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.bench.context import Context
@@ -88,13 +89,17 @@ def completions(
     key: str = "3",
     store_url: str | None = None,
     jobs: list[SeededJob] | None = None,
+    start: Callable[[], tuple[Receiver, list[SeededJob]]] | None = None,
     label: str = "SQLite store, file sink",
 ) -> Figure:
-    """Figure 3 (and 8b with `store_url` naming a PostgreSQL schema whose jobs are `jobs`)."""
+    """Figure 3 (8b with `store_url` naming a PostgreSQL schema whose jobs are `jobs`; 8d with `start`
+    giving a receiver with other sinks, and its jobs)."""
     plan = ctx.plan
     baseline = download_baseline(ctx)
     name = f"completions-{'postgres' if store_url else 'sqlite'}"
-    if store_url is not None and jobs is not None:
+    if start is not None:
+        receiver, jobs = start()
+    elif store_url is not None and jobs is not None:
         receiver = ctx.receiver(name, store_url)
     else:
         receiver, jobs = ctx.seeded_receiver(name, plan.completions)

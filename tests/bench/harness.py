@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from receiver.logs import configure_logging
-from tests.bench import ack, completions, postgres, upstream
+from tests.bench import ack, completions, postgres, redis_sink, upstream
 from tests.bench.context import Context
 from tests.bench.launch import start_result_server
 from tests.bench.plan import Plan
@@ -44,6 +44,7 @@ def scenarios() -> list[tuple[str, Scenario]]:
         ("5 upstream (figures 5 and 6)", upstream.upstream),
         ("7 peak memory", lambda ctx: [completions.peak_memory(ctx)]),
         ("8 postgres", postgres.postgres),
+        ("8 redis sink", redis_sink.redis_sink),
     ]
 
 
