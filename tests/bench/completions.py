@@ -91,12 +91,13 @@ def completions(
     jobs: list[SeededJob] | None = None,
     start: Callable[[], tuple[Receiver, list[SeededJob]]] | None = None,
     label: str = "SQLite store, file sink",
+    name: str | None = None,
 ) -> Figure:
     """Figure 3 (8b with `store_url` naming a PostgreSQL schema whose jobs are `jobs`; 8d with `start`
     giving a receiver with other sinks, and its jobs)."""
     plan = ctx.plan
     baseline = download_baseline(ctx)
-    name = f"completions-{'postgres' if store_url else 'sqlite'}"
+    name = name or f"completions-{'postgres' if store_url else 'sqlite'}"
     if start is not None:
         receiver, jobs = start()
     elif store_url is not None and jobs is not None:

@@ -98,5 +98,6 @@ def redis_sink(ctx: Context) -> list[Figure]:
             key="8d",
             start=lambda: made.seeded_receiver("completions-redis", plan.completions),
             label="SQLite store, Redis sink",
+            name="completions-redis",
         )
     return [acks, done]
