@@ -168,7 +168,7 @@ async def test_a_hanging_sink_holds_back_no_other_sink() -> None:
             await run.event(f"job-{n}", [hanging.name, healthy.name])
             await wait_for(lambda: len(healthy.events) == n, f"event {n} at the healthy sink")  # noqa: B023
         assert [e.id for e in healthy.events] == ["job-1", "job-2", "job-3"]
-        assert (await run.delivery("job-3", healthy.name)).state is DeliveryState.DELIVERED
+        await wait_for(lambda: run.state_is("job-3", healthy.name, DeliveryState.DELIVERED), "the record")
         assert (await run.delivery("job-3", hanging.name)).state is DeliveryState.PENDING
 
 
