@@ -44,8 +44,13 @@ class NatsSink(SinkBase):
 
     async def aclose(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
-        if nc is not None and not nc.is_closed:
-            await nc.drain()
+        if nc is None or nc.is_closed:
+            return
+        if nc.is_connected:  # a drain would wait for a server that is gone
+            with anyio.move_on_after(self._timeout):
+                await nc.drain()
+        if not nc.is_closed:
+            await nc.close()
 
     async def ping(self) -> None:
         nc = (await self._jetstream())[0]
@@ -82,8 +87,14 @@ class NatsSink(SinkBase):
     async def _connect(self) -> tuple[Client, JetStreamContext]:
         url = self._url
 
-        async def on_error(exc: Exception) -> None:
-            log.warning("nats_sink.error", sink=self.name, error=f"{type(exc).__name__}: {exc}")
+        async def on_error(exc: Exception) -> None:  # every failed reconnect comes here: not a warning
+            log.debug("nats_sink.error", sink=self.name, error=f"{type(exc).__name__}: {exc}")
+
+        async def on_disconnect() -> None:
+            log.warning("nats_sink.disconnected", sink=self.name)
+
+        async def on_reconnect() -> None:
+            log.info("nats_sink.reconnected", sink=self.name)
 
         with anyio.fail_after(self._timeout):
             nc = await nats.connect(
@@ -94,6 +105,8 @@ class NatsSink(SinkBase):
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
             )
         js = nc.jetstream(timeout=self._timeout)
         if self.stream is not None:
