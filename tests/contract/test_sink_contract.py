@@ -326,9 +326,13 @@ class TestAmqpSink(NetworkSinkContract):
 
     @pytest.mark.anyio
     async def test_an_event_no_queue_is_bound_for_is_retried(self) -> None:
+        import aio_pika
+
         name = ep.unique("contract-unbound-")
         async with sink_from_url(ep.with_query(amqp_url(), None, exchange=name)) as sink:
             failure = await outcome(sink.publish(make_event()))
+        async with await aio_pika.connect(amqp_url()) as connection:
+            await (await connection.channel()).exchange_delete(name)  # the sink declared it
         assert failure is not None and failure.retryable and "no queue is bound" in str(failure)
 
 
