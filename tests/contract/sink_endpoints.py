@@ -130,9 +130,11 @@ async def redis_endpoint(server: str) -> AsyncIterator[RedisEndpoint]:
     import redis.asyncio as aioredis
 
     endpoint = RedisEndpoint(server)
-    yield endpoint
-    async with aioredis.Redis.from_url(server) as client:
-        await client.delete(endpoint.stream)
+    try:
+        yield endpoint
+    finally:
+        async with aioredis.Redis.from_url(server) as client:
+            await client.delete(endpoint.stream)
 
 
 @dataclass
@@ -167,15 +169,21 @@ class NatsEndpoint:
 
 @asynccontextmanager
 async def nats_endpoint(server: str) -> AsyncIterator[NatsEndpoint]:
+    endpoint = NatsEndpoint(server)
+    try:
+        yield endpoint
+    finally:
+        await _delete_stream(server, endpoint.stream)
+
+
+async def _delete_stream(server: str, stream: str) -> None:
     import nats
     import nats.js.errors
 
-    endpoint = NatsEndpoint(server)
-    yield endpoint
     nc = await nats.connect(server)
     try:
         with contextlib.suppress(nats.js.errors.NotFoundError):
-            await nc.jetstream().delete_stream(endpoint.stream)
+            await nc.jetstream().delete_stream(stream)
     finally:
         await nc.close()
 
@@ -218,8 +226,10 @@ async def amqp_endpoint(server: str) -> AsyncIterator[AmqpEndpoint]:
         exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
         queue = await channel.declare_queue(exclusive=True)
         await queue.bind(exchange, "#")
-        yield AmqpEndpoint(server, queue, name)
-        await exchange.delete()
+        try:
+            yield AmqpEndpoint(server, queue, name)
+        finally:
+            await exchange.delete()
 
 
 @dataclass
