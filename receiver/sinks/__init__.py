@@ -10,6 +10,7 @@ from receiver.errors import ConfigError
 from receiver.registry import Registry
 from receiver.settings import Settings
 from receiver.sinks.base import Sink, SinkOptions, event_line
+from receiver.sinks.signing import parse_secret
 
 SINKS: Registry[Sink] = Registry(
     "sink",
@@ -46,6 +47,8 @@ def sinks_from_urls(urls: Sequence[str], options: SinkOptions | None = None) -> 
 
 
 def sinks_from_settings(settings: Settings) -> list[Sink]:
+    if settings.http_sink_secret:
+        parse_secret(settings.http_sink_secret)  # a bad secret stops start-up, HTTP sinks or not
     options = SinkOptions(http_secret=settings.http_sink_secret, timeout_s=settings.sink_timeout_s)
     return sinks_from_urls(settings.sinks, options)
 
