@@ -134,12 +134,15 @@ class Dispatcher:
 
     async def _deliver(self, batch: list[Item]) -> None:
         try:
-            present = [(d, e) for d, e in batch if e is not None]
+            deliveries, events = [], []
             for delivery, event in batch:
                 if event is None:  # cannot happen: the event and its deliveries are written together
                     await self._record(delivery, SinkError("event is missing", retryable=False))
-            errors = await self._publish([e for _, e in present if e is not None])
-            for (delivery, _), error in zip(present, errors, strict=True):
+                else:
+                    deliveries.append(delivery)
+                    events.append(event)
+            errors = await self._publish(events)
+            for delivery, error in zip(deliveries, errors, strict=True):
                 await self._record(delivery, error)
             self._note(errors)
         except Exception:  # recording failed: the claims lapse and the deliveries are taken again
@@ -163,14 +166,16 @@ class Dispatcher:
                     outcomes = await self.sink.publish_batch([events[i] for i in todo])
             except Exception as exc:  # the whole batch failed (connection, timeout)
                 outcomes = [exc] * len(todo)
-            retry: list[int] = []
+            retry: list[SinkError] = []
+            again: list[int] = []
             for index, outcome in zip(todo, outcomes, strict=True):
-                errors[index] = None if outcome is None else as_sink_error(outcome)
-                if outcome is not None and errors[index].retryable:  # type: ignore[union-attr]
-                    retry.append(index)
-            todo = retry
+                error = errors[index] = None if outcome is None else as_sink_error(outcome)
+                if error is not None and error.retryable:
+                    retry.append(error)
+                    again.append(index)
+            todo = again
             if retry:
-                raise errors[retry[0]]  # type: ignore[misc]
+                raise retry[0]  # stamina decides from it whether, and when, to try again
 
         if not events:
             return errors
