@@ -325,6 +325,26 @@ class TestAmqpSink(NetworkSinkContract):
             await exchange.delete()
 
     @pytest.mark.anyio
+    async def test_an_exchange_deleted_after_the_declare_is_a_definite_refusal(self) -> None:
+        import aio_pika
+
+        name = ep.unique("contract-deleted-")
+        async with await aio_pika.connect(amqp_url()) as connection:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+            queue = await channel.declare_queue(exclusive=True)
+            await queue.bind(exchange, "#")
+            async with sink_from_url(ep.with_query(amqp_url(), None, exchange=name)) as sink:
+                await sink.publish(make_event(1))
+                await exchange.delete()
+                failure = await outcome(sink.publish(make_event(2)))
+                assert failure is not None and not failure.retryable, failure
+                # The next event declares the exchange again; its binding went with the old one.
+                again = await outcome(sink.publish(make_event(3)))
+                assert again is not None and again.retryable and "no queue is bound" in str(again)
+            await channel.exchange_delete(name)
+
+    @pytest.mark.anyio
     async def test_an_event_no_queue_is_bound_for_is_retried(self) -> None:
         import aio_pika
 
