@@ -158,6 +158,8 @@ class NatsEndpoint:
                 info = await js.stream_info(self.stream)
             except nats.js.errors.NotFoundError:
                 return []
+            if not info.state.messages:  # a stream just made: no sequence to read yet
+                return []
             found = []
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 message = await js.get_msg(self.stream, seq)
