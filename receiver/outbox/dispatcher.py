@@ -5,9 +5,10 @@ concurrency, each outcome recorded.
 A batch is tried a few times at once (stamina) for blips; what still fails is due again later with
 exponential backoff, never sooner than the sink's Retry-After, and after `DeliveryPolicy.attempts`
 rounds is dead-lettered, to be re-sent by `redeliver`. While a sink fails as a whole, its dispatcher
-pauses with backoff of its own and then probes with one event at a time: a sink that is down for an
-hour uses up few attempts and, once it answers again, gets everything that waited at once. Other
-sinks and downloads never wait for it.
+pauses with backoff of its own (up to `PROBE_EVERY_BASES` x the retry base, or the sink's Retry-After)
+and then probes with one event at a time: a sink that is down for an hour uses up few attempts and,
+soon after it answers again, gets everything that waited at once. Other sinks and downloads never
+wait for it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = structlog.get_logger("receiver.outbox")
 
 INLINE_ATTEMPTS = 3
 IDLE_S = 1.0  # how often an idle dispatcher looks at the store for deliveries due
+PROBE_EVERY_BASES = 30  # a failing sink is probed at least every 30 x retry_base_s (30 s by default)
 
 
 @dataclass(frozen=True)
@@ -237,9 +239,8 @@ class Dispatcher:
         health.failures += 1
         health.last_error = str(errors[0])[:500]
         retry_after = max((e.retry_after or 0.0 for e in errors if e is not None), default=0.0)
-        pause = backoff(
-            health.failures, self.policy.retry_base_s, self.policy.retry_cap_s, self.sink.name, retry_after
-        )
+        cap = min(self.policy.retry_cap_s, PROBE_EVERY_BASES * self.policy.retry_base_s)
+        pause = backoff(health.failures, self.policy.retry_base_s, cap, self.sink.name, retry_after)
         health.paused_until = now + pause
         log.warning(
             "outbox.sink_paused", sink=self.sink.name, seconds=round(pause, 3), error=health.last_error

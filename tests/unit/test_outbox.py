@@ -4,6 +4,7 @@ several due events in one batch."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -102,9 +103,9 @@ async def wait_for(condition: Callable[[], object], what: str) -> None:
 
 
 @asynccontextmanager
-async def running_outbox(*sinks: Sink) -> AsyncIterator[Running]:
+async def running_outbox(*sinks: Sink, policy: DeliveryPolicy = POLICY) -> AsyncIterator[Running]:
     store, clock, stopping = MemoryStore(), FakeClock(T0 + 100), anyio.Event()
-    outbox = Outbox({sink.name: sink for sink in sinks}, store, POLICY, clock, Metrics())
+    outbox = Outbox({sink.name: sink for sink in sinks}, store, policy, clock, Metrics())
     async with anyio.create_task_group() as tg:
         tg.start_soon(outbox.run, stopping)
         yield Running(store, outbox, clock)
@@ -158,6 +159,21 @@ async def test_a_failing_sink_is_paused_then_probed_with_one_event() -> None:
         await wait_for(lambda: len(sink.published) == 5, "every event once the sink answers")
         assert sink.batches[tried] == ["job-2"]  # one probe first, then the rest in one batch
         assert sorted(sink.batches[tried + 1]) == ["job-1", "job-3", "job-4", "job-5"]
+
+
+async def test_a_long_outage_is_still_probed_every_30_retry_bases() -> None:
+    sink = ScriptedSink("scripted://a", SinkError("503", retryable=True))
+    policy = dataclasses.replace(POLICY, attempts=100, retry_base_s=1.0, retry_cap_s=600.0)
+    async with running_outbox(sink, policy=policy) as run:
+        await run.event("job-1", [sink.name])
+        health = run.outbox.dispatchers[sink.name].health
+        pauses = []
+        for failures in range(1, 11):  # 1 s, 2 s, ... would be 512 s by the tenth pause without a cap
+            await wait_for(lambda: health.failures == failures, f"failure {failures}")  # noqa: B023
+            pauses.append(health.paused_until - run.clock())
+            run.clock.advance(1000.0)  # past the pause and the event's own backoff
+            run.outbox.wake()
+        assert max(pauses) <= 30.0 < pauses[-1] * 2  # capped, and the cap (with its jitter) reached
 
 
 async def test_a_hanging_sink_holds_back_no_other_sink() -> None:
