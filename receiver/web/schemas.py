@@ -368,11 +368,12 @@ class LinksAnswer(Answer):
 
 
 class DeliveryAnswer(Answer):
-    sink: str
+    sink: str = Field(description="The sink's URL without credentials")
     state: Literal["pending", "delivered", "dead"]
     attempts: int
     last_error: str | None
     delivered_at: str | None
+    next_attempt_at: str | None = Field(description="When a pending delivery is tried next")
 
 
 class JobAnswer(Answer):
@@ -411,11 +412,19 @@ class UndeliveredAnswer(Answer):
     age_s: float
 
 
+class ReachabilityAnswer(Answer):
+    reachable: bool
+    error: str | None = Field(default=None, json_schema_extra=_not_nullable)
+
+
 class OverviewAnswer(Answer):
     jobs: dict[str, int] = Field(description="Jobs per state (every state, 0 included)")
     events_per_minute: int = Field(description="Completion events made in the last 60 s")
     dead_letters: int = Field(description="Jobs with a dead-lettered delivery")
     oldest_undelivered: dict[str, UndeliveredAnswer] = Field(description="Per sink with anything undelivered")
+    sinks: dict[str, ReachabilityAnswer] = Field(
+        description="Every configured sink, by name: whether it answered a ping just now (as in /readyz)"
+    )
 
 
 class RedeliveredAnswer(Answer):
@@ -433,3 +442,16 @@ class StatusAnswer(Answer):
     model_config = ConfigDict(extra="allow")
 
     status: str
+
+
+class SinkReachabilityAnswer(Answer):
+    reachable: bool
+    error: str | None = Field(default=None, json_schema_extra=_not_nullable)
+
+
+class ReadyAnswer(Answer):
+    status: Literal["ready"]
+    sinks: dict[str, SinkReachabilityAnswer] = Field(
+        description="Each sink by name: did it answer a ping within half a second. A sink that is down "
+        "never makes /readyz a 503"
+    )

@@ -129,6 +129,8 @@ def test_the_dashboard_end_to_end(browser: Browser, running: Stack, sink: tuple[
     page.uncheck("#dead")
     page.wait_for_selector(f'{row(page, job_id)}[data-state="published"]')
     until(page, "document.querySelector('#dead-count').textContent === '1'")
+    [waiting] = page.locator("#sinks .sink").filter(has_text="oldest undelivered").all()
+    assert waiting.get_attribute("data-sink") == sink[1] and "reachable" in waiting.inner_text()
     page.screenshot(path=SHOTS / "dashboard-desktop.png")
     assert contrast_failures(page) == []
 

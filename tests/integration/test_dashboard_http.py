@@ -51,6 +51,7 @@ def test_thumbnails_and_the_overview(tmp_path: Path) -> None:
         seen = running.client.get("/v1/overview").json()
         assert seen["jobs"]["published"] == 1 and seen["dead_letters"] == 0
         assert seen["events_per_minute"] == 1 and seen["oldest_undelivered"] == {}
+        assert seen["sinks"] == {listed[0]["deliveries"][0]["sink"]: {"reachable": True}}
         assert httpx.get(f"{running.url}/v1/overview").status_code == 401
 
 

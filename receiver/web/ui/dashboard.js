@@ -73,10 +73,13 @@ async function overview() {
       element("span", { class: "label", text: state }))));
   document.getElementById("rate").textContent = String(seen.events_per_minute);
   document.getElementById("dead-count").textContent = String(seen.dead_letters);
-  const oldest = Object.entries(seen.oldest_undelivered);
-  document.getElementById("oldest").replaceChildren(...(oldest.length
-    ? oldest.map(([sink, o]) => element("span", { class: "oldest", title: sink, text: `${shortSink(sink)}: ${age(o.since)}` }))
-    : [element("span", { text: "all delivered" })]));
+  document.getElementById("sinks").replaceChildren(...Object.entries(seen.sinks).map(([sink, reach]) => {
+    const oldest = seen.oldest_undelivered[sink];
+    return element("span", { class: "sink", "data-sink": sink, title: reach.error || sink },
+      element("span", { class: `badge badge-${reach.reachable ? "reachable" : "unreachable"}`,
+        text: reach.reachable ? "reachable" : "unreachable" }),
+      ` ${shortSink(sink)}: ${oldest ? `oldest undelivered ${age(oldest.since)}` : "all delivered"}`);
+  }));
 }
 
 const pending = new Set();
