@@ -3,18 +3,46 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
-from receiver.models import Job
+from receiver.models import Job, JobState, Model
 from receiver.stores.base import Delivery, DeliveryState
 
 DELIVERY_COLUMNS = "event_id, sink, state, attempts, next_at, last_error, delivered_at"
 SELECT_DELIVERIES = f"SELECT {DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - constants only
 
 
-def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None]:
-    """state, model, version, idempotency_key, due_at: what the queries filter and order on."""
-    return job.state.value, job.request.model.value, job.version, job.idempotency_key, job.due_at
+# The jobs that may hold an upstream slot; a partial index of the same condition keeps this a few rows.
+UPSTREAM_SLOTS = (
+    "SELECT model, state, submitting_until FROM jobs"
+    " WHERE state = 'submitted' OR submitting_until IS NOT NULL"
+)
+
+
+def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None, float | None]:
+    """state, model, version, idempotency_key, due_at, submitting_until: what the queries filter and
+    order on. `submitting_until` only counts while the job is created, so it is NULL in every other
+    state, and the index of upstream slots stays small."""
+    submitting_until = job.submitting_until if job.state is JobState.CREATED else None
+    return (
+        job.state.value,
+        job.request.model.value,
+        job.version,
+        job.idempotency_key,
+        job.due_at,
+        submitting_until,
+    )
+
+
+def active_upstream(rows: Iterable[Any], now: float) -> Counter[Model]:
+    """Tasks active upstream per model, from `UPSTREAM_SLOTS` rows (see `Job.holds_upstream_slot`)."""
+    return Counter(
+        Model(model)
+        for model, state, submitting_until in rows
+        if state == JobState.SUBMITTED or (submitting_until or 0.0) > now
+    )
 
 
 def job_doc(job: Job) -> str:

@@ -12,12 +12,19 @@ import anyio
 
 from receiver.models import Job
 from receiver.settings import Settings
-from receiver.stores import Delivery
+from receiver.stores import Change, Delivery
 from receiver.worker.budget import PollBudget
 from receiver.worker.handover import Work
 from receiver.worker.wakeup import Wakeup
 
 MAX_DEFER_S = 0.05
+# The loops each change another process commits may have given work (see `Store.watch`).
+WORK_FOR = {
+    Change.JOB_CREATED: Work.SUBMIT,
+    Change.SLOT_FREED: Work.SUBMIT,
+    Change.RESULT_READY: Work.FETCH,
+    Change.DELIVERY_DUE: Work.PUBLISH,
+}
 
 
 @dataclass
@@ -40,14 +47,19 @@ class Scheduler:
     webhooks_idle: anyio.Event = field(default_factory=anyio.Event)
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> Scheduler:
+    def for_settings(cls, settings: Settings, *, downloads: bool = True) -> Scheduler:
+        """Without `downloads` (no background work in this process) nothing is handed over."""
         return cls(
-            download_slots=settings.download_concurrency, poll_budget=PollBudget(settings.max_polls_per_s)
+            download_slots=settings.download_concurrency if downloads else 0,
+            poll_budget=PollBudget(settings.max_polls_per_s),
         )
 
     def wake(self, *work: Work) -> None:
         for name in work:
             self.wakeups[name].set()
+
+    def changed(self, change: Change) -> None:
+        self.wake(WORK_FOR[change])
 
     def can_take_download(self) -> bool:
         return len(self.handed_over) < self.download_slots

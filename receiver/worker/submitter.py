@@ -1,8 +1,7 @@
-"""Hands queued edits to BFL, never more at once than the account may have active."""
+"""Hands queued edits to BFL, never more at once than the account may have active: the store counts
+the active tasks of every process that shares it as it hands out the jobs to submit."""
 
 from __future__ import annotations
-
-from collections import Counter
 
 import anyio
 import structlog
@@ -10,8 +9,9 @@ import structlog
 from receiver import lifecycle
 from receiver.bfl.sansio import submit_body
 from receiver.errors import UpstreamError
-from receiver.models import Job, JobState, Model
+from receiver.models import Job, Model
 from receiver.services import Services
+from receiver.stores import UpstreamLimits
 from receiver.worker.handover import Work
 from receiver.worker.scheduler import Scheduler
 
@@ -23,26 +23,14 @@ class Submitter:
         self.svc = svc
         self.sched = sched
         self.task_group = task_group
-        self.in_flight: Counter[Model] = Counter()
+        settings = svc.settings
+        self.limits = UpstreamLimits(settings.max_active, {Model.MAX: settings.max_active_kontext_max})
 
     async def step(self) -> bool:
         """Start as many submits as there are free upstream slots; True if any started."""
         svc = self.svc
-        active = await svc.store.count({JobState.SUBMITTED}) + self.in_flight.total()
-        active_max = await svc.store.count({JobState.SUBMITTED}, Model.MAX) + self.in_flight[Model.MAX]
-        free = svc.settings.max_active - active
-        free_max = min(free, svc.settings.max_active_kontext_max - active_max)
-        if free <= 0:
-            return False
-        now = svc.clock()
-        # Asked for per model, so kontext-max jobs waiting for their smaller quota never block the rest.
-        lease = svc.policy.lease_s
-        claimed = (
-            await svc.store.claim({JobState.CREATED}, now, lease, free_max, Model.MAX) if free_max > 0 else []
-        )
-        claimed += await svc.store.claim({JobState.CREATED}, now, lease, free - len(claimed), Model.PRO)
+        claimed = await svc.store.claim_submits(svc.clock(), svc.policy.lease_s, self.limits)
         for job in self.sched.hold(claimed):
-            self.in_flight[job.request.model] += 1
             self.task_group.start_soon(self._submit, job)
         return bool(claimed)
 
@@ -54,7 +42,6 @@ class Submitter:
         else:
             self.sched.done(job)
         finally:
-            self.in_flight[job.request.model] -= 1
             self.sched.wake(Work.SUBMIT)
 
     async def _submit_claimed(self, job: Job) -> None:
