@@ -140,19 +140,20 @@ class Settings:
             log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
         )
 
-    def check(self) -> Settings:
-        """Refuse to run a production receiver with required settings missing."""
+    def check(self, *, api: bool = True, workers: bool = True) -> Settings:
+        """Refuse to run a production receiver with required settings missing: the API needs its
+        tokens, the background work BFL's key; both sign or verify webhook secrets."""
         if self.demo:
             return self
         missing = [
             name
-            for name, value in (
-                ("BFL_API_KEY", self.bfl_api_key),
-                ("RECEIVER_PUBLIC_URL", self.public_url),
-                ("RECEIVER_SIGNING_KEYS", self.signing_keys),
-                ("RECEIVER_API_TOKENS", self.api_tokens),
+            for name, value, needed in (
+                ("BFL_API_KEY", self.bfl_api_key, workers),
+                ("RECEIVER_PUBLIC_URL", self.public_url, True),
+                ("RECEIVER_SIGNING_KEYS", self.signing_keys, True),
+                ("RECEIVER_API_TOKENS", self.api_tokens, api),
             )
-            if not value
+            if needed and not value
         ]
         if missing:
             raise ConfigError(

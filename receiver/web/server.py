@@ -39,8 +39,9 @@ class ReceiverServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    app = create_app(settings)
+def serve(settings: Settings, host: str, port: int, *, api: bool = True, workers: bool = True) -> None:
+    """Serve until SIGTERM/SIGINT: the API, the background work, or both (see `create_app`)."""
+    app = create_app(settings, api=api, workers=workers)
     config = uvicorn.Config(
         app,
         host=host,

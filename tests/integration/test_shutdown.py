@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,8 +30,11 @@ from tests.integration.stack import FAST_SIM, IMAGE_B64, TOKEN, receiver_setting
 from tests.servers import free_port, serve, wait_until
 
 
-def test_a_stop_signal_turns_readiness_off_at_once(tmp_path: Path) -> None:
-    app = create_app(receiver_settings(tmp_path, "http://127.0.0.1:9", 8080))
+@pytest.mark.parametrize(
+    ("api", "workers"), [(True, True), (True, False), (False, True)], ids=["serve", "no-worker", "worker"]
+)
+def test_a_stop_signal_turns_readiness_off_at_once(tmp_path: Path, api: bool, workers: bool) -> None:
+    app = create_app(receiver_settings(tmp_path, "http://127.0.0.1:9", 8080), api=api, workers=workers)
     with serve(app) as url:
         # The signal handler of the server `serve` runs, called as a signal would call it.
         server = ReceiverServer(uvicorn.Config(app), app)

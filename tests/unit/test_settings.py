@@ -191,6 +191,20 @@ def test_check_passes_a_complete_configuration() -> None:
     assert settings.check() is settings
 
 
+@pytest.mark.parametrize(
+    ("part", "not_needed"),
+    [
+        ({"api": True, "workers": False}, "BFL_API_KEY"),
+        ({"api": False, "workers": True}, "RECEIVER_API_TOKENS"),
+    ],
+)
+def test_a_process_with_one_part_needs_only_its_settings(part: dict[str, bool], not_needed: str) -> None:
+    settings = Settings.from_env({k: v for k, v in REQUIRED.items() if k != not_needed})
+    assert settings.check(**part) is settings
+    with pytest.raises(ConfigError, match=not_needed):
+        settings.check()
+
+
 def test_demo_needs_no_required_settings() -> None:
     settings = dataclasses.replace(Settings(), demo=True)
     assert settings.check() is settings
