@@ -57,6 +57,10 @@ class PayloadTooLarge(ReceiverError):
     """A body or download exceeded its size cap."""
 
 
+class InputUnavailable(ReceiverError):
+    """A job's input image is gone from the blob store, or is not the one that was written."""
+
+
 class TransientError(ReceiverError):
     """A failure that may go away: `retryable` says whether trying again can help, and `retry_after`
     (seconds) how long the other side asked us to wait, if it said."""
@@ -88,6 +92,13 @@ class DownloadError(TransientError):
     ) -> None:
         self.url_expired = url_expired
         super().__init__(message, retryable=retryable, retry_after=retry_after)
+
+
+class StorageUnavailable(TransientError):
+    """The blob store could not be read or written (unreachable, refused, or failing)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
 
 
 class SinkError(TransientError):

@@ -75,13 +75,14 @@ class Change(StrEnum):
 
 
 class Store(Resource, Protocol):
-    async def insert(self, job: Job, image_base64: str | None) -> Job:
+    async def insert(self, job: Job) -> Job:
         """Add a new job; with an idempotency key already taken, return that key's job instead."""
 
     async def get(self, job_id: str) -> Job | None: ...
 
-    async def input_image(self, job_id: str) -> str | None:
-        """The base64 input image, kept until the job is submitted."""
+    async def legacy_input(self, job_id: str) -> str | None:
+        """The base64 input image of a job accepted before input images went to the blob store (the
+        `job_inputs` table held it until submit; `drop_input` deletes it). None for every newer job."""
 
     async def save(
         self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False
@@ -150,3 +151,10 @@ class Store(Resource, Protocol):
         """While open, call `on_change` for the changes processes sharing the store commit (this one's
         included), so their background work starts at once instead of at its next look at the store.
         A store only one process can use does nothing: that process wakes its own loops."""
+
+    async def expired_jobs(self, before: float, limit: int) -> list[Job]:
+        """Up to `limit` jobs created before `before` that are done with: in a final state, and with no
+        delivery still pending (delivered or dead-lettered). Oldest first."""
+
+    async def delete_jobs(self, job_ids: Collection[str]) -> int:
+        """Delete these jobs with their events, deliveries and any legacy input; return how many."""

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import FINAL_STATES, Event, Job, JobState, Model, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Change, Delivery, DeliveryState, UpstreamLimits
 
@@ -16,12 +16,11 @@ from receiver.stores.base import Change, Delivery, DeliveryState, UpstreamLimits
 class MemoryStore(ResourceBase):
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
-        self._inputs: dict[str, str] = {}
         self._keys: dict[str, str] = {}
         self._events: dict[str, Event] = {}
         self._deliveries: dict[tuple[str, str], Delivery] = {}
 
-    async def insert(self, job: Job, image_base64: str | None) -> Job:
+    async def insert(self, job: Job) -> Job:
         if job.idempotency_key is not None and job.idempotency_key in self._keys:
             return self._jobs[self._keys[job.idempotency_key]]
         if job.id in self._jobs:
@@ -29,15 +28,13 @@ class MemoryStore(ResourceBase):
         self._jobs[job.id] = job
         if job.idempotency_key is not None:
             self._keys[job.idempotency_key] = job.id
-        if image_base64 is not None:
-            self._inputs[job.id] = image_base64
         return job
 
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
-    async def input_image(self, job_id: str) -> str | None:
-        return self._inputs.get(job_id)
+    async def legacy_input(self, job_id: str) -> str | None:
+        return None  # nothing in memory outlives the process
 
     async def save(
         self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False
@@ -49,8 +46,6 @@ class MemoryStore(ResourceBase):
             return None
         saved = dataclasses.replace(job, version=job.version + 1)
         self._jobs[job.id] = saved
-        if drop_input:
-            self._inputs.pop(job.id, None)
         if event is not None:
             self._events[event.id] = event
             for sink in sinks:
@@ -182,3 +177,22 @@ class MemoryStore(ResourceBase):
 
     def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
+
+    async def expired_jobs(self, before: float, limit: int) -> list[Job]:
+        pending = {d.event_id for d in self._deliveries.values() if d.state is DeliveryState.PENDING}
+        done = [
+            job
+            for job in self._jobs.values()
+            if job.created_at < before and job.state in FINAL_STATES and job.id not in pending
+        ]
+        return sorted(done, key=lambda job: (job.created_at, job.id))[:limit]
+
+    async def delete_jobs(self, job_ids: Collection[str]) -> int:
+        deleted = [self._jobs.pop(job_id) for job_id in job_ids if job_id in self._jobs]
+        for job in deleted:
+            self._events.pop(job.id, None)
+            if job.idempotency_key is not None:
+                self._keys.pop(job.idempotency_key, None)
+        gone = {job.id for job in deleted}
+        self._deliveries = {key: d for key, d in self._deliveries.items() if d.event_id not in gone}
+        return len(deleted)

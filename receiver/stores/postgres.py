@@ -23,6 +23,8 @@ from receiver.resource import ResourceBase
 from receiver.stores import migrations
 from receiver.stores.base import Change, Delivery, DeliveryState, UpstreamLimits
 from receiver.stores.rows import (
+    FINAL_STATE_NAMES,
+    JOB_TABLES,
     SELECT_DELIVERIES,
     UPSTREAM_SLOTS,
     active_upstream,
@@ -93,7 +95,7 @@ class PostgresStore(ResourceBase):
             raise RuntimeError("store is not open; use `async with store:`")
         return self._pool
 
-    async def insert(self, job: Job, image_base64: str | None) -> Job:
+    async def insert(self, job: Job) -> Job:
         async with self.pool.acquire() as conn, conn.transaction():
             # ON CONFLICT rather than look-then-insert: two requests with one key may race.
             inserted = await conn.fetchval(
@@ -110,17 +112,13 @@ class PostgresStore(ResourceBase):
                     "SELECT doc FROM jobs WHERE idempotency_key = $1", job.idempotency_key
                 )
                 return job_from_doc(doc)
-            if image_base64 is not None:
-                await conn.execute(
-                    "INSERT INTO job_inputs (job_id, image) VALUES ($1, $2)", job.id, image_base64
-                )
         return job
 
     async def get(self, job_id: str) -> Job | None:
         doc = await self.pool.fetchval("SELECT doc FROM jobs WHERE id = $1", job_id)
         return job_from_doc(doc) if doc is not None else None
 
-    async def input_image(self, job_id: str) -> str | None:
+    async def legacy_input(self, job_id: str) -> str | None:
         image = await self.pool.fetchval("SELECT image FROM job_inputs WHERE job_id = $1", job_id)
         return str(image) if image is not None else None
 
@@ -297,6 +295,26 @@ class PostgresStore(ResourceBase):
                 log.warning("store.listen_lost")
             task_status = anyio.TASK_STATUS_IGNORED
             await anyio.sleep(LISTEN_RETRY_S)
+
+    async def expired_jobs(self, before: float, limit: int) -> list[Job]:
+        rows = await self.pool.fetch(
+            "SELECT doc FROM jobs WHERE created_at < $1 AND state = ANY($2::text[]) AND NOT EXISTS"
+            " (SELECT 1 FROM deliveries WHERE event_id = jobs.id AND state = $3)"
+            " ORDER BY created_at, id LIMIT $4",
+            before,
+            FINAL_STATE_NAMES,
+            DeliveryState.PENDING.value,
+            limit,
+        )
+        return [job_from_doc(row["doc"]) for row in rows]
+
+    async def delete_jobs(self, job_ids: Collection[str]) -> int:
+        ids = list(job_ids)
+        status = "DELETE 0"
+        async with self.pool.acquire() as conn, conn.transaction():
+            for table, column in JOB_TABLES:
+                status = await conn.execute(f"DELETE FROM {table} WHERE {column} = ANY($1::text[])", ids)  # noqa: S608
+        return int(status.split()[-1])
 
 
 async def _listen_until_lost(

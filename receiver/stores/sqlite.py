@@ -20,6 +20,8 @@ from receiver.resource import ResourceBase
 from receiver.stores.base import Change, Delivery, DeliveryState, UpstreamLimits
 from receiver.stores.rows import (
     DELIVERY_COLUMNS,
+    FINAL_STATE_NAMES,
+    JOB_TABLES,
     SELECT_DELIVERIES,
     UPSTREAM_SLOTS,
     active_upstream,
@@ -131,7 +133,7 @@ class SQLiteStore(ResourceBase):
             return await self._write(lambda conn: _fetch(conn, sql, params, many))
         return await anyio.to_thread.run_sync(_fetch, reader, sql, params, many, limiter=self._read_slot)
 
-    async def insert(self, job: Job, image_base64: str | None) -> Job:
+    async def insert(self, job: Job) -> Job:
         def insert(conn: sqlite3.Connection) -> Job:
             if job.idempotency_key is not None:
                 row = conn.execute(
@@ -144,8 +146,6 @@ class SQLiteStore(ResourceBase):
                 " created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.id, *job_columns(job), job.created_at, job_doc(job)),
             )
-            if image_base64 is not None:
-                conn.execute("INSERT INTO job_inputs (job_id, image) VALUES (?, ?)", (job.id, image_base64))
             return job
 
         return await self._write(insert)
@@ -154,7 +154,7 @@ class SQLiteStore(ResourceBase):
         row = await self._read("SELECT doc FROM jobs WHERE id = ?", (job_id,))
         return job_from_doc(row[0]) if row else None
 
-    async def input_image(self, job_id: str) -> str | None:
+    async def legacy_input(self, job_id: str) -> str | None:
         row = await self._read("SELECT image FROM job_inputs WHERE job_id = ?", (job_id,))
         return str(row[0]) if row else None
 
@@ -314,6 +314,29 @@ class SQLiteStore(ResourceBase):
 
     def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
+
+    async def expired_jobs(self, before: float, limit: int) -> list[Job]:
+        marks = ",".join("?" * len(FINAL_STATE_NAMES))
+        rows = await self._read(
+            f"SELECT doc FROM jobs WHERE created_at < ? AND state IN ({marks}) AND NOT EXISTS"  # noqa: S608
+            " (SELECT 1 FROM deliveries WHERE event_id = jobs.id AND state = ?)"
+            " ORDER BY created_at, id LIMIT ?",
+            (before, *FINAL_STATE_NAMES, DeliveryState.PENDING.value, limit),
+            many=True,
+        )
+        return [job_from_doc(row[0]) for row in rows]
+
+    async def delete_jobs(self, job_ids: Collection[str]) -> int:
+        ids = list(job_ids)
+        marks = ",".join("?" * len(ids))
+
+        def delete(conn: sqlite3.Connection) -> int:
+            deleted = 0
+            for table, column in JOB_TABLES:
+                deleted = conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids).rowcount  # noqa: S608
+            return int(deleted)
+
+        return await self._write(delete) if ids else 0
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:

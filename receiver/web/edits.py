@@ -14,9 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from receiver import lifecycle
-from receiver.bfl.validation import parse_edit
-from receiver.errors import InvalidRequest, Problem
-from receiver.models import EditRequest, Model
+from receiver.bfl.validation import InputImage, parse_edit
+from receiver.blobs.inputs import store_inputs
+from receiver.errors import InvalidRequest, Problem, StorageUnavailable
+from receiver.models import EditRequest, Model, StoredInput
+from receiver.services import Services
 from receiver.web.common import handover, parse_json, read_body, require_token, services
 from receiver.web.views import job_view
 from receiver.worker.handover import Work
@@ -43,8 +45,9 @@ FIELDS = frozenset(
 )
 
 
-def parse_edit_request(payload: Any) -> tuple[EditRequest, str | None]:
-    """The job's request and its base64 image (None when given by URL); `InvalidRequest` otherwise."""
+def parse_edit_request(payload: Any) -> tuple[EditRequest, list[InputImage]]:
+    """The job's request and its decoded input images (none when given by URL); `InvalidRequest`
+    otherwise."""
     problems: list[Problem] = []
     if isinstance(payload, Mapping):
         problems += [
@@ -80,7 +83,7 @@ def parse_edit_request(payload: Any) -> tuple[EditRequest, str | None]:
         prompt_upsampling=fields.prompt_upsampling,
         metadata=payload.get("metadata") or {},
     )
-    return request, payload["image"] if fields.image is not None else None
+    return request, [fields.image] if fields.image is not None else []
 
 
 def fingerprint(body: bytes) -> str:
@@ -97,13 +100,21 @@ async def create_edit(request: Request) -> JSONResponse:
         )
     body = await read_body(request, MAX_EDIT_BODY)
     # Decoding up to 28 MB of JSON and base64 would stall every other request: do it off the loop.
-    edit, image = await anyio.to_thread.run_sync(lambda: parse_edit_request(parse_json(body)))
+    edit, images = await anyio.to_thread.run_sync(lambda: parse_edit_request(parse_json(body)))
+    job_id = str(uuid.uuid4())
+    # The images are in the blob store before the job exists, so whoever submits it finds them.
+    inputs = await store_inputs(svc.blobs, job_id, images)
     job = lifecycle.new_job(
-        str(uuid.uuid4()), edit, svc.clock(), idempotency_key=key, fingerprint=fingerprint(body)
+        job_id, edit, svc.clock(), idempotency_key=key, fingerprint=fingerprint(body), inputs=inputs
     )
-    stored = await svc.store.insert(job, image)
+    try:
+        stored = await svc.store.insert(job)
+    except BaseException:
+        await _discard(svc, inputs)
+        raise
     headers = {"Location": f"/v1/jobs/{stored.id}"}
-    if stored.id != job.id:
+    if stored.id != job.id:  # the key was used before: that job and its images are the ones kept
+        await _discard(svc, inputs)
         if stored.fingerprint != job.fingerprint:
             raise InvalidRequest(
                 [
@@ -121,3 +132,12 @@ async def create_edit(request: Request) -> JSONResponse:
     log.info("job.created", job_id=job.id, model=edit.model.value)
     handover(request).wake(Work.SUBMIT)
     return JSONResponse(job_view(stored), status_code=202, headers=headers)
+
+
+async def _discard(svc: Services, inputs: tuple[StoredInput, ...]) -> None:
+    """Remove input images no job refers to; should that fail, they are only unused objects."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await svc.blobs.delete([item.key for item in inputs])
+        except (OSError, StorageUnavailable) as exc:
+            log.warning("job.inputs_not_removed", keys=[item.key for item in inputs], error=str(exc))

@@ -20,7 +20,7 @@ from receiver.models import EditRequest, Job, JobState, Model, Via
 from receiver.stores import Change, UpstreamLimits, store_from_url
 from receiver.stores.migrations import POSTGRES as MIGRATIONS
 from receiver.stores.postgres import PostgresStore, migrate
-from tests.contract.test_store_contract import POLICY, SINKS, T0, final, make_job
+from tests.contract.test_store_contract import POLICY, SINKS, T0, final, legacy_doc, make_job
 
 pytestmark = pytest.mark.anyio
 
@@ -98,7 +98,7 @@ async def test_replicas_claiming_at_once_never_take_the_same_job(
     a, b = replicas
     ids = {f"job-{n:03}" for n in range(200)}
     for job_id in ids:
-        await a.insert(make_job(job_id, due_at=T0), None)
+        await a.insert(make_job(job_id, due_at=T0))
 
     def claimer(store: PostgresStore) -> Callable[[], Awaitable[list[Job]]]:
         return lambda: drain(lambda: store.claim({JobState.CREATED}, T0 + 1, 60, 7))
@@ -116,7 +116,7 @@ async def test_replicas_claiming_deliveries_at_once_never_take_the_same_one(
 ) -> None:
     a, b = replicas
     for n in range(50):
-        job = await a.insert(make_job(f"job-{n:02}"), None)
+        job = await a.insert(make_job(f"job-{n:02}"))
         transition = final(job)
         assert await a.save(transition.job, event=transition.event, sinks=SINKS) is not None
 
@@ -136,7 +136,7 @@ async def test_a_claim_skips_rows_another_transaction_holds(
 ) -> None:
     a, b = replicas
     for job_id in ("held", "free"):
-        await a.insert(make_job(job_id, due_at=T0), None)
+        await a.insert(make_job(job_id, due_at=T0))
     async with b.pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT id FROM jobs WHERE id = 'held' FOR UPDATE")
         with anyio.fail_after(10):  # a claim that waited for the lock would hang here
@@ -149,7 +149,7 @@ async def test_concurrent_saves_of_one_version_let_exactly_one_win(
 ) -> None:
     a, b = replicas
     for n in range(20):
-        job = await a.insert(make_job(f"job-{n}"), None)
+        job = await a.insert(make_job(f"job-{n}"))
         submitted = dataclasses.replace(job, state=JobState.SUBMITTED, bfl_task_id="task")
         failed = final(job)
         wins = await concurrently(
@@ -170,11 +170,11 @@ async def test_concurrent_inserts_with_one_idempotency_key_make_one_job(
     for n in range(20):
         key = f"key-{n}"
         first, second = await concurrently(
-            partial(a.insert, make_job(f"a-{n}", idempotency_key=key), "image-a"),
-            partial(b.insert, make_job(f"b-{n}", idempotency_key=key), "image-b"),
+            partial(a.insert, make_job(f"a-{n}", idempotency_key=key)),
+            partial(b.insert, make_job(f"b-{n}", idempotency_key=key)),
         )
         assert first == second
-        assert await a.input_image(first.id) == f"image-{first.id[0]}"
+        assert await a.get(first.id) == first
     assert await a.count({JobState.CREATED}) == 20
 
 
@@ -185,7 +185,7 @@ async def test_replicas_claiming_submits_at_once_stay_within_the_limits(
     limits = UpstreamLimits(24, {Model.MAX: 6})
     for n in range(100):
         request = EditRequest(f"edit {n}", model=Model.MAX if n % 3 == 0 else Model.PRO)
-        await a.insert(make_job(f"job-{n:03}", T0 + n, request=request), None)
+        await a.insert(make_job(f"job-{n:03}", T0 + n, request=request))
 
     def claimer(store: PostgresStore) -> Callable[[], Awaitable[list[Job]]]:
         return lambda: drain(lambda: store.claim_submits(T0 + 200, 60, limits))
@@ -202,15 +202,15 @@ async def test_changes_committed_by_one_replica_wake_the_other(
     a, b = replicas
     seen = Seen()
     async with b.watch(seen):  # listening once entered
-        await a.insert(make_job("job-1"), None)
+        await a.insert(make_job("job-1"))
         await seen.wait_for(Change.JOB_CREATED)
-        job = await a.insert(make_job("job-2", state=JobState.SUBMITTED), None)
+        job = await a.insert(make_job("job-2", state=JobState.SUBMITTED))
         report = TaskReport(Report.READY, "task-2", "Ready", sample="https://delivery.bfl.ai/s.jpg")
         await a.update(job.id, lambda j: lifecycle.reported(j, report, Via.WEBHOOK, T0 + 1, POLICY))
         await seen.wait_for(Change.RESULT_READY)
         await seen.wait_for(Change.SLOT_FREED)
         assert Change.DELIVERY_DUE not in seen.changes
-        transition = final(await a.insert(make_job("job-3"), None))
+        transition = final(await a.insert(make_job("job-3")))
         await a.save(transition.job, event=transition.event, sinks=SINKS)
         await seen.wait_for(Change.DELIVERY_DUE)
 
@@ -222,9 +222,9 @@ async def test_a_watch_ignores_the_changes_of_other_schemas(postgres_schemas: Ca
     ):
         seen_by_a, seen_by_b = Seen(), Seen()
         async with a.watch(seen_by_a), b.watch(seen_by_b):
-            await a.insert(make_job("job-a"), None)
+            await a.insert(make_job("job-a"))
             await seen_by_a.wait_for(Change.JOB_CREATED)
-            await b.insert(make_job("job-b"), None)
+            await b.insert(make_job("job-b"))
             await seen_by_b.wait_for(Change.JOB_CREATED)
         assert seen_by_a.changes == seen_by_b.changes == [Change.JOB_CREATED]
 
@@ -255,11 +255,23 @@ async def test_migrations_apply_once_and_data_survives_a_reopen(postgres_schema_
     assert await migrate(postgres_schema_url) == []
     async with PostgresStore.from_url(postgres_schema_url) as store:
         assert store.applied == []
-        job = await store.insert(make_job("job-1", idempotency_key="key-1"), "aGVsbG8=")
+        job = await store.insert(make_job("job-1", idempotency_key="key-1"))
+        # A job an older version accepted: its document has no `inputs`, its base64 is in job_inputs.
+        old = make_job("job-old")
+        await store.pool.execute(
+            "INSERT INTO jobs (id, state, model, version, due_at, created_at, doc)"
+            " VALUES ($1, 'created', 'flux-kontext-pro', 0, $2, $2, $3)",
+            old.id,
+            T0,
+            legacy_doc(old),
+        )
+        await store.pool.execute("INSERT INTO job_inputs (job_id, image) VALUES ($1, 'aGVsbG8=')", old.id)
     async with PostgresStore.from_url(postgres_schema_url) as store:
         assert store.applied == []
         assert await store.get("job-1") == job
-        assert await store.input_image("job-1") == "aGVsbG8="
+        assert await store.get("job-old") == old
+        assert await store.legacy_input("job-old") == "aGVsbG8="
+        assert await store.legacy_input("job-1") is None
         names = await store.pool.fetch("SELECT name FROM schema_migrations ORDER BY name")
         assert [row["name"] for row in names] == ALL_MIGRATIONS
 
@@ -281,7 +293,7 @@ async def test_stores_in_two_schemas_do_not_see_each_other(postgres_schemas: Cal
         PostgresStore.from_url(postgres_schemas()) as a,
         PostgresStore.from_url(postgres_schemas()) as b,
     ):
-        await a.insert(make_job("job-1"), None)
+        await a.insert(make_job("job-1"))
         assert await b.get("job-1") is None
         assert await a.get("job-1") is not None
 
