@@ -215,6 +215,11 @@ class Transition:
     drop_input: bool = False
 
 
+def epoch(iso: str) -> float:
+    """The inverse of `isotime`: an RFC 3339 time as epoch seconds."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 def isotime(timestamp: float | None) -> str | None:
     """Epoch seconds as RFC 3339 UTC with milliseconds, the format of every time we emit."""
     if timestamp is None:

@@ -65,6 +65,15 @@ class UpstreamLimits:
         return min(free, self.per_model[model] - active.get(model, 0))
 
 
+@dataclass(frozen=True)
+class StoreFigures:
+    """What the store holds, for the metrics: jobs per state, and per sink the events not yet delivered
+    with the time (epoch seconds) of the oldest."""
+
+    jobs: Mapping[JobState, int]
+    outbox: Mapping[str, tuple[int, float]]
+
+
 class Change(StrEnum):
     """A change committed to the store that may make background work due."""
 
@@ -151,6 +160,10 @@ class Store(Resource, Protocol):
         """While open, call `on_change` for the changes processes sharing the store commit (this one's
         included), so their background work starts at once instead of at its next look at the store.
         A store only one process can use does nothing: that process wakes its own loops."""
+
+    async def figures(self) -> StoreFigures | None:
+        """The store's figures, or None when another process sharing the store reports them: summed over
+        every process, each job and event then counts once."""
 
     async def expired_jobs(self, before: float, limit: int) -> list[Job]:
         """Up to `limit` jobs created before `before` that are done with: in a final state, and with no

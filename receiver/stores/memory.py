@@ -8,9 +8,9 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 
-from receiver.models import FINAL_STATES, Event, Job, JobState, Model, Transition
+from receiver.models import FINAL_STATES, Event, Job, JobState, Model, Transition, epoch
 from receiver.resource import ResourceBase
-from receiver.stores.base import Change, Delivery, DeliveryState, UpstreamLimits
+from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
 
 
 class MemoryStore(ResourceBase):
@@ -177,6 +177,14 @@ class MemoryStore(ResourceBase):
 
     def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
+
+    async def figures(self) -> StoreFigures | None:
+        pending = [d for d in self._deliveries.values() if d.state is DeliveryState.PENDING]
+        outbox: dict[str, tuple[int, float]] = {}
+        for delivery in pending:
+            count, oldest = outbox.get(delivery.sink, (0, float("inf")))
+            outbox[delivery.sink] = (count + 1, min(oldest, epoch(self._events[delivery.event_id].time)))
+        return StoreFigures(Counter(job.state for job in self._jobs.values()), outbox)
 
     async def expired_jobs(self, before: float, limit: int) -> list[Job]:
         pending = {d.event_id for d in self._deliveries.values() if d.state is DeliveryState.PENDING}

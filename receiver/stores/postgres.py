@@ -21,14 +21,17 @@ from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
-from receiver.stores.base import Change, Delivery, DeliveryState, UpstreamLimits
+from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
 from receiver.stores.rows import (
     FINAL_STATE_NAMES,
     JOB_TABLES,
+    JOBS_BY_STATE,
+    OUTBOX_BY_SINK,
     SELECT_DELIVERIES,
     UPSTREAM_SLOTS,
     active_upstream,
     delivery_from_row,
+    figures_from_rows,
     job_columns,
     job_doc,
     job_from_doc,
@@ -50,6 +53,8 @@ class PostgresStore(ResourceBase):
         self.applied: list[str] = []  # the migrations `open` applied
         self._pool: asyncpg.Pool | None = None
         self._schema_in_use = schema or ""  # the tables' schema (found at `open` when not named)
+        self._listening: asyncpg.Connection | None = None  # while `watch` is open
+        self._reporting = False  # this replica reports the store's figures (see `figures`)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -291,10 +296,43 @@ class PostgresStore(ResourceBase):
                 log.warning("store.listen_failed", error=str(exc))
                 task_status.started()
             else:
-                await _listen_until_lost(conn, notified, task_status)
+                await self._listen_until_lost(conn, notified, task_status)
                 log.warning("store.listen_lost")
             task_status = anyio.TASK_STATUS_IGNORED
             await anyio.sleep(LISTEN_RETRY_S)
+
+    async def _listen_until_lost(
+        self, conn: asyncpg.Connection, notified: Callable[..., None], task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        lost = anyio.Event()
+        try:
+            conn.add_termination_listener(lambda _: lost.set())
+            await conn.add_listener(migrations.CHANNEL, notified)
+            self._listening = conn
+            task_status.started()
+            await lost.wait()
+        finally:
+            self._listening, self._reporting = None, False
+            with anyio.CancelScope(shield=True):
+                await conn.close(timeout=5)
+
+    async def figures(self) -> StoreFigures | None:
+        if not await self._reports_figures():
+            return None
+        async with self.pool.acquire() as conn:
+            jobs = await conn.fetch(JOBS_BY_STATE)
+            outbox = await conn.fetch(OUTBOX_BY_SINK.format(time="e.body->>'time'"))
+        return figures_from_rows(jobs, outbox)
+
+    async def _reports_figures(self) -> bool:
+        """One replica reports the store's figures: the first whose listening connection takes the
+        advisory lock. A replica that stops or loses its connection lets the lock go with it, and the
+        next to ask takes over. Replicas that do not watch the store (no background work) never report."""
+        conn = self._listening
+        if conn is not None and not self._reporting:
+            key = f"kontext-receiver.figures:{self._schema_in_use}"
+            self._reporting = await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key)
+        return self._reporting
 
     async def expired_jobs(self, before: float, limit: int) -> list[Job]:
         rows = await self.pool.fetch(
@@ -315,20 +353,6 @@ class PostgresStore(ResourceBase):
             for table, column in JOB_TABLES:
                 status = await conn.execute(f"DELETE FROM {table} WHERE {column} = ANY($1::text[])", ids)  # noqa: S608
         return int(status.split()[-1])
-
-
-async def _listen_until_lost(
-    conn: asyncpg.Connection, notified: Callable[..., None], task_status: anyio.abc.TaskStatus[None]
-) -> None:
-    lost = anyio.Event()
-    try:
-        conn.add_termination_listener(lambda _: lost.set())
-        await conn.add_listener(migrations.CHANNEL, notified)
-        task_status.started()
-        await lost.wait()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await conn.close(timeout=5)
 
 
 async def _claim(

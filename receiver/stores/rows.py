@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from receiver.models import FINAL_STATES, Job, JobState, Model
-from receiver.stores.base import Delivery, DeliveryState
+from receiver.models import FINAL_STATES, Job, JobState, Model, epoch
+from receiver.stores.base import Delivery, DeliveryState, StoreFigures
 
 DELIVERY_COLUMNS = "event_id, sink, state, attempts, next_at, last_error, delivered_at"
 FINAL_STATE_NAMES = sorted(state.value for state in FINAL_STATES)
@@ -36,6 +36,21 @@ def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None, floa
         job.idempotency_key,
         job.due_at,
         submitting_until,
+    )
+
+
+JOBS_BY_STATE = "SELECT state, count(*) FROM jobs GROUP BY state"
+# Per sink: undelivered events and the time of the oldest ({time} reads `time` from an event's JSON).
+OUTBOX_BY_SINK = (
+    "SELECT d.sink, count(*), min({time}) FROM deliveries d JOIN events e ON e.id = d.event_id"
+    " WHERE d.state = 'pending' GROUP BY d.sink"
+)
+
+
+def figures_from_rows(jobs: Iterable[Any], outbox: Iterable[Any]) -> StoreFigures:
+    return StoreFigures(
+        jobs={JobState(state): int(count) for state, count in jobs},
+        outbox={sink: (int(count), epoch(oldest)) for sink, count, oldest in outbox},
     )
 
 

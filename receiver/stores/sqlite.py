@@ -17,15 +17,18 @@ import anyio.to_thread
 from receiver.errors import ConfigError
 from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.resource import ResourceBase
-from receiver.stores.base import Change, Delivery, DeliveryState, UpstreamLimits
+from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
 from receiver.stores.rows import (
     DELIVERY_COLUMNS,
     FINAL_STATE_NAMES,
     JOB_TABLES,
+    JOBS_BY_STATE,
+    OUTBOX_BY_SINK,
     SELECT_DELIVERIES,
     UPSTREAM_SLOTS,
     active_upstream,
     delivery_from_row,
+    figures_from_rows,
     job_columns,
     job_doc,
     job_from_doc,
@@ -314,6 +317,11 @@ class SQLiteStore(ResourceBase):
 
     def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
+
+    async def figures(self) -> StoreFigures | None:
+        jobs = await self._read(JOBS_BY_STATE, (), many=True)
+        outbox = await self._read(OUTBOX_BY_SINK.format(time="json_extract(e.body, '$.time')"), (), many=True)
+        return figures_from_rows(jobs, outbox)
 
     async def expired_jobs(self, before: float, limit: int) -> list[Job]:
         marks = ",".join("?" * len(FINAL_STATE_NAMES))

@@ -15,7 +15,8 @@ import structlog
 
 from receiver import lifecycle
 from receiver.errors import SinkError, TransientError
-from receiver.models import Event
+from receiver.metrics import Step
+from receiver.models import Event, epoch
 from receiver.retry import backoff, is_retryable
 from receiver.services import Services
 from receiver.sinks import Sink
@@ -62,11 +63,14 @@ async def _deliver(svc: Services, delivery: Delivery) -> None:
     except Exception as exc:  # whatever a sink raises, the outbox keeps the event
         await _failed(svc, delivery, sink, exc)
         return
-    svc.metrics.inc("deliveries", sink=sink.name, outcome="delivered")
+    svc.metrics.deliveries.labels(sink.name, "delivered").inc()
+    finished = event.data["timings"]["bfl_finished_at"]
+    if finished is not None:
+        svc.metrics.end_to_end_seconds.labels(sink.name).observe(max(0.0, svc.clock() - epoch(finished)))
     delivered = _next(svc, delivery, DeliveryState.DELIVERED, None)
-    await svc.store.complete_delivery(
-        delivered, expected_attempts=delivery.attempts, then=lambda job: lifecycle.published(job, svc.clock())
-    )
+    publish = Step(lambda job: lifecycle.published(job, svc.clock()))
+    if await svc.store.complete_delivery(delivered, expected_attempts=delivery.attempts, then=publish):
+        svc.metrics.count(publish)
     log.info("event.delivered", event_id=event.id, sink=sink.name, type=event.type)
 
 
@@ -80,7 +84,7 @@ async def _publish(sink: Sink, event: Event) -> None:
 async def _failed(svc: Services, delivery: Delivery, sink: Sink, exc: Exception) -> None:
     retryable = isinstance(exc, TransientError) and exc.retryable
     dead = not retryable or delivery.attempts >= svc.settings.delivery_attempts
-    svc.metrics.inc("deliveries", sink=sink.name, outcome="dead" if dead else "failed")
+    svc.metrics.deliveries.labels(sink.name, "dead" if dead else "failed").inc()
     log.warning(
         "event.delivery_failed",
         event_id=delivery.event_id,

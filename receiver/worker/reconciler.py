@@ -32,7 +32,7 @@ async def poll(svc: Services, sched: Scheduler, job: Job) -> None:
         raise ValueError(f"job {job.id} was submitted without a task id")
     try:
         report = await svc.bfl.get_result(job.bfl_task_id, job.polling_url)
-        svc.metrics.inc("polls", status=report.report.value)
+        svc.metrics.polls.labels(report.report.value).inc()
     except UpstreamError as exc:
         log.warning("job.poll_failed", job_id=job.id, error=str(exc))
         report = None

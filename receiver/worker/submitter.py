@@ -64,17 +64,18 @@ class Submitter:
         # its id even while shutting down, or the next start would submit the edit a second time.
         with anyio.CancelScope(shield=True):
             try:
-                accepted = await svc.bfl.submit(job.request.model, body)
+                with svc.metrics.submit_seconds.time():
+                    accepted = await svc.bfl.submit(job.request.model, body)
             except UpstreamError as exc:
                 refusal = exc
                 log.warning("job.submit_refused", job_id=job.id, status=exc.status, detail=exc.detail)
-                svc.metrics.inc("submits", outcome="retry" if exc.retryable else "refused")
+                svc.metrics.submits.labels("retry" if exc.retryable else "refused").inc()
                 await svc.update(
                     job.id, lambda j: lifecycle.submit_refused(j, refusal, svc.clock(), svc.policy)
                 )
                 self.sched.wake(Work.PUBLISH)
                 return
-            svc.metrics.inc("submits", outcome="accepted")
+            svc.metrics.submits.labels("accepted").inc()
             log.info(
                 "job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=job.request.model.value
             )

@@ -215,6 +215,23 @@ async def test_changes_committed_by_one_replica_wake_the_other(
         await seen.wait_for(Change.DELIVERY_DUE)
 
 
+async def test_one_watching_replica_reports_the_figures_and_another_takes_over(
+    replicas: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = replicas
+    await a.insert(make_job("job-1"))
+    assert await a.figures() is None  # not watching: a web process, say
+    async with a.watch(lambda change: None):
+        async with b.watch(lambda change: None):
+            reports = [await a.figures(), await b.figures()]
+            assert reports[0] is not None and reports[0].jobs == {JobState.CREATED: 1}
+            assert reports[1] is None  # so that a sum over replicas counts each job once
+        figures = await a.figures()
+        assert figures is not None
+    async with b.watch(lambda change: None):  # the reporter stopped: its lock went with it
+        assert await b.figures() is not None
+
+
 async def test_a_watch_ignores_the_changes_of_other_schemas(postgres_schemas: Callable[[], str]) -> None:
     async with (
         PostgresStore.from_url(postgres_schemas()) as a,

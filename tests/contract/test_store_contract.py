@@ -16,7 +16,18 @@ import pytest
 from receiver import lifecycle
 from receiver.bfl.sansio import Submitted
 from receiver.errors import UpstreamError
-from receiver.models import EditRequest, Event, ImageInfo, Job, JobState, Model, StoredInput, Transition, Via
+from receiver.models import (
+    EditRequest,
+    Event,
+    ImageInfo,
+    Job,
+    JobState,
+    Model,
+    StoredInput,
+    Transition,
+    Via,
+    epoch,
+)
 from receiver.stores import Delivery, DeliveryState, Store, UpstreamLimits, store_from_url
 from receiver.stores.memory import MemoryStore
 from receiver.stores.rows import job_doc
@@ -352,6 +363,22 @@ class StoreContract:
                 tg.start_soon(claim)
         assert len(claimed) == 4 and len({j.id for j in claimed}) == 4
         assert sum(j.request.model is Model.MAX for j in claimed) == 2
+
+    async def test_figures_count_jobs_per_state_and_undelivered_events_per_sink(self, store: Store) -> None:
+        await store.insert(make_job("queued"))
+        await store.insert(make_job("on-bfl", state=JobState.SUBMITTED))
+        _, first = await self.finished(store, "failed-1", T0)
+        await self.finished(store, "failed-2", T0 + 1)
+        [claimed] = await store.claim_deliveries(T0 + 100, 60, 1, ["stdout://"])  # in flight: still owed
+        await store.save_delivery(
+            dataclasses.replace(claimed, state=DeliveryState.DELIVERED), expected_attempts=claimed.attempts
+        )
+        async with store.watch(lambda change: None):  # PostgreSQL: the watching replica reports
+            figures = await store.figures()
+        assert figures is not None
+        assert dict(figures.jobs) == {JobState.CREATED: 1, JobState.SUBMITTED: 1, JobState.FAILED: 2}
+        oldest = epoch(first.time)
+        assert dict(figures.outbox) == {"file://events.jsonl": (2, oldest), "stdout://": (1, oldest)}
 
     async def test_count_by_state_and_model(self, store: Store) -> None:
         for job_id, state, model in [
