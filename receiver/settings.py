@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
 from receiver.errors import ConfigError
+from receiver.registry import redact
 
 T = TypeVar("T")
 
@@ -88,7 +89,8 @@ def _bool(raw: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    """The receiver's configuration. Field names follow the `RECEIVER_*`/`BFL_*` variables."""
+    """The receiver's configuration. Field names follow the `RECEIVER_*`/`BFL_*` variables. Its repr
+    shows no key, token, or URL credentials and query strings (where DSN passwords and tokens go)."""
 
     bfl_api_url: str = "https://api.bfl.ai"
     bfl_api_key: str = field(default="", repr=False)
@@ -114,7 +116,7 @@ class Settings:
     metrics_store_ttl_s: float = 10.0
     retention_days: float | None = None  # None: keep finished jobs and their images forever
     log_level: str = "info"
-    log_json: bool = True
+    log_json: bool | None = None  # None: JSON lines unless stderr is a terminal
     demo: bool = False
 
     @classmethod
@@ -177,10 +179,22 @@ class Settings:
             raise ConfigError("RECEIVER_SINKS names no sink")
         return self
 
+    def __repr__(self) -> str:
+        shown = (f"{f.name}={_redacted(getattr(self, f.name))!r}" for f in fields(self) if f.repr)
+        return f"Settings({', '.join(shown)})"
+
     @property
     def max_active_kontext_max(self) -> int:
         """BFL allows at most 6 active kontext-max tasks per account."""
         return min(self.max_active, 6)
+
+
+def _redacted(value: object) -> object:
+    if isinstance(value, str) and "://" in value:
+        return redact(value)
+    if isinstance(value, tuple):
+        return tuple(_redacted(item) for item in value)
+    return value
 
 
 @dataclass(frozen=True)

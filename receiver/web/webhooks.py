@@ -53,12 +53,20 @@ async def _answer(request: Request, svc: Services, work: Handover) -> JSONRespon
         raise NotFound(f"no job {job_id}")
     if not changed:
         svc.metrics.webhooks.labels("duplicate").inc()
-        log.info("webhook.duplicate", job_id=job_id, state=job.state.value)
+        log.info("webhook.duplicate", job_id=job_id, bfl_task_id=job.bfl_task_id, state=job.state.value)
         return JSONResponse({"status": "duplicate", "state": job.state.value})
     if report.task_id and job.bfl_task_id and report.task_id != job.bfl_task_id:
-        log.warning("webhook.task_mismatch", job_id=job_id, expected=job.bfl_task_id, got=report.task_id)
+        log.warning(
+            "webhook.task_mismatch", job_id=job_id, bfl_task_id=job.bfl_task_id, reported=report.task_id
+        )
     svc.metrics.webhooks.labels("accepted").inc()
-    log.info("webhook.accepted", job_id=job_id, status=report.status, state=job.state.value)
+    log.info(
+        "webhook.accepted",
+        job_id=job_id,
+        bfl_task_id=job.bfl_task_id,
+        status=report.status,
+        state=job.state.value,
+    )
     if take and job.state is JobState.RECEIVED:
         work.take_download(job)
     else:

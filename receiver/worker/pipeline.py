@@ -14,6 +14,7 @@ import structlog
 from receiver import lifecycle
 from receiver.bfl.sansio import SAMPLE_URL_LIFETIME_S, Report, sample_expires_at
 from receiver.errors import DownloadError, UpstreamError
+from receiver.logs import about_job
 from receiver.models import ImageInfo, Job, JobState
 from receiver.retry import is_retryable
 from receiver.services import Services
@@ -34,12 +35,13 @@ async def claim_received(svc: Services, limit: int) -> list[Job]:
 
 
 async def fetch_and_store(svc: Services, sched: Scheduler, job: Job) -> None:
-    try:
-        await _fetch_and_store(svc, sched, job)
-    except Exception as exc:  # a failure outside the download itself: try again later, within the deadline
-        log.exception("job.fetch_crashed", job_id=job.id)
-        failure = DownloadError(f"{type(exc).__name__}: {exc}", retryable=True)
-        await svc.update(job.id, lambda j: lifecycle.download_failed(j, failure, svc.clock(), svc.policy))
+    with about_job(job.id, job.bfl_task_id):
+        try:
+            await _fetch_and_store(svc, sched, job)
+        except Exception as exc:  # outside the download itself: try again later, within the deadline
+            log.exception("job.fetch_crashed", job_id=job.id)
+            failure = DownloadError(f"{type(exc).__name__}: {exc}", retryable=True)
+            await svc.update(job.id, lambda j: lifecycle.download_failed(j, failure, svc.clock(), svc.policy))
 
 
 async def _fetch_and_store(svc: Services, sched: Scheduler, job: Job) -> None:

@@ -15,6 +15,7 @@ import structlog
 
 from receiver import lifecycle
 from receiver.errors import SinkError, TransientError
+from receiver.logs import about_job
 from receiver.metrics import Step
 from receiver.models import Event, epoch
 from receiver.retry import backoff, is_retryable
@@ -56,6 +57,11 @@ async def _deliver(svc: Services, delivery: Delivery) -> None:
     if event is None:  # cannot happen: the event and its deliveries are written together
         await _record(svc, delivery, DeliveryState.DEAD, "event is missing")
         return
+    with about_job(event.id, event.data.get("bfl_task_id")):  # an event has its job's id
+        await _send(svc, delivery, sink, event)
+
+
+async def _send(svc: Services, delivery: Delivery, sink: Sink, event: Event) -> None:
     try:
         await stamina.AsyncRetryingCaller(attempts=INLINE_ATTEMPTS, timeout=svc.policy.lease_s / 2)(
             is_retryable, _publish, sink, event

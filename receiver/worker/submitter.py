@@ -12,6 +12,7 @@ from receiver import lifecycle
 from receiver.bfl.sansio import submit_body
 from receiver.blobs.inputs import read_input
 from receiver.errors import InputUnavailable, UpstreamError
+from receiver.logs import about_job
 from receiver.models import Job, Model
 from receiver.services import Services
 from receiver.stores import UpstreamLimits
@@ -38,14 +39,15 @@ class Submitter:
         return bool(claimed)
 
     async def _submit(self, job: Job) -> None:
-        try:
-            await self._submit_claimed(job)
-        except Exception:  # the claim lapses and the job is tried again; the loop must live on
-            log.exception("job.submit_crashed", job_id=job.id)
-        else:
-            self.sched.done(job)
-        finally:
-            self.sched.wake(Work.SUBMIT)
+        with about_job(job.id, job.bfl_task_id):
+            try:
+                await self._submit_claimed(job)
+            except Exception:  # the claim lapses and the job is tried again; the loop must live on
+                log.exception("job.submit_crashed", job_id=job.id)
+            else:
+                self.sched.done(job)
+            finally:
+                self.sched.wake(Work.SUBMIT)
 
     async def _submit_claimed(self, job: Job) -> None:
         svc = self.svc

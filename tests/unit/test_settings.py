@@ -281,3 +281,25 @@ def test_secrets_stay_out_of_repr() -> None:
         }
     )
     assert not any(secret in repr(settings) for secret in ("bfl-secret", "sign-secret", "tok-secret"))
+
+
+def test_repr_shows_no_key_token_or_url_credentials() -> None:
+    settings = Settings.from_env(
+        REQUIRED
+        | {
+            "RECEIVER_STORE_URL": "postgresql://app:dsn-secret@db:5432/jobs?sslmode=require",
+            "RECEIVER_SINKS": "http://hook:sink-secret@sink.internal/events?token=query-secret,stdout://",
+        }
+    )
+    shown = repr(settings)
+    for name, value in REQUIRED.items():
+        if name != "RECEIVER_PUBLIC_URL":
+            assert value not in shown, name
+    for secret in ("dsn-secret", "sink-secret", "query-secret", "sslmode"):
+        assert secret not in shown
+    assert "postgresql://***@db:5432/jobs?***" in shown and "stdout://" in shown
+
+
+def test_log_json_is_chosen_by_the_terminal_unless_set() -> None:
+    assert Settings.from_env({}).log_json is None
+    assert Settings.from_env({"RECEIVER_LOG_JSON": "false"}).log_json is False
