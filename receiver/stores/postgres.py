@@ -165,12 +165,19 @@ class PostgresStore(ResourceBase):
             return await _claim(conn, states, now, limit, model, lambda job: job.claimed(now, lease_s))
 
     async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
+        # Asked first without the lock: with no job waiting, or every slot taken, a wake-up takes none.
+        due = "SELECT 1 FROM jobs WHERE state = $1 AND due_at <= $2 LIMIT 1"
+        if await self.pool.fetchval(due, JobState.CREATED.value, now) is None:
+            return []
+        active_sql = UPSTREAM_SLOTS.format(now="$1")
+        if limits.room(active_upstream(await self.pool.fetch(active_sql, now)))[0] <= 0:
+            return []
         async with self.pool.acquire() as conn, conn.transaction():
             # One submit claim at a time in all replicas: the count and the claims it allows are one
             # step, and the count sees every claim committed before (READ COMMITTED, after the lock).
             lock = f"kontext-receiver.submit:{self._schema_in_use}"
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock)
-            free, room = limits.room(active_upstream(await conn.fetch(UPSTREAM_SLOTS), now))
+            free, room = limits.room(active_upstream(await conn.fetch(active_sql, now)))
             claimed: list[Job] = []
             for model, slots in room:
                 if (wanted := min(slots, free - len(claimed))) > 0:

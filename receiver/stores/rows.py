@@ -17,10 +17,12 @@ JOB_TABLES = (("deliveries", "event_id"), ("events", "id"), ("job_inputs", "job_
 SELECT_DELIVERIES = f"SELECT {DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - constants only
 
 
-# The jobs that may hold an upstream slot; a partial index of the same condition keeps this a few rows.
+# Tasks active upstream per model: jobs BFL has, and jobs claimed for a submit whose lease runs ({now}
+# is the current time's parameter). The first condition is the partial index's, which keeps this to
+# the few rows that may hold a slot.
 UPSTREAM_SLOTS = (
-    "SELECT model, state, submitting_until FROM jobs"
-    " WHERE state = 'submitted' OR submitting_until IS NOT NULL"
+    "SELECT model, count(*) FROM jobs WHERE (state = 'submitted' OR submitting_until IS NOT NULL)"
+    " AND (state = 'submitted' OR submitting_until > {now}) GROUP BY model"
 )
 
 
@@ -54,13 +56,9 @@ def figures_from_rows(jobs: Iterable[Any], outbox: Iterable[Any]) -> StoreFigure
     )
 
 
-def active_upstream(rows: Iterable[Any], now: float) -> Counter[Model]:
-    """Tasks active upstream per model, from `UPSTREAM_SLOTS` rows (see `Job.holds_upstream_slot`)."""
-    return Counter(
-        Model(model)
-        for model, state, submitting_until in rows
-        if state == JobState.SUBMITTED or (submitting_until or 0.0) > now
-    )
+def active_upstream(rows: Iterable[Any]) -> Counter[Model]:
+    """`UPSTREAM_SLOTS` rows as counts per model."""
+    return Counter({Model(model): int(count) for model, count in rows})
 
 
 def job_doc(job: Job) -> str:

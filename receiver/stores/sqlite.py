@@ -205,7 +205,8 @@ class SQLiteStore(ResourceBase):
         due, params = _due({JobState.CREATED}, now, None)
         if not await self._any_due(due, params):
             return []
-        free, _ = limits.room(active_upstream(await self._read(UPSTREAM_SLOTS, (), many=True), now))
+        slots = UPSTREAM_SLOTS.format(now="?")
+        free, _ = limits.room(active_upstream(await self._read(slots, (now,), many=True)))
         if free <= 0:
             return []
 
@@ -214,7 +215,7 @@ class SQLiteStore(ResourceBase):
                 due, params = _due({JobState.CREATED}, now, model)
                 return _claim(conn, due, params, wanted, lambda job: job.claimed_for_submit(now, lease_s))
 
-            return limits.fill(active_upstream(conn.execute(UPSTREAM_SLOTS).fetchall(), now), of_model)
+            return limits.fill(active_upstream(conn.execute(slots, (now,)).fetchall()), of_model)
 
         return await self._write(claim)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 
 from receiver.models import EditRequest, Job, JobState, Model
 from receiver.stores import UpstreamLimits
-from receiver.stores.rows import active_upstream, job_columns
+from receiver.stores.rows import job_columns
 
 LIMITS = UpstreamLimits(24, {Model.MAX: 6})
 
@@ -39,16 +37,15 @@ def job(state: JobState, model: Model = Model.PRO, submitting_until: float | Non
     return Job("j", EditRequest("p", model=model), 0.0, state=state, submitting_until=submitting_until)
 
 
-def test_active_upstream_counts_submitted_jobs_and_live_submit_claims() -> None:
+def test_a_job_holds_an_upstream_slot_while_bfl_has_it_or_a_submit_claim_runs() -> None:
     now = 100.0
     jobs = [
         job(JobState.SUBMITTED, Model.MAX),
-        job(JobState.SUBMITTED),
         job(JobState.CREATED, submitting_until=now + 1),  # being submitted
         job(JobState.CREATED, Model.MAX, submitting_until=now),  # its claim lapsed
         job(JobState.CREATED),  # queued
         job(JobState.RECEIVED, submitting_until=now + 1),  # a claim noted before the webhook won
     ]
-    rows = [(model, state, until) for state, model, *_, until in map(job_columns, jobs)]
-    assert active_upstream(rows, now) == Counter({Model.PRO: 2, Model.MAX: 1})
-    assert [j.holds_upstream_slot(now) for j in jobs] == [True, True, True, False, False, False]
+    assert [j.holds_upstream_slot(now) for j in jobs] == [True, True, False, False, False]
+    # The column the stores count on is set only while the job is created.
+    assert [job_columns(j)[-1] for j in jobs] == [None, now + 1, now, None, None]
