@@ -16,7 +16,7 @@ from receiver.blobs import BlobStore
 from receiver.errors import ReceiverError
 from receiver.services import Clock, open_services
 from receiver.settings import Settings
-from receiver.sinks import Sink
+from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
@@ -58,13 +58,14 @@ def create_app(
     if not (workers or api):
         raise ValueError("a receiver serves the API, runs the background work, or both")
     settings.check(api=api, workers=workers)
+    sinks = sinks if sinks is not None else sinks_from_settings(settings)  # a bad sink URL stops us here
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
         ) as svc:
-            scheduler = Scheduler.for_settings(settings, downloads=workers)
+            scheduler = Scheduler.for_services(svc, downloads=workers)
             app.state.services, app.state.scheduler = svc, scheduler
             async with anyio.create_task_group() as tg:
                 if workers:
