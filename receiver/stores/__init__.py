@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from receiver.registry import Registry
-from receiver.stores.base import Delivery, DeliveryState, Overview, Store
+from receiver.stores.base import (
+    Change,
+    Delivery,
+    DeliveryState,
+    Overview,
+    Store,
+    StoreFigures,
+    UpstreamLimits,
+)
 from receiver.stores.feed import FeedEntry
 
 STORES: Registry[Store] = Registry(
@@ -18,4 +26,15 @@ STORES: Registry[Store] = Registry(
 )
 store_from_url = STORES.from_url
 
-__all__ = ["STORES", "Delivery", "DeliveryState", "FeedEntry", "Overview", "Store", "store_from_url"]
+__all__ = [
+    "STORES",
+    "Change",
+    "Delivery",
+    "DeliveryState",
+    "FeedEntry",
+    "Overview",
+    "Store",
+    "StoreFigures",
+    "UpstreamLimits",
+    "store_from_url",
+]

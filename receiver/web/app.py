@@ -24,7 +24,7 @@ from receiver.web.thumbnails import ThumbnailCache
 from receiver.worker.runner import release_claims, run_workers
 from receiver.worker.scheduler import Scheduler
 
-ROUTES = [
+API_ROUTES = [
     Route("/v1/edits", edits.create_edit, methods=["POST"]),
     Route("/v1/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
@@ -34,11 +34,14 @@ ROUTES = [
     Route("/v1/events", events.stream_events, methods=["GET"]),
     Route("/v1/overview", jobs.overview, methods=["GET"]),
     Route("/webhooks/bfl/{job_id}", webhooks.bfl_webhook, methods=["POST"]),
+    Route("/openapi.json", health.openapi, methods=["GET"]),
+    *dashboard.ROUTES,
+]
+# What every process answers, the worker alone included.
+HEALTH_ROUTES = [
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
     Route("/metrics", health.metrics, methods=["GET"]),
-    Route("/openapi.json", health.openapi, methods=["GET"]),
-    *dashboard.ROUTES,
 ]
 
 
@@ -51,10 +54,14 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.time,
     workers: bool = True,
+    api: bool = True,
 ) -> Starlette:
-    """The receiver app. Resources not given are built from `settings`; `workers=False` serves HTTP
-    only (the background loops run elsewhere, or a test drives them)."""
-    settings.check()
+    """The receiver app. Resources not given are built from `settings`. `workers=False` serves HTTP
+    only: the background work runs in other processes sharing the store (`kontext-receiver worker`).
+    `api=False` runs the background work with only `/healthz`, `/readyz` and `/metrics` to answer."""
+    if not (workers or api):
+        raise ValueError("a receiver serves the API, runs the background work, or both")
+    settings.check(api=api, workers=workers)
     sinks = sinks if sinks is not None else sinks_from_settings(settings)  # a bad sink URL stops us here
 
     @asynccontextmanager
@@ -62,7 +69,7 @@ def create_app(
         async with open_services(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
         ) as svc:
-            scheduler = Scheduler.for_services(svc)
+            scheduler = Scheduler.for_services(svc, downloads=workers)
             app.state.services, app.state.scheduler = svc, scheduler
             app.state.streams = events.StreamSlots(settings.max_streams)
             app.state.thumbnails = ThumbnailCache()
@@ -79,7 +86,7 @@ def create_app(
                 await release_claims(svc, scheduler)
 
     return Starlette(
-        routes=ROUTES,
+        routes=(API_ROUTES if api else []) + HEALTH_ROUTES,
         lifespan=lifespan,
         exception_handlers={
             ReceiverError: on_receiver_error,
