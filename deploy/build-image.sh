@@ -4,7 +4,7 @@
 #   1. the base image (deploy/base-image.sh: a stand-in python:3.11-slim when the name is missing),
 #   2. the wheels of the project and of its dependencies with every extra but `dev`, for CPython 3.11 on
 #      manylinux x86_64 whatever the host's Python, into build/wheels (the only build context),
-#   3. `buildah bud` with no network in the build and no pull.
+#   3. `buildah bud` with no network in the build and no pull; the image it replaces is removed.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +42,10 @@ echo "$requirement" > "$wheels/requirements.txt"
     --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
     "${platforms[@]}" --requirement "$wheels/requirements.txt"
 
-buildah bud --quiet --pull=never --runtime "$RUNTIME" --network none --layers \
-    --tag "$IMAGE" --file Dockerfile .
+previous=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE" 2>/dev/null || true)
+buildah bud --quiet --pull=never --runtime "$RUNTIME" --network none --tag "$IMAGE" --file Dockerfile .
+# The image this name pointed at before is left without a name: remove it rather than pile them up.
+if [ -n "$previous" ] && [ "$previous" != "$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE")" ]; then
+    buildah rmi "$previous" >/dev/null 2>&1 || true
+fi
 echo "build-image: $IMAGE ($requirement) built in $(($(date +%s) - start)) s"
