@@ -14,11 +14,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from receiver import lifecycle
-from receiver.bfl.validation import parse_edit
+from receiver.bfl.validation import InputImage, parse_edit
+from receiver.blobs.inputs import store_inputs
 from receiver.errors import InvalidRequest, Problem
-from receiver.models import EditRequest, Model
-from receiver.web.common import parse_json, read_body, require_token, runtime
+from receiver.models import EditRequest, Model, StoredInput
+from receiver.services import Services
+from receiver.web.common import handover, parse_json, read_body, require_token, services
 from receiver.web.views import job_view
+from receiver.worker.handover import Work
 
 log = structlog.get_logger("receiver.edits")
 
@@ -42,8 +45,9 @@ FIELDS = frozenset(
 )
 
 
-def parse_edit_request(payload: Any) -> tuple[EditRequest, str | None]:
-    """The job's request and its base64 image (None when given by URL); `InvalidRequest` otherwise."""
+def parse_edit_request(payload: Any) -> tuple[EditRequest, list[InputImage]]:
+    """The job's request and its decoded input images (none when given by URL); `InvalidRequest`
+    otherwise."""
     problems: list[Problem] = []
     if isinstance(payload, Mapping):
         problems += [
@@ -79,7 +83,7 @@ def parse_edit_request(payload: Any) -> tuple[EditRequest, str | None]:
         prompt_upsampling=fields.prompt_upsampling,
         metadata=payload.get("metadata") or {},
     )
-    return request, payload["image"] if fields.image is not None else None
+    return request, [fields.image] if fields.image is not None else []
 
 
 def fingerprint(body: bytes) -> str:
@@ -88,7 +92,7 @@ def fingerprint(body: bytes) -> str:
 
 async def create_edit(request: Request) -> JSONResponse:
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidRequest(
@@ -96,13 +100,21 @@ async def create_edit(request: Request) -> JSONResponse:
         )
     body = await read_body(request, MAX_EDIT_BODY)
     # Decoding up to 28 MB of JSON and base64 would stall every other request: do it off the loop.
-    edit, image = await anyio.to_thread.run_sync(lambda: parse_edit_request(parse_json(body)))
+    edit, images = await anyio.to_thread.run_sync(lambda: parse_edit_request(parse_json(body)))
+    job_id = str(uuid.uuid4())
+    # The images are in the blob store before the job exists, so whoever submits it finds them.
+    inputs = await store_inputs(svc.blobs, job_id, images)
     job = lifecycle.new_job(
-        str(uuid.uuid4()), edit, rt.clock(), idempotency_key=key, fingerprint=fingerprint(body)
+        job_id, edit, svc.clock(), idempotency_key=key, fingerprint=fingerprint(body), inputs=inputs
     )
-    stored = await rt.store.insert(job, image)
+    try:
+        stored = await svc.store.insert(job)
+    except BaseException:
+        await _discard(svc, inputs)
+        raise
     headers = {"Location": f"/v1/jobs/{stored.id}"}
-    if stored.id != job.id:
+    if stored.id != job.id:  # the key was used before: that job and its images are the ones kept
+        await _discard(svc, inputs)
         if stored.fingerprint != job.fingerprint:
             raise InvalidRequest(
                 [
@@ -116,7 +128,12 @@ async def create_edit(request: Request) -> JSONResponse:
         return JSONResponse(
             job_view(stored), status_code=202, headers=headers | {"Idempotent-Replayed": "true"}
         )
-    rt.metrics.inc("edits_accepted")
+    svc.metrics.inc("edits_accepted")
     log.info("job.created", job_id=job.id, model=edit.model.value)
-    rt.wakeups.submit.set()
+    handover(request).wake(Work.SUBMIT)
     return JSONResponse(job_view(stored), status_code=202, headers=headers)
+
+
+async def _discard(svc: Services, inputs: tuple[StoredInput, ...]) -> None:
+    with anyio.CancelScope(shield=True):
+        await svc.blobs.delete([item.key for item in inputs])
