@@ -28,7 +28,8 @@ done
 
 deploy/base-image.sh
 
-rm -rf "$wheels" && mkdir -p "$wheels"
+# All of build/: setuptools would put files it left in build/lib last time into the wheel.
+rm -rf build && mkdir -p "$wheels"
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" .
 requirement=$("$PYTHON" - <<'PY'
 import tomllib

@@ -24,6 +24,18 @@ from tests.servers import free_port, wait_until
 
 IMAGE = "localhost/kontext-receiver:test"
 UID = 10001
+# Run in the container: prints each requirement of the package, any extra but dev, that is not installed.
+MISSING_REQUIREMENTS = """
+import importlib.metadata as metadata, re
+for requirement in metadata.requires("kontext-receiver") or []:
+    name = re.split(r"[\\s<>=!~;\\[(]", requirement, maxsplit=1)[0]
+    if 'extra == "dev"' in requirement or name == "kontext-receiver":
+        continue
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        print(requirement)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +114,10 @@ def test_container_answers_healthz_with_a_read_only_root(
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").json() == {"status": "ready"}
         store = data / "receiver.db"
         assert store.is_file() and store.stat().st_uid == UID
-        write = subprocess.run(
-            [tools.RUNC, "exec", name, "python3", "-c", "open('/opt/venv/probe', 'w')"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        write = _exec(name, "python3", "-c", "open('/opt/venv/probe', 'w')")
         assert write.returncode != 0 and "Read-only file system" in write.stderr
+        extras = _exec(name, "python3", "-c", MISSING_REQUIREMENTS)
+        assert extras.returncode == 0 and extras.stdout == "", extras.stdout + extras.stderr
     finally:
         subprocess.run([tools.RUNC, "kill", name, "TERM"], capture_output=True, check=False)
         try:
@@ -151,6 +160,12 @@ def _runtime_spec(
         {"destination": "/data", "type": "bind", "source": str(data), "options": ["rbind", "rw"]},
     ]
     return spec
+
+
+def _exec(container: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tools.RUNC, "exec", container, *command], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def _answers(port: int) -> bool:
