@@ -6,6 +6,7 @@ the real chart passing and a deliberately broken copy failing.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils
 import yaml
 
 from tests.deploy.pss import Manifest, pod_templates, violations
@@ -23,6 +25,10 @@ KUBE_VERSIONS = ("1.30.0", "1.37.0")
 CUSTOM_RESOURCES = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
 CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]*:[^/@\s]+@")
+
+# kubernetes-validate parses a version's schema files (megabytes of JSON) again on every call; the check
+# validates hundreds of manifests. The parsed schemas are only read.
+kubernetes_validate.utils.schema_contents = functools.cache(kubernetes_validate.utils.schema_contents)
 
 
 class RenderError(Exception):
@@ -59,7 +65,7 @@ def render(helm: Path, chart: Path, values: Path | None, kube_version: str) -> l
     )
     if result.returncode != 0:
         raise RenderError(f"helm template ({_label(values)}, {kube_version}): {result.stderr.strip()}")
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return [doc for doc in yaml.load_all(result.stdout, Loader=yaml.CSafeLoader) if doc]
 
 
 def check_chart(helm: Path, chart: Path = CHART) -> list[str]:
@@ -82,6 +88,7 @@ def release_problems(manifests: list[Manifest], kube_version: str) -> list[str]:
     """What is wrong with one rendered release, each problem prefixed with its manifest."""
     problems = [p for manifest in manifests for p in manifest_problems(manifest, kube_version)]
     problems += _grace_problems(manifests)
+    problems += _reference_problems(manifests)
     return problems
 
 
@@ -154,6 +161,58 @@ def _grace_problems(manifests: list[Manifest]) -> Iterator[str]:
         if period <= 2 * grace:
             name = manifest["metadata"]["name"]
             yield f"Deployment/{name}: terminationGracePeriodSeconds {period} is not above 2 x {grace:g} s"
+
+
+def _reference_problems(manifests: list[Manifest]) -> Iterator[str]:
+    """Selectors that select nothing and names that name nothing the release renders."""
+    by_kind: dict[str, dict[str, Manifest]] = {}
+    for manifest in manifests:
+        by_kind.setdefault(manifest["kind"], {})[manifest["metadata"]["name"]] = manifest
+    services, deployments = by_kind.get("Service", {}), by_kind.get("Deployment", {})
+    pods = {name: d["spec"]["template"] for name, d in deployments.items()}
+
+    def selected(selector: dict[str, str], candidates: dict[str, Manifest], labels_at: str) -> list[str]:
+        return [
+            name
+            for name, candidate in candidates.items()
+            if selector.items() <= (candidate.get(labels_at) or {}).get("labels", {}).items()
+        ]
+
+    for name, service in services.items():
+        targets = selected(service["spec"]["selector"], pods, "metadata")
+        if not targets:
+            yield f"Service/{name}: its selector matches no Deployment's pods"
+        ports = {
+            p["name"] for t in targets for c in pods[t]["spec"]["containers"] for p in c.get("ports", [])
+        }
+        for port in service["spec"]["ports"]:
+            if isinstance(port["targetPort"], str) and port["targetPort"] not in ports:
+                yield f"Service/{name}: targetPort {port['targetPort']} is no container port of its pods"
+    for kind in ("PodDisruptionBudget", "NetworkPolicy"):
+        for name, manifest in by_kind.get(kind, {}).items():
+            field = "selector" if kind == "PodDisruptionBudget" else "podSelector"
+            if not selected(manifest["spec"][field]["matchLabels"], pods, "metadata"):
+                yield f"{kind}/{name}: its selector matches no Deployment's pods"
+    for name, hpa in by_kind.get("HorizontalPodAutoscaler", {}).items():
+        if hpa["spec"]["scaleTargetRef"]["name"] not in deployments:
+            yield f"HorizontalPodAutoscaler/{name}: scales no Deployment of this release"
+    for name, ingress in by_kind.get("Ingress", {}).items():
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                ports = {
+                    p["name"] for p in services.get(backend["name"], {}).get("spec", {}).get("ports", [])
+                }
+                if backend["port"].get("name") not in ports:
+                    yield f"Ingress/{name}: {backend['name']}:{backend['port']} is no Service port"
+    for name, monitor in by_kind.get("ServiceMonitor", {}).items():
+        scraped = selected(monitor["spec"]["selector"]["matchLabels"], services, "metadata")
+        if not scraped:
+            yield f"ServiceMonitor/{name}: its selector matches no Service"
+        for endpoint in monitor["spec"]["endpoints"]:
+            for target in scraped:
+                if endpoint["port"] not in {p["name"] for p in services[target]["spec"]["ports"]}:
+                    yield f"ServiceMonitor/{name}: Service/{target} has no port {endpoint['port']}"
 
 
 def _values_args(values: Path | None) -> list[str]:

@@ -167,6 +167,11 @@ def _edit(relative: str, old: str, new: str) -> BreakChart:
             _edit("templates/_helpers.tpl", "(mul 2 (int .Values.config.shutdownGraceSeconds)) 10", "1"),
             "is not above 2 x 20 s",
         ),
+        (
+            _edit("templates/ingress.yaml", "port: {name: http}", "port: {name: metrics}"),
+            "is no Service port",
+        ),
+        (_edit("templates/service.yaml", "targetPort: http", "targetPort: web"), "is no container port"),
     ],
     ids=[
         "template-syntax",
@@ -179,6 +184,8 @@ def _edit(relative: str, old: str, new: str) -> BreakChart:
         "host-path",
         "plain-secret",
         "short-grace",
+        "ingress-backend",
+        "service-port",
     ],
 )
 def test_a_broken_copy_of_the_chart_fails_the_check(
