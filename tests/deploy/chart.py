@@ -51,8 +51,8 @@ def lint(helm: Path, chart: Path, values: Path | None) -> list[str]:
     return [f"helm lint --strict ({_label(values)}): {result.stdout}{result.stderr}".strip()]
 
 
-def render(helm: Path, chart: Path, values: Path | None, kube_version: str) -> list[Manifest]:
-    """`helm template` of the chart, its test pods included, as parsed manifests."""
+def render(helm: Path, chart: Path, values: Path | None, kube_version: str, *more: str) -> list[Manifest]:
+    """`helm template` of the chart (test pods included; `more` arguments for helm) as parsed manifests."""
     result = helm_run(
         helm,
         "template",
@@ -62,6 +62,7 @@ def render(helm: Path, chart: Path, values: Path | None, kube_version: str) -> l
         f"--kube-version={kube_version}",
         "--api-versions=monitoring.coreos.com/v1",
         *_values_args(values),
+        *more,
     )
     if result.returncode != 0:
         raise RenderError(f"helm template ({_label(values)}, {kube_version}): {result.stderr.strip()}")
