@@ -12,17 +12,22 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import anyio
 import httpx
 import pytest
 
+from receiver.stores.migrations import POSTGRES as POSTGRES_MIGRATIONS
 from tests.deploy import tools
 from tests.deploy.chart import CHART, render
 from tests.deploy.runc import Sandbox
 from tests.servers import free_port, wait_until
+from tests.services import postgres_url
 
 IMAGE = "localhost/kontext-receiver:test"
 UID = 10001
@@ -134,11 +139,12 @@ def test_the_charts_sqlite_pod_migrates_then_serves(sandbox: Sandbox) -> None:
     )
     (deployment,) = (m for m in manifests if m["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    env = _pod_env(manifests)
     (migrate,) = pod["initContainers"]
+    env = _pod_env(manifests, migrate, {})
     output = sandbox.run("migrate", [*migrate["command"], *migrate.get("args", [])], env)
     assert "sqlite:////data/receiver.db is ready" in output and (sandbox.data / "receiver.db").is_file()
     (web,) = pod["containers"]
+    env = _pod_env(manifests, web, {})
     with sandbox.running("web", [*web["command"], *web["args"]], env) as container:
         wait_until(lambda: _answers(port) or container.process.poll() is not None, 120, "/healthz")
         assert container.process.poll() is None, container.log.read_text()
@@ -149,12 +155,61 @@ def test_the_charts_sqlite_pod_migrates_then_serves(sandbox: Sandbox) -> None:
         assert jobs.status_code == 200
 
 
-def _pod_env(manifests: list[dict[str, Any]]) -> dict[str, str]:
-    """The ConfigMap's variables and the chart's Secret decoded: what the pod's env resolves to."""
+def test_the_charts_postgres_pod_migrates_the_database_from_its_secrets(sandbox: Sandbox) -> None:
+    """ci/postgres-values.yaml's init container, its DSN resolved from the Secret it names."""
+    url = postgres_url()
+    schema = f"test_chart_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(url)
+    dsn = parts._replace(query=urlencode([*parse_qsl(parts.query), ("schema", schema)])).geturl()
+    manifests = render(tools.helm("4"), CHART, CHART / "ci" / "postgres-values.yaml", "1.37.0")
+    web = next(m for m in manifests if m["kind"] == "Deployment")
+    (migrate,) = web["spec"]["template"]["spec"]["initContainers"]
+    existing = {
+        ("kontext-receiver", "BFL_API_KEY"): "test-key",
+        ("kontext-receiver", "RECEIVER_SIGNING_KEYS"): "test-signing-key",
+        ("kontext-receiver", "RECEIVER_API_TOKENS"): "test-token",
+        ("kontext-receiver-postgres", "RECEIVER_STORE_URL"): dsn,
+        ("kontext-receiver-s3", "AWS_ACCESS_KEY_ID"): "test-access-key",
+        ("kontext-receiver-s3", "AWS_SECRET_ACCESS_KEY"): "test-secret-key",
+        ("kontext-receiver-sinks", "RECEIVER_SINKS"): "file:///data/events.jsonl",
+    }
+    env = _pod_env(manifests, migrate, existing)
+    try:
+        output = sandbox.run("migrate", migrate["command"], env)
+    finally:
+        anyio.run(_drop_schema, url, schema)
+    assert f"applied {POSTGRES_MIGRATIONS[0][0]}" in output
+    assert "test-secret-key" not in output and env["RECEIVER_STORE_URL"] == dsn
+
+
+def _pod_env(
+    manifests: list[dict[str, Any]], container: dict[str, Any], existing: dict[tuple[str, str], str]
+) -> dict[str, str]:
+    """What a container's environment resolves to: the chart's ConfigMap, and for each `secretKeyRef` the
+    chart's own Secret or else the `existing` ones (a required key found in neither fails the test)."""
+    secrets = dict(existing)
+    for secret in (m for m in manifests if m["kind"] == "Secret"):
+        for key, value in secret["data"].items():
+            secrets[(secret["metadata"]["name"], key)] = base64.b64decode(value).decode()
     (config,) = (m for m in manifests if m["kind"] == "ConfigMap")
-    (secret,) = (m for m in manifests if m["kind"] == "Secret")
-    decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-    return {**config["data"], **decoded}
+    env = dict(config["data"])
+    for variable in container["env"]:
+        ref = variable["valueFrom"]["secretKeyRef"]
+        value = secrets.get((ref["name"], ref["key"]))
+        assert value is not None or ref.get("optional"), f"{variable['name']}: no Secret has {ref}"
+        if value is not None:
+            env[variable["name"]] = value
+    return env
+
+
+async def _drop_schema(url: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 def _answers(port: int) -> bool:
