@@ -12,6 +12,11 @@ RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip uninstall --no-cache-dir --yes pip setuptools
 
 FROM python:3.11-slim
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="kontext-receiver" \
+      org.opencontainers.image.description="Webhook receiver for BFL FLUX.1 Kontext image edits" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="MIT"
 COPY --from=build /opt/venv /opt/venv
 # Absolute defaults under /data: the only writable path besides /tmp when the root filesystem is
 # read-only (mount a volume there, or point RECEIVER_STORE_URL, RECEIVER_BLOB_URL, RECEIVER_SINKS elsewhere).

@@ -31,11 +31,12 @@ deploy/base-image.sh
 # All of build/: setuptools would put files it left in build/lib last time into the wheel.
 rm -rf build && mkdir -p "$wheels"
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" .
-requirement=$("$PYTHON" - <<'PY'
+read -r version requirement < <("$PYTHON" - <<'PY'
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 extras = ",".join(sorted(name for name in project.get("optional-dependencies", {}) if name != "dev"))
-print(f"{project['name']}[{extras}]=={project['version']}" if extras else f"{project['name']}=={project['version']}")
+name = project["name"] + (f"[{extras}]" if extras else "")
+print(project["version"], f"{name}=={project['version']}")
 PY
 )
 echo "$requirement" > "$wheels/requirements.txt"
@@ -44,7 +45,8 @@ echo "$requirement" > "$wheels/requirements.txt"
     "${platforms[@]}" --requirement "$wheels/requirements.txt"
 
 previous=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE" 2>/dev/null || true)
-buildah bud --quiet --pull=never --runtime "$RUNTIME" --network none --tag "$IMAGE" --file Dockerfile .
+buildah bud --quiet --pull=never --runtime "$RUNTIME" --network none --build-arg "VERSION=$version" \
+    --tag "$IMAGE" --file Dockerfile .
 # The image this name pointed at before is left without a name: remove it rather than pile them up.
 if [ -n "$previous" ] && [ "$previous" != "$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE")" ]; then
     buildah rmi "$previous" >/dev/null 2>&1 || true
