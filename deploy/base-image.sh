@@ -38,9 +38,9 @@ if [ ! -f "$layout/index.json" ] || ! umoci stat --image "$layout:3.11-slim" >/d
         --cache-dir="$CACHE/debs" "$SUITE" "$CACHE/bundle/rootfs" "$(mirror)"
     rootfs="$CACHE/bundle/rootfs"
     # What python:3.11-slim leaves out as well: package lists, docs, device nodes made by debootstrap.
-    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/log/* \
-        "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
-        "$rootfs"/dev/* "$rootfs"/proc/* "$rootfs"/sys/* "$rootfs"/tmp/* "$rootfs"/run/*
+    rm -rf "${rootfs:?}"/var/lib/apt/lists/* "${rootfs:?}"/var/cache/apt/* "${rootfs:?}"/var/log/* \
+        "${rootfs:?}"/usr/share/doc/* "${rootfs:?}"/usr/share/man/* "${rootfs:?}"/usr/share/info/* \
+        "${rootfs:?}"/dev/* "${rootfs:?}"/proc/* "${rootfs:?}"/sys/* "${rootfs:?}"/tmp/* "${rootfs:?}"/run/*
     umoci repack --image "$layout:3.11-slim" "$CACHE/bundle"
     umoci config --image "$layout:3.11-slim" --os linux --architecture amd64 \
         --config.env 'PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
