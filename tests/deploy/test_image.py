@@ -22,11 +22,15 @@ import anyio
 import httpx
 import pytest
 
+from receiver.simulator import create_sim_app
 from receiver.stores.migrations import POSTGRES as POSTGRES_MIGRATIONS
 from tests.deploy import tools
 from tests.deploy.chart import CHART, render
 from tests.deploy.runc import Sandbox
-from tests.servers import free_port, wait_until
+from tests.integration.stack import FAST_SIM, IMAGE_B64, SIM_KEY, TOKEN
+from tests.s3 import CREDENTIALS as S3_CREDENTIALS
+from tests.s3 import S3Server
+from tests.servers import free_port, serve, wait_until
 from tests.services import postgres_url
 
 IMAGE = "localhost/kontext-receiver:test"
@@ -155,31 +159,72 @@ def test_the_charts_sqlite_pod_migrates_then_serves(sandbox: Sandbox) -> None:
         assert jobs.status_code == 200
 
 
-def test_the_charts_postgres_pod_migrates_the_database_from_its_secrets(sandbox: Sandbox) -> None:
-    """ci/postgres-values.yaml's init container, its DSN resolved from the Secret it names."""
+def test_the_charts_postgres_pod_edits_an_image_into_s3(
+    sandbox: Sandbox, s3: S3Server, tmp_path: Path
+) -> None:
+    """ci/postgres-values.yaml's web pod (worker Deployment off, so it does the background work too) on
+    the test PostgreSQL and moto's S3, its secrets resolved from the Secrets the values name: the
+    migration, then one edit from the simulator to the event in the sink and the image in the bucket."""
     url = postgres_url()
     schema = f"test_chart_{uuid.uuid4().hex[:12]}"
     parts = urlsplit(url)
     dsn = parts._replace(query=urlencode([*parse_qsl(parts.query), ("schema", schema)])).geturl()
-    manifests = render(tools.helm("4"), CHART, CHART / "ci" / "postgres-values.yaml", "1.37.0")
-    web = next(m for m in manifests if m["kind"] == "Deployment")
-    (migrate,) = web["spec"]["template"]["spec"]["initContainers"]
-    existing = {
-        ("kontext-receiver", "BFL_API_KEY"): "test-key",
-        ("kontext-receiver", "RECEIVER_SIGNING_KEYS"): "test-signing-key",
-        ("kontext-receiver", "RECEIVER_API_TOKENS"): "test-token",
-        ("kontext-receiver-postgres", "RECEIVER_STORE_URL"): dsn,
-        ("kontext-receiver-s3", "AWS_ACCESS_KEY_ID"): "test-access-key",
-        ("kontext-receiver-s3", "AWS_SECRET_ACCESS_KEY"): "test-secret-key",
-        ("kontext-receiver-sinks", "RECEIVER_SINKS"): "file:///data/events.jsonl",
-    }
-    env = _pod_env(manifests, migrate, existing)
-    try:
-        output = sandbox.run("migrate", migrate["command"], env)
-    finally:
-        anyio.run(_drop_schema, url, schema)
-    assert f"applied {POSTGRES_MIGRATIONS[0][0]}" in output
-    assert "test-secret-key" not in output and env["RECEIVER_STORE_URL"] == dsn
+    bucket, port = s3.new_bucket(), free_port()
+    with serve(create_sim_app(FAST_SIM)) as sim_url:
+        overrides = tmp_path / "loopback-values.yaml"
+        overrides.write_text(
+            json.dumps(
+                {
+                    "worker": {"enabled": False},
+                    "bindAddress": "127.0.0.1",
+                    "web": {"port": port},
+                    "blobs": {"url": s3.url(bucket)},
+                    "config": {
+                        "publicUrl": f"http://127.0.0.1:{port}",
+                        "bflApiUrl": sim_url,
+                        "sampleHosts": ["127.0.0.1"],
+                        "extraEnv": {"AWS_METADATA_ENDPOINT": S3_CREDENTIALS["AWS_METADATA_ENDPOINT"]},
+                    },
+                }
+            )
+        )
+        manifests = render(
+            tools.helm("4"), CHART, CHART / "ci" / "postgres-values.yaml", "1.37.0", f"--values={overrides}"
+        )
+        (web,) = (m for m in manifests if m["kind"] == "Deployment")
+        (migrate,) = web["spec"]["template"]["spec"]["initContainers"]
+        (container,) = web["spec"]["template"]["spec"]["containers"]
+        existing = {
+            ("kontext-receiver", "BFL_API_KEY"): SIM_KEY,
+            ("kontext-receiver", "RECEIVER_SIGNING_KEYS"): "test-signing-key",
+            ("kontext-receiver", "RECEIVER_API_TOKENS"): TOKEN,
+            ("kontext-receiver-postgres", "RECEIVER_STORE_URL"): dsn,
+            ("kontext-receiver-s3", "AWS_ACCESS_KEY_ID"): S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            ("kontext-receiver-s3", "AWS_SECRET_ACCESS_KEY"): S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            ("kontext-receiver-sinks", "RECEIVER_SINKS"): "file:///data/events.jsonl",
+        }
+        try:
+            output = sandbox.run("migrate", migrate["command"], _pod_env(manifests, migrate, existing))
+            assert f"applied {POSTGRES_MIGRATIONS[0][0]}" in output
+            env = _pod_env(manifests, container, existing)
+            with sandbox.running("web", [*container["command"], *container["args"]], env) as pod:
+                wait_until(lambda: _answers(port) or pod.process.poll() is not None, 120, "/healthz")
+                assert pod.process.poll() is None, pod.log.read_text()
+                edit = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/edits",
+                    json={"prompt": "Change the car color to red", "image": IMAGE_B64},
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                )
+                assert edit.status_code == 202, edit.text
+                events = sandbox.data / "events.jsonl"
+                wait_until(lambda: events.is_file() and events.read_text().strip(), 60, "the event")
+        finally:
+            anyio.run(_drop_schema, url, schema)
+    (event,) = [json.loads(line) for line in events.read_text().splitlines()]
+    assert (event["id"], event["data"]["outcome"]) == (edit.json()["id"], "completed")
+    key = event["data"]["image"]["url"].removeprefix(f"s3://{bucket}/")
+    assert key in s3.keys(bucket)
+    assert S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in pod.log.read_text()
 
 
 def _pod_env(
