@@ -2,21 +2,20 @@
 # Builds the receiver's image with buildah, offline and without a Docker daemon: `make image`.
 #
 #   1. the base image (deploy/base-image.sh: a stand-in python:3.11-slim when the name is missing),
-#   2. the wheels of the project and of its dependencies with every extra but `dev`, for CPython 3.11 on
-#      manylinux x86_64 whatever the host's Python, into build/wheels (the only build context),
-#   3. `buildah bud` with no network in the build and no pull; the image it replaces is removed.
+#   2. into build/wheels (the only build context): the project's wheel, built here, and the wheels of its
+#      dependencies with every extra but `dev`, fetched by the base image's own pip: pip evaluates
+#      markers such as `python_full_version < "3.11.3"` against the Python it runs on, so only the
+#      base's interpreter picks the right set,
+#   3. `buildah bud` with no network and no pull; the image it replaces is removed.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 IMAGE=${IMAGE:-localhost/kontext-receiver:dev}
+BASE=docker.io/library/python:3.11-slim  # the Dockerfile's FROM
 PYTHON=${PYTHON:-$root/.venv/bin/python}
 RUNTIME=${RUNTIME:-/usr/sbin/runc}
 wheels=build/wheels
-# Debian bookworm has glibc 2.36; pip does not widen a manylinux tag given with --platform, so all of them.
-platforms=(--platform any)
-for minor in $(seq 5 36); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
-platforms+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
 start=$(date +%s)
 
 for tool in buildah skopeo umoci debootstrap "$RUNTIME"; do
@@ -26,7 +25,7 @@ for tool in buildah skopeo umoci debootstrap "$RUNTIME"; do
     }
 done
 
-deploy/base-image.sh
+BASE=$BASE deploy/base-image.sh
 
 # All of build/: setuptools would put files it left in build/lib last time into the wheel.
 rm -rf build && mkdir -p "$wheels"
@@ -40,9 +39,19 @@ print(project["version"], f"{name}=={project['version']}")
 PY
 )
 echo "$requirement" > "$wheels/requirements.txt"
-"$PYTHON" -m pip download --quiet --dest "$wheels" --find-links "$wheels" --only-binary=:all: \
-    --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
-    "${platforms[@]}" --requirement "$wheels/requirements.txt"
+
+# The base's pip, in a throw-away virtualenv of a throw-away container, on the host's network (PyPI),
+# with the host's CA bundle and pip cache.
+pip_cache=$("$PYTHON" -m pip cache dir)
+mkdir -p "$pip_cache"
+fetcher=$(buildah from --pull=never "$BASE")
+trap 'buildah rm "$fetcher" >/dev/null' EXIT
+buildah run --runtime "$RUNTIME" --network host \
+    --volume "$root/$wheels:/wheels" --volume "$pip_cache:/root/.cache/pip" \
+    --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+    --env PIP_CERT=/etc/ssl/certs/ca-certificates.crt --env PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    "$fetcher" -- sh -c 'python3 -m venv /tmp/fetch && /tmp/fetch/bin/pip download --quiet \
+        --dest /wheels --find-links /wheels --only-binary=:all: --requirement /wheels/requirements.txt'
 
 previous=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE" 2>/dev/null || true)
 buildah bud --quiet --pull=never --runtime "$RUNTIME" --network none --build-arg "VERSION=$version" \

@@ -122,7 +122,8 @@ def test_the_image_command_answers_healthz_on_a_read_only_root(
     with sandbox.running("serve", args, env) as container:
         wait_until(lambda: _answers(port) or container.process.poll() is not None, 120, "/healthz")
         assert container.process.poll() is None, container.log.read_text()
-        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json() == {"status": "ready"}
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert (ready.status_code, ready.json()["status"]) == (200, "ready")
         store = sandbox.data / "receiver.db"
         assert store.is_file() and store.stat().st_uid == UID
         write = container.exec("python3", "-c", "open('/opt/venv/probe', 'w')")
@@ -153,7 +154,7 @@ def test_the_charts_sqlite_pod_migrates_then_serves(sandbox: Sandbox) -> None:
         wait_until(lambda: _answers(port) or container.process.poll() is not None, 120, "/healthz")
         assert container.process.poll() is None, container.log.read_text()
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
-        assert ready.json() == {"status": "ready"}
+        assert (ready.status_code, ready.json()["status"]) == (200, "ready")
         token = env["RECEIVER_API_TOKENS"].split(",")[0]
         jobs = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"Authorization": f"Bearer {token}"})
         assert jobs.status_code == 200
