@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -26,7 +27,7 @@ from receiver.simulator import create_sim_app
 from receiver.stores.migrations import POSTGRES as POSTGRES_MIGRATIONS
 from tests.deploy import tools
 from tests.deploy.chart import CHART, render
-from tests.deploy.runc import Sandbox
+from tests.deploy.runc import Running, Sandbox
 from tests.integration.stack import FAST_SIM, IMAGE_B64, SIM_KEY, TOKEN
 from tests.s3 import CREDENTIALS as S3_CREDENTIALS
 from tests.s3 import S3Server
@@ -120,8 +121,7 @@ def test_the_image_command_answers_healthz_on_a_read_only_root(
     args = [*config["Cmd"], "--host", "127.0.0.1", "--port", str(port)]
     env = {**SETTINGS, "RECEIVER_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     with sandbox.running("serve", args, env) as container:
-        wait_until(lambda: _answers(port) or container.process.poll() is not None, 120, "/healthz")
-        assert container.process.poll() is None, container.log.read_text()
+        _wait_healthy(container, port)
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
         assert (ready.status_code, ready.json()["status"]) == (200, "ready")
         store = sandbox.data / "receiver.db"
@@ -151,8 +151,7 @@ def test_the_charts_sqlite_pod_migrates_then_serves(sandbox: Sandbox) -> None:
     (web,) = pod["containers"]
     env = _pod_env(manifests, web, {})
     with sandbox.running("web", [*web["command"], *web["args"]], env) as container:
-        wait_until(lambda: _answers(port) or container.process.poll() is not None, 120, "/healthz")
-        assert container.process.poll() is None, container.log.read_text()
+        _wait_healthy(container, port)
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
         assert (ready.status_code, ready.json()["status"]) == (200, "ready")
         token = env["RECEIVER_API_TOKENS"].split(",")[0]
@@ -160,23 +159,24 @@ def test_the_charts_sqlite_pod_migrates_then_serves(sandbox: Sandbox) -> None:
         assert jobs.status_code == 200
 
 
-def test_the_charts_postgres_pod_edits_an_image_into_s3(
-    sandbox: Sandbox, s3: S3Server, tmp_path: Path
+@pytest.mark.parametrize("worker", [False, True], ids=["web-alone", "web-and-worker"])
+def test_the_charts_postgres_pods_edit_an_image_into_s3(
+    sandbox: Sandbox, s3: S3Server, tmp_path: Path, worker: bool
 ) -> None:
-    """ci/postgres-values.yaml's web pod (worker Deployment off, so it does the background work too) on
-    the test PostgreSQL and moto's S3, its secrets resolved from the Secrets the values name: the
-    migration, then one edit from the simulator to the event in the sink and the image in the bucket."""
+    """ci/postgres-values.yaml's pods on the test PostgreSQL and moto's S3, their secrets resolved from the
+    Secrets the values name: the migration, then one edit from the simulator to the event in the sink and
+    the image in the bucket; done by the web pod alone, or by a `serve --no-worker` pod and a worker pod."""
     url = postgres_url()
     schema = f"test_chart_{uuid.uuid4().hex[:12]}"
     parts = urlsplit(url)
     dsn = parts._replace(query=urlencode([*parse_qsl(parts.query), ("schema", schema)])).geturl()
-    bucket, port = s3.new_bucket(), free_port()
+    bucket, port, worker_port = s3.new_bucket(), free_port(), free_port()
     with serve(create_sim_app(FAST_SIM)) as sim_url:
         overrides = tmp_path / "loopback-values.yaml"
         overrides.write_text(
             json.dumps(
                 {
-                    "worker": {"enabled": False},
+                    "worker": {"enabled": worker, "port": worker_port},
                     "bindAddress": "127.0.0.1",
                     "web": {"port": port},
                     "blobs": {"url": s3.url(bucket)},
@@ -192,9 +192,13 @@ def test_the_charts_postgres_pod_edits_an_image_into_s3(
         manifests = render(
             tools.helm("4"), CHART, CHART / "ci" / "postgres-values.yaml", "1.37.0", f"--values={overrides}"
         )
-        (web,) = (m for m in manifests if m["kind"] == "Deployment")
-        (migrate,) = web["spec"]["template"]["spec"]["initContainers"]
-        (container,) = web["spec"]["template"]["spec"]["containers"]
+        pods = {
+            m["metadata"]["labels"]["app.kubernetes.io/component"]: m["spec"]["template"]["spec"]
+            for m in manifests
+            if m["kind"] == "Deployment"
+        }
+        assert sorted(pods) == (["web", "worker"] if worker else ["web"])
+        (migrate,) = pods["web"]["initContainers"]
         existing = {
             ("kontext-receiver", "BFL_API_KEY"): SIM_KEY,
             ("kontext-receiver", "RECEIVER_SIGNING_KEYS"): "test-signing-key",
@@ -207,10 +211,15 @@ def test_the_charts_postgres_pod_edits_an_image_into_s3(
         try:
             output = sandbox.run("migrate", migrate["command"], _pod_env(manifests, migrate, existing))
             assert f"applied {POSTGRES_MIGRATIONS[0][0]}" in output
-            env = _pod_env(manifests, container, existing)
-            with sandbox.running("web", [*container["command"], *container["args"]], env) as pod:
-                wait_until(lambda: _answers(port) or pod.process.poll() is not None, 120, "/healthz")
-                assert pod.process.poll() is None, pod.log.read_text()
+            with ExitStack() as stack:
+                running: dict[str, Running] = {}
+                for component, pod in pods.items():
+                    (container,) = pod["containers"]
+                    args = [*container["command"], *container["args"]]
+                    env = _pod_env(manifests, container, existing)
+                    running[component] = stack.enter_context(sandbox.running(component, args, env))
+                for component, container in running.items():
+                    _wait_healthy(container, port if component == "web" else worker_port)
                 edit = httpx.post(
                     f"http://127.0.0.1:{port}/v1/edits",
                     json={"prompt": "Change the car color to red", "image": IMAGE_B64},
@@ -225,7 +234,8 @@ def test_the_charts_postgres_pod_edits_an_image_into_s3(
     assert (event["id"], event["data"]["outcome"]) == (edit.json()["id"], "completed")
     key = event["data"]["image"]["url"].removeprefix(f"s3://{bucket}/")
     assert key in s3.keys(bucket)
-    assert S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in pod.log.read_text()
+    for container in running.values():
+        assert S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in container.log.read_text()
 
 
 def _pod_env(
@@ -256,6 +266,14 @@ async def _drop_schema(url: str, schema: str) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+def _wait_healthy(container: Running, port: int) -> None:
+    """Until the container answers /healthz on `port`; fails at once should it stop instead."""
+    wait_until(
+        lambda: _answers(port) or container.process.poll() is not None, 120, f"{container.name} /healthz"
+    )
+    assert container.process.poll() is None, container.log.read_text()
 
 
 def _answers(port: int) -> bool:
