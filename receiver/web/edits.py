@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from receiver import lifecycle
-from receiver.bfl.validation import parse_edit
+from receiver.bfl.validation import ImageSlot, Loc, parse_edit
+from receiver.catalog import CATALOG
 from receiver.errors import InvalidRequest, Problem
 from receiver.models import EditRequest, Model
 from receiver.web.common import parse_json, read_body, require_token, runtime
@@ -62,16 +63,19 @@ def parse_edit_request(payload: Any) -> tuple[EditRequest, str | None]:
             problems.append(
                 Problem(("body", "metadata"), f"metadata is over {MAX_METADATA_BYTES} bytes", "too_long")
             )
+    model = payload.get("model") if isinstance(payload, Mapping) else None
+    spec = CATALOG.get(model) if isinstance(model, str) else None
     try:
-        fields = parse_edit(payload, image_keys=("image",), url_keys=("image_url",))
+        fields = parse_edit(payload, spec or CATALOG.default, _image_slots, strict=True)
     except InvalidRequest as exc:
         problems += exc.problems
     if problems:
         raise InvalidRequest(problems)
+    first = fields.images[0]
     request = EditRequest(
         prompt=fields.prompt,
         model=Model(payload.get("model", Model.PRO.value)),
-        image_url=fields.image_url,
+        image_url=first if isinstance(first, str) else None,
         aspect_ratio=fields.aspect_ratio,
         seed=fields.seed,
         output_format=fields.output_format,
@@ -79,7 +83,16 @@ def parse_edit_request(payload: Any) -> tuple[EditRequest, str | None]:
         prompt_upsampling=fields.prompt_upsampling,
         metadata=payload.get("metadata") or {},
     )
-    return request, payload["image"] if fields.image is not None else None
+    return request, payload["image"] if not isinstance(first, str) else None
+
+
+def _image_slots(payload: Mapping[str, Any]) -> tuple[Loc, list[ImageSlot]]:
+    """`image` (base64 or URL) or else `image_url` (a URL only)."""
+    if payload.get("image") is not None:
+        return ("body", "image"), [ImageSlot(("body", "image"), payload["image"])]
+    if payload.get("image_url") is not None:
+        return ("body", "image"), [ImageSlot(("body", "image_url"), payload["image_url"], url_only=True)]
+    return ("body", "image"), []
 
 
 def fingerprint(body: bytes) -> str:
