@@ -199,6 +199,14 @@ class SimSettings:
     max_active_kontext_max: int = 6
     seed: int | None = None
     public_url: str = ""
+    # "seed": exactly as the seed spec says; "live": as BFL's live API is known to answer.
+    flavor: str = "seed"
+    not_found_window_s: float = 1.0  # live: how long get_result does not know a task with a webhook
+
+    @property
+    def model_limits(self) -> dict[str, int]:
+        """Active-task limits per model that override the catalog's."""
+        return {"flux-kontext-max": self.max_active_kontext_max}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SimSettings:
@@ -207,7 +215,12 @@ class SimSettings:
         shape = env.text("SIM_WEBHOOK_SHAPE", d.webhook_shape)
         if shape not in {"observed", "documented"}:
             raise ConfigError(f"SIM_WEBHOOK_SHAPE={shape!r} is invalid: must be observed or documented")
+        flavor = env.text("SIM_FLAVOR", d.flavor)
+        if flavor not in {"seed", "live"}:
+            raise ConfigError(f"SIM_FLAVOR={flavor!r} is invalid: must be seed or live")
         return cls(
+            flavor=flavor,
+            not_found_window_s=env.number("SIM_NOT_FOUND_WINDOW_S", d.not_found_window_s),
             api_keys=env.items("SIM_API_KEYS"),
             latency_s=env.number("SIM_LATENCY_S", d.latency_s),
             latency_max_s=env.get(

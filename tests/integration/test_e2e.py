@@ -182,7 +182,7 @@ def test_upstream_402_fails_the_job_with_the_reason(tmp_path: Path) -> None:
         )
 
 
-def test_image_by_url_and_upstream_422(tmp_path: Path) -> None:
+def test_image_by_url_and_an_upstream_refusal(tmp_path: Path) -> None:
     from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
@@ -194,7 +194,8 @@ def test_image_by_url_and_upstream_422(tmp_path: Path) -> None:
         assert_completed(running, running.wait_event(good["id"]))
         bad = running.submit(image=None, image_url=f"{files_url}/missing.png")
         event = running.wait_event(bad["id"])
-        assert event["type"] == "kontext.edit.failed" and event["data"]["error"]["status"] == 422
+        # The seed spec's answer to image data it cannot use is a 400.
+        assert event["type"] == "kontext.edit.failed" and event["data"]["error"]["status"] == 400
 
 
 def test_health_metrics_and_openapi(tmp_path: Path) -> None:
