@@ -35,7 +35,9 @@ def sim_url() -> Iterator[str]:
         yield url
 
 
-def test_the_seed_flavour_passes_every_schemathesis_check_against_the_seed_spec(sim_url: str) -> None:
+def test_the_seed_flavour_passes_every_schemathesis_check_against_the_seed_spec(
+    sim_url: str, tmp_path: Path
+) -> None:
     submitted = httpx.post(
         f"{sim_url}/v1/flux-kontext-pro",
         json={"prompt": "Change the car color to red", "image": base64_image()},
@@ -71,6 +73,7 @@ def test_the_seed_flavour_passes_every_schemathesis_check_against_the_seed_spec(
         text=True,
         timeout=300,
         env=os.environ | {"SIM_TASK_ID": submitted.json()["id"]},
+        cwd=tmp_path,  # where schemathesis keeps its cache
         check=False,
     )
 
