@@ -14,13 +14,14 @@ from starlette.routing import Route
 
 from receiver.blobs import BlobStore
 from receiver.errors import ReceiverError
-from receiver.runtime import Clock, open_runtime
+from receiver.services import Clock, open_services
 from receiver.settings import Settings
 from receiver.sinks import Sink
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
 from receiver.worker.runner import release_claims, run_workers
+from receiver.worker.scheduler import Scheduler
 
 ROUTES = [
     Route("/v1/edits", edits.create_edit, methods=["POST"]),
@@ -52,21 +53,22 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_runtime(
+        async with open_services(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
-        ) as rt:
-            app.state.rt = rt
+        ) as svc:
+            scheduler = Scheduler.for_settings(settings)
+            app.state.services, app.state.scheduler = svc, scheduler
             async with anyio.create_task_group() as tg:
                 if workers:
-                    await tg.start(run_workers, rt)
+                    await tg.start(run_workers, svc, scheduler)
                 yield
-                rt.stop()  # (already done at the stop signal when served by ReceiverServer)
+                scheduler.stop()  # (already done at the stop signal when served by ReceiverServer)
                 # Work in flight gets what is left of the grace period, counted from the stop signal;
                 # what is still running then is cancelled, and its claims released below.
-                assert rt.stopped_at is not None
-                tg.cancel_scope.deadline = rt.stopped_at + settings.shutdown_grace_s
+                assert scheduler.stopped_at is not None
+                tg.cancel_scope.deadline = scheduler.stopped_at + settings.shutdown_grace_s
             with anyio.CancelScope(shield=True):
-                await release_claims(rt)
+                await release_claims(svc, scheduler)
 
     return Starlette(
         routes=ROUTES,

@@ -23,7 +23,8 @@ from receiver.errors import (
     ReceiverError,
     Unauthorized,
 )
-from receiver.runtime import Runtime
+from receiver.services import Services
+from receiver.worker.handover import Handover
 
 log = structlog.get_logger("receiver.web")
 
@@ -37,9 +38,15 @@ STATUS: dict[type[ReceiverError], int] = {
 }
 
 
-def runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
+def services(request: Request) -> Services:
+    opened: Services = request.app.state.services
+    return opened
+
+
+def handover(request: Request) -> Handover:
+    """The background work of this process, as far as the HTTP side may drive it."""
+    work: Handover = request.app.state.scheduler
+    return work
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -72,7 +79,7 @@ def _refuse_constant(name: str) -> Any:
 
 def require_token(request: Request) -> None:
     """Check `Authorization: Bearer <token>` against RECEIVER_API_TOKENS, in constant time."""
-    tokens = runtime(request).settings.api_tokens
+    tokens = services(request).settings.api_tokens
     if not tokens:  # only a demo receiver runs without tokens (`Settings.check` refuses otherwise)
         return
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")

@@ -18,8 +18,9 @@ from receiver.bfl.validation import ImageSlot, Loc, parse_edit
 from receiver.catalog import CATALOG
 from receiver.errors import InvalidRequest, Problem
 from receiver.models import EditRequest, Model
-from receiver.web.common import parse_json, read_body, require_token, runtime
+from receiver.web.common import handover, parse_json, read_body, require_token, services
 from receiver.web.views import job_view
+from receiver.worker.handover import Work
 
 log = structlog.get_logger("receiver.edits")
 
@@ -101,7 +102,7 @@ def fingerprint(body: bytes) -> str:
 
 async def create_edit(request: Request) -> JSONResponse:
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidRequest(
@@ -111,9 +112,9 @@ async def create_edit(request: Request) -> JSONResponse:
     # Decoding up to 28 MB of JSON and base64 would stall every other request: do it off the loop.
     edit, image = await anyio.to_thread.run_sync(lambda: parse_edit_request(parse_json(body)))
     job = lifecycle.new_job(
-        str(uuid.uuid4()), edit, rt.clock(), idempotency_key=key, fingerprint=fingerprint(body)
+        str(uuid.uuid4()), edit, svc.clock(), idempotency_key=key, fingerprint=fingerprint(body)
     )
-    stored = await rt.store.insert(job, image)
+    stored = await svc.store.insert(job, image)
     headers = {"Location": f"/v1/jobs/{stored.id}"}
     if stored.id != job.id:
         if stored.fingerprint != job.fingerprint:
@@ -129,7 +130,7 @@ async def create_edit(request: Request) -> JSONResponse:
         return JSONResponse(
             job_view(stored), status_code=202, headers=headers | {"Idempotent-Replayed": "true"}
         )
-    rt.metrics.inc("edits_accepted")
+    svc.metrics.inc("edits_accepted")
     log.info("job.created", job_id=job.id, model=edit.model.value)
-    rt.wakeups.submit.set()
+    handover(request).wake(Work.SUBMIT)
     return JSONResponse(job_view(stored), status_code=202, headers=headers)

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from receiver.models import JobState
-from receiver.web.common import runtime
+from receiver.web.common import handover, services
 from receiver.web.openapi import OPENAPI
 
 
@@ -16,20 +16,19 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     """503 while shutting down or when the store cannot be reached, so traffic goes elsewhere."""
-    rt = runtime(request)
-    if not rt.ready:
+    if not handover(request).ready:
         return JSONResponse({"status": "shutting down"}, status_code=503)
     try:
-        await rt.store.count({JobState.CREATED})
+        await services(request).store.count({JobState.CREATED})
     except Exception as exc:  # any store failure means "not ready", never a 500
         return JSONResponse({"status": "store unavailable", "error": type(exc).__name__}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 
 async def metrics(request: Request) -> PlainTextResponse:
-    rt = runtime(request)
-    states = {state.value: await rt.store.count({state}) for state in JobState}
-    return PlainTextResponse(rt.metrics.render({"jobs": states}), media_type="text/plain; version=0.0.4")
+    svc = services(request)
+    states = {state.value: await svc.store.count({state}) for state in JobState}
+    return PlainTextResponse(svc.metrics.render({"jobs": states}), media_type="text/plain; version=0.0.4")
 
 
 async def openapi(request: Request) -> JSONResponse:

@@ -11,8 +11,9 @@ from starlette.responses import JSONResponse, StreamingResponse
 from receiver.blobs import image_key
 from receiver.errors import Conflict, InvalidRequest, NotFound, Problem
 from receiver.models import FINAL_STATES, Job, JobState
-from receiver.web.common import require_token, runtime
+from receiver.web.common import handover, require_token, services
 from receiver.web.views import job_view
+from receiver.worker.handover import Work
 
 MAX_WAIT_S = 60.0
 WAIT_STEP_S = 0.25
@@ -21,19 +22,19 @@ WAIT_STEP_S = 0.25
 async def get_job(request: Request) -> JSONResponse:
     """One job; with `?wait=N` the answer is held up to N seconds until the job has its outcome."""
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT_S)
     job = await _job(request)
     with anyio.move_on_after(wait):
         while job.state not in FINAL_STATES:
             await anyio.sleep(WAIT_STEP_S)
             job = await _job(request)
-    return JSONResponse(job_view(job, await rt.store.deliveries(job.id)))
+    return JSONResponse(job_view(job, await svc.store.deliveries(job.id)))
 
 
 async def list_jobs(request: Request) -> JSONResponse:
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     state_name = request.query_params.get("state")
     if state_name is not None and state_name not in {s.value for s in JobState}:
         raise InvalidRequest([Problem(("query", "state"), f"unknown state {state_name!r}", "enum")])
@@ -42,7 +43,7 @@ async def list_jobs(request: Request) -> JSONResponse:
         raise InvalidRequest([Problem(("query", "delivery"), "only delivery=dead is supported", "enum")])
     limit = int(_number(request, "limit", 50, 1, 500))
     offset = int(_number(request, "offset", 0, 0, 10**9))
-    jobs = await rt.store.list_jobs(
+    jobs = await svc.store.list_jobs(
         state=JobState(state_name) if state_name else None,
         dead_letter=delivery == "dead",
         limit=limit,
@@ -53,11 +54,11 @@ async def list_jobs(request: Request) -> JSONResponse:
 
 async def get_image(request: Request) -> StreamingResponse:
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     job = await _job(request)
     if job.image is None:
         raise NotFound(f"job {job.id} has no stored image (state {job.state.value})")
-    chunks = rt.blobs.read(image_key(job.id, job.image.content_type))
+    chunks = svc.blobs.read(image_key(job.id, job.image.content_type))
     first = await anext(chunks)  # raises NotFound before the response starts
     return StreamingResponse(
         _prepend(first, chunks),
@@ -68,18 +69,18 @@ async def get_image(request: Request) -> StreamingResponse:
 
 async def redeliver(request: Request) -> JSONResponse:
     require_token(request)
-    rt = runtime(request)
+    svc = services(request)
     job = await _job(request)
-    count = await rt.store.redeliver(job.id, list(rt.sinks), rt.clock())
+    count = await svc.store.redeliver(job.id, list(svc.sinks), svc.clock())
     if count == 0:
         raise Conflict(f"job {job.id} has no event yet (state {job.state.value})")
-    rt.wakeups.publish.set()
-    return JSONResponse({"id": job.id, "redelivered_to": sorted(rt.sinks)}, status_code=202)
+    handover(request).wake(Work.PUBLISH)
+    return JSONResponse({"id": job.id, "redelivered_to": sorted(svc.sinks)}, status_code=202)
 
 
 async def _job(request: Request) -> Job:
     job_id = request.path_params["job_id"]
-    job = await runtime(request).store.get(job_id)
+    job = await services(request).store.get(job_id)
     if job is None:
         raise NotFound(f"no job {job_id}")
     return job

@@ -30,12 +30,12 @@ class ReceiverServer(uvicorn.Server):
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        runtime = getattr(self.app.state, "rt", None)
-        if runtime is not None:
-            runtime.ready = False
+        scheduler = getattr(self.app.state, "scheduler", None)
+        if scheduler is not None:
+            scheduler.ready = False
             if self.loop is not None:
                 # Background work stops taking new jobs now, while the requests in flight are answered.
-                self.loop.call_soon_threadsafe(runtime.stop)
+                self.loop.call_soon_threadsafe(scheduler.stop)
         super().handle_exit(sig, frame)
 
 

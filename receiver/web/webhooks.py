@@ -10,9 +10,10 @@ from receiver import lifecycle
 from receiver.bfl.sansio import Report, parse_webhook
 from receiver.errors import NotFound, Unauthorized
 from receiver.models import JobState, Via
-from receiver.runtime import Runtime
+from receiver.services import Services
 from receiver.stores.urgency import urgent
-from receiver.web.common import parse_json, read_body, runtime
+from receiver.web.common import handover, parse_json, read_body, services
+from receiver.worker.handover import Handover, Work
 
 log = structlog.get_logger("receiver.webhooks")
 
@@ -20,48 +21,47 @@ MAX_WEBHOOK_BODY = 64 * 1024
 
 
 async def bfl_webhook(request: Request) -> JSONResponse:
-    rt = runtime(request)
-    with rt.answering_webhook(), urgent():  # BFL waits for this answer: its writes go first
-        return await _answer(request, rt)
+    work = handover(request)
+    with work.answering_webhook(), urgent():  # BFL waits for this answer: its writes go first
+        return await _answer(request, services(request), work)
 
 
-async def _answer(request: Request, rt: Runtime) -> JSONResponse:
+async def _answer(request: Request, svc: Services, work: Handover) -> JSONResponse:
     job_id = request.path_params["job_id"]
     secret = request.headers.get("x-webhook-secret")
-    if secret is None or not rt.signer.verify(job_id, secret):
-        rt.metrics.inc("webhooks", result="unauthorized")
+    if secret is None or not svc.signer.verify(job_id, secret):
+        svc.metrics.inc("webhooks", result="unauthorized")
         log.warning("webhook.unauthorized", job_id=job_id, secret_present=secret is not None)
         raise Unauthorized("missing or wrong X-Webhook-Secret")
     body = await read_body(request, MAX_WEBHOOK_BODY)
     signature = request.headers.get("x-bfl-signature")
-    if signature is not None and not rt.signer.verify_body_signature(secret, body, signature):
-        rt.metrics.inc("webhooks", result="bad_signature")
+    if signature is not None and not svc.signer.verify_body_signature(secret, body, signature):
+        svc.metrics.inc("webhooks", result="bad_signature")
         raise Unauthorized("X-BFL-Signature does not match the body")
     report = parse_webhook(parse_json(body))
     if report.report is Report.RUNNING:
-        if await rt.store.get(job_id) is None:
+        if await svc.store.get(job_id) is None:
             raise NotFound(f"no job {job_id}")
-        rt.metrics.inc("webhooks", result="progress")
+        svc.metrics.inc("webhooks", result="progress")
         return JSONResponse({"status": "ignored", "reason": f"non-terminal status {report.status!r}"})
-    now = rt.clock()
-    take = rt.can_take_download()
-    job, changed = await rt.update(
-        job_id, lambda j: lifecycle.reported(j, report, Via.WEBHOOK, now, rt.policy, take=take)
+    now = svc.clock()
+    take = work.can_take_download()
+    job, changed = await svc.update(
+        job_id, lambda j: lifecycle.reported(j, report, Via.WEBHOOK, now, svc.policy, take=take)
     )
     if job is None:
         raise NotFound(f"no job {job_id}")
     if not changed:
-        rt.metrics.inc("webhooks", result="duplicate")
+        svc.metrics.inc("webhooks", result="duplicate")
         log.info("webhook.duplicate", job_id=job_id, state=job.state.value)
         return JSONResponse({"status": "duplicate", "state": job.state.value})
     if report.task_id and job.bfl_task_id and report.task_id != job.bfl_task_id:
         log.warning("webhook.task_mismatch", job_id=job_id, expected=job.bfl_task_id, got=report.task_id)
-    rt.metrics.inc("webhooks", result="accepted")
+    svc.metrics.inc("webhooks", result="accepted")
     log.info("webhook.accepted", job_id=job_id, status=report.status, state=job.state.value)
     if take and job.state is JobState.RECEIVED:
-        rt.take_download(job)
+        work.take_download(job)
     else:
-        rt.wakeups.fetch.set()
-        rt.wakeups.publish.set()
-    rt.wakeups.submit.set()
+        work.wake(Work.FETCH, Work.PUBLISH)
+    work.wake(Work.SUBMIT)
     return JSONResponse({"status": "accepted", "state": job.state.value})

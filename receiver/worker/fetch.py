@@ -8,15 +8,14 @@ store discards what it had written.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 
 from receiver.bfl.validation import read_image_header
 from receiver.blobs import BlobStore, image_key
+from receiver.downloads import FetchPolicy
 from receiver.errors import DownloadError, SampleRejected
-from receiver.hosts import check_resolved, check_sample_url, is_ip_literal
-from receiver.http_transport import BackpressureTransport
+from receiver.hosts import check_sample_url
 from receiver.models import ImageInfo
 
 _HEAD_BYTES = 256 * 1024  # enough for the header of any JPEG/PNG/WebP short of absurd metadata
@@ -26,29 +25,6 @@ _MAGIC = {
 }
 _EXPIRED = frozenset({401, 403, 404, 410})
 _RETRYABLE = frozenset({408, 425, 429})
-
-
-@dataclass(frozen=True)
-class FetchPolicy:
-    allowed_hosts: tuple[str, ...]
-    max_bytes: int
-    max_pixels: int
-
-
-def download_client(
-    policy: FetchPolicy,
-    timeout: httpx.Timeout,
-    limits: httpx.Limits,
-    transport: httpx.AsyncBaseTransport | None,
-) -> httpx.AsyncClient:
-    """The client for result downloads: each connection goes only to an address the allowlist admits."""
-
-    def check(host: str, addresses: list[str]) -> None:
-        if not is_ip_literal(host):  # an IP literal was checked with the URL
-            check_resolved(host, addresses, policy.allowed_hosts)
-
-    transport = transport or BackpressureTransport(limits, check_addresses=check)
-    return httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
 
 
 def sniff(head: bytes) -> str | None:

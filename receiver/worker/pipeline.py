@@ -16,87 +16,91 @@ from receiver.bfl.sansio import Report
 from receiver.errors import DownloadError, UpstreamError
 from receiver.models import ImageInfo, Job, JobState
 from receiver.retry import is_retryable
-from receiver.runtime import Runtime
+from receiver.services import Services
 from receiver.stores import Delivery
 from receiver.worker.fetch import fetch_sample
+from receiver.worker.handover import Work
 from receiver.worker.publisher import deliver_claimed
+from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.pipeline")
 
 INLINE_ATTEMPTS = 3
 
 
-async def claim_received(rt: Runtime, limit: int) -> list[Job]:
+async def claim_received(svc: Services, limit: int) -> list[Job]:
     """Received jobs that are due, each claimed for this worker."""
-    return await rt.store.claim({JobState.RECEIVED}, rt.clock(), rt.policy.lease_s, limit)
+    return await svc.store.claim({JobState.RECEIVED}, svc.clock(), svc.policy.lease_s, limit)
 
 
-async def fetch_and_store(rt: Runtime, job: Job) -> None:
+async def fetch_and_store(svc: Services, sched: Scheduler, job: Job) -> None:
     try:
-        await _fetch_and_store(rt, job)
+        await _fetch_and_store(svc, sched, job)
     except Exception as exc:  # a failure outside the download itself: try again later, within the deadline
         log.exception("job.fetch_crashed", job_id=job.id)
         failure = DownloadError(f"{type(exc).__name__}: {exc}", retryable=True)
-        await rt.update(job.id, lambda j: lifecycle.download_failed(j, failure, rt.clock(), rt.policy))
+        await svc.update(job.id, lambda j: lifecycle.download_failed(j, failure, svc.clock(), svc.policy))
 
 
-async def _fetch_and_store(rt: Runtime, job: Job) -> None:
+async def _fetch_and_store(svc: Services, sched: Scheduler, job: Job) -> None:
     try:
-        image = await _fetch(rt, job)
+        image = await _fetch(svc, job)
     except DownloadError as exc:
         failure = exc
-        rt.metrics.inc("downloads", outcome="expired_url" if exc.url_expired else "failed")
+        svc.metrics.inc("downloads", outcome="expired_url" if exc.url_expired else "failed")
         log.warning("job.download_failed", job_id=job.id, attempt=job.attempts, error=str(exc))
-        if exc.url_expired and await _refresh_sample(rt, job):
+        if exc.url_expired and await _refresh_sample(svc, sched, job):
             return
-        await rt.update(job.id, lambda j: lifecycle.download_failed(j, failure, rt.clock(), rt.policy))
-        rt.wakeups.publish.set()
+        await svc.update(job.id, lambda j: lifecycle.download_failed(j, failure, svc.clock(), svc.policy))
+        sched.wake(Work.PUBLISH)
         return
-    rt.metrics.inc("downloads", outcome="stored")
+    svc.metrics.inc("downloads", outcome="stored")
     # The event's deliveries are written already claimed by this task, which delivers them right away.
-    until = rt.clock() + rt.policy.lease_s
-    _, changed = await rt.update(
-        job.id, lambda j: lifecycle.stored(j, image, rt.clock(), rt.policy), claimed_until=until
+    until = svc.clock() + svc.policy.lease_s
+    _, changed = await svc.update(
+        job.id, lambda j: lifecycle.stored(j, image, svc.clock(), svc.policy), claimed_until=until
     )
     if changed:
         log.info("job.stored", job_id=job.id, bytes=image.bytes, sha256=image.sha256)
-        await deliver_claimed(rt, [Delivery(job.id, sink, attempts=1, next_at=until) for sink in rt.sinks])
+        await deliver_claimed(
+            svc, sched, [Delivery(job.id, sink, attempts=1, next_at=until) for sink in svc.sinks]
+        )
 
 
-async def _fetch(rt: Runtime, job: Job) -> ImageInfo:
+async def _fetch(svc: Services, job: Job) -> ImageInfo:
     if job.sample_url is None:  # cannot happen: `reported` sets it with the state
         raise DownloadError(f"job {job.id} has no sample URL", retryable=False)
     # All tries end well within the claim, so no other worker starts the same download meanwhile.
-    budget = rt.policy.lease_s * 0.8
+    budget = svc.policy.lease_s * 0.8
     retrying = stamina.AsyncRetryingCaller(attempts=INLINE_ATTEMPTS, timeout=budget / 2)
     try:
         with anyio.fail_after(budget):
             return await retrying(
-                is_retryable, fetch_sample, rt.downloads, job.sample_url, job.id, rt.blobs, rt.fetch_policy
+                is_retryable, fetch_sample, svc.downloads, job.sample_url, job.id, svc.blobs, svc.fetch_policy
             )
     except TimeoutError:
         raise DownloadError(f"download took longer than {budget:.0f} s", retryable=True) from None
 
 
-async def _refresh_sample(rt: Runtime, job: Job) -> bool:
+async def _refresh_sample(svc: Services, sched: Scheduler, job: Job) -> bool:
     """Ask BFL about the task again; True if its answer settled what happens next."""
     if job.bfl_task_id is None:
         return False
-    await rt.poll_budget.acquire()
+    await sched.poll_budget.acquire()
     try:
-        report = await rt.bfl.get_result(job.bfl_task_id, job.polling_url)
+        report = await svc.bfl.get_result(job.bfl_task_id, job.polling_url)
     except UpstreamError as exc:
         log.warning("job.refresh_failed", job_id=job.id, error=str(exc))
         return False
     if report.report is Report.READY:
-        _, changed = await rt.update(
-            job.id, lambda j: lifecycle.sample_refreshed(j, report, rt.clock(), rt.policy)
+        _, changed = await svc.update(
+            job.id, lambda j: lifecycle.sample_refreshed(j, report, svc.clock(), svc.policy)
         )
-        rt.wakeups.fetch.set()
+        sched.wake(Work.FETCH)
         return changed
     if report.report is Report.NOT_FOUND:
-        await rt.update(job.id, lambda j: lifecycle.task_gone(j, rt.clock(), rt.policy))
-        rt.wakeups.publish.set()
+        await svc.update(job.id, lambda j: lifecycle.task_gone(j, svc.clock(), svc.policy))
+        sched.wake(Work.PUBLISH)
         return True
     log.warning("job.refresh_unexpected", job_id=job.id, status=report.status)
     return False

@@ -17,54 +17,55 @@ from receiver import lifecycle
 from receiver.errors import SinkError, TransientError
 from receiver.models import Event
 from receiver.retry import backoff, is_retryable
-from receiver.runtime import Runtime
+from receiver.services import Services
 from receiver.sinks import Sink
 from receiver.stores import Delivery, DeliveryState
+from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.publisher")
 
 INLINE_ATTEMPTS = 3
 
 
-async def publish_due(rt: Runtime, limit: int = 64) -> int:
+async def publish_due(svc: Services, sched: Scheduler, limit: int = 64) -> int:
     """Attempt every due delivery (concurrently); return how many were attempted."""
-    deliveries = await rt.store.claim_deliveries(rt.clock(), rt.policy.lease_s, limit, list(rt.sinks))
-    await deliver_claimed(rt, deliveries)
+    deliveries = await svc.store.claim_deliveries(svc.clock(), svc.policy.lease_s, limit, list(svc.sinks))
+    await deliver_claimed(svc, sched, deliveries)
     return len(deliveries)
 
 
-async def deliver_claimed(rt: Runtime, deliveries: list[Delivery]) -> None:
+async def deliver_claimed(svc: Services, sched: Scheduler, deliveries: list[Delivery]) -> None:
     """Deliver deliveries this process has claimed, all at once."""
-    rt.held_deliveries.update(((d.event_id, d.sink), d) for d in deliveries)
+    sched.hold_deliveries(deliveries)
     async with anyio.create_task_group() as tg:
         for delivery in deliveries:
-            tg.start_soon(deliver, rt, delivery)
+            tg.start_soon(deliver, svc, sched, delivery)
 
 
-async def deliver(rt: Runtime, delivery: Delivery) -> None:
+async def deliver(svc: Services, sched: Scheduler, delivery: Delivery) -> None:
     try:
-        await _deliver(rt, delivery)
+        await _deliver(svc, delivery)
     finally:
-        rt.held_deliveries.pop((delivery.event_id, delivery.sink), None)
+        sched.delivery_done(delivery)
 
 
-async def _deliver(rt: Runtime, delivery: Delivery) -> None:
-    sink = rt.sinks[delivery.sink]
-    event = await rt.store.event(delivery.event_id)
+async def _deliver(svc: Services, delivery: Delivery) -> None:
+    sink = svc.sinks[delivery.sink]
+    event = await svc.store.event(delivery.event_id)
     if event is None:  # cannot happen: the event and its deliveries are written together
-        await _record(rt, delivery, DeliveryState.DEAD, "event is missing")
+        await _record(svc, delivery, DeliveryState.DEAD, "event is missing")
         return
     try:
-        await stamina.AsyncRetryingCaller(attempts=INLINE_ATTEMPTS, timeout=rt.policy.lease_s / 2)(
+        await stamina.AsyncRetryingCaller(attempts=INLINE_ATTEMPTS, timeout=svc.policy.lease_s / 2)(
             is_retryable, _publish, sink, event
         )
     except Exception as exc:  # whatever a sink raises, the outbox keeps the event
-        await _failed(rt, delivery, sink, exc)
+        await _failed(svc, delivery, sink, exc)
         return
-    rt.metrics.inc("deliveries", sink=sink.name, outcome="delivered")
-    delivered = _next(rt, delivery, DeliveryState.DELIVERED, None)
-    await rt.store.complete_delivery(
-        delivered, expected_attempts=delivery.attempts, then=lambda job: lifecycle.published(job, rt.clock())
+    svc.metrics.inc("deliveries", sink=sink.name, outcome="delivered")
+    delivered = _next(svc, delivery, DeliveryState.DELIVERED, None)
+    await svc.store.complete_delivery(
+        delivered, expected_attempts=delivery.attempts, then=lambda job: lifecycle.published(job, svc.clock())
     )
     log.info("event.delivered", event_id=event.id, sink=sink.name, type=event.type)
 
@@ -76,10 +77,10 @@ async def _publish(sink: Sink, event: Event) -> None:
         raise exc if isinstance(exc, TransientError) else SinkError(str(exc), retryable=True) from exc
 
 
-async def _failed(rt: Runtime, delivery: Delivery, sink: Sink, exc: Exception) -> None:
+async def _failed(svc: Services, delivery: Delivery, sink: Sink, exc: Exception) -> None:
     retryable = isinstance(exc, TransientError) and exc.retryable
-    dead = not retryable or delivery.attempts >= rt.settings.delivery_attempts
-    rt.metrics.inc("deliveries", sink=sink.name, outcome="dead" if dead else "failed")
+    dead = not retryable or delivery.attempts >= svc.settings.delivery_attempts
+    svc.metrics.inc("deliveries", sink=sink.name, outcome="dead" if dead else "failed")
     log.warning(
         "event.delivery_failed",
         event_id=delivery.event_id,
@@ -90,24 +91,24 @@ async def _failed(rt: Runtime, delivery: Delivery, sink: Sink, exc: Exception) -
     )
     retry_after = exc.retry_after if isinstance(exc, TransientError) else None
     delay = backoff(
-        delivery.attempts, rt.policy.retry_base_s, rt.policy.retry_cap_s, delivery.event_id, retry_after
+        delivery.attempts, svc.policy.retry_base_s, svc.policy.retry_cap_s, delivery.event_id, retry_after
     )
     state = DeliveryState.DEAD if dead else DeliveryState.PENDING
-    await _record(rt, delivery, state, f"{type(exc).__name__}: {exc}"[:500], delay)
+    await _record(svc, delivery, state, f"{type(exc).__name__}: {exc}"[:500], delay)
 
 
 async def _record(
-    rt: Runtime, delivery: Delivery, state: DeliveryState, error: str | None, delay: float = 0.0
+    svc: Services, delivery: Delivery, state: DeliveryState, error: str | None, delay: float = 0.0
 ) -> None:
-    await rt.store.save_delivery(
-        _next(rt, delivery, state, error, delay), expected_attempts=delivery.attempts
+    await svc.store.save_delivery(
+        _next(svc, delivery, state, error, delay), expected_attempts=delivery.attempts
     )
 
 
 def _next(
-    rt: Runtime, delivery: Delivery, state: DeliveryState, error: str | None, delay: float = 0.0
+    svc: Services, delivery: Delivery, state: DeliveryState, error: str | None, delay: float = 0.0
 ) -> Delivery:
-    now = rt.clock()
+    now = svc.clock()
     return dataclasses.replace(
         delivery,
         state=state,

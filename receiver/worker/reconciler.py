@@ -8,40 +8,40 @@ from receiver import lifecycle
 from receiver.bfl.sansio import Report
 from receiver.errors import UpstreamError
 from receiver.models import Job, JobState, Via
-from receiver.runtime import Runtime
+from receiver.services import Services
+from receiver.worker.handover import Work
+from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.reconciler")
 
 
-async def reconcile_due(rt: Runtime, limit: int = 20) -> int:
+async def reconcile_due(svc: Services, sched: Scheduler, limit: int = 20) -> int:
     """Poll every submitted job whose webhook is overdue; return how many were polled."""
-    jobs = rt.hold(await rt.store.claim({JobState.SUBMITTED}, rt.clock(), rt.policy.lease_s, limit))
+    jobs = sched.hold(await svc.store.claim({JobState.SUBMITTED}, svc.clock(), svc.policy.lease_s, limit))
     for job in jobs:
-        if rt.stopping.is_set():
+        if sched.stopping.is_set():
             break
-        await rt.poll_budget.acquire()
-        await poll(rt, job)
-        rt.done(job)
+        await sched.poll_budget.acquire()
+        await poll(svc, sched, job)
+        sched.done(job)
     return len(jobs)
 
 
-async def poll(rt: Runtime, job: Job) -> None:
+async def poll(svc: Services, sched: Scheduler, job: Job) -> None:
     if job.bfl_task_id is None:  # cannot happen: `submitted` records the id with the state
         raise ValueError(f"job {job.id} was submitted without a task id")
     try:
-        report = await rt.bfl.get_result(job.bfl_task_id, job.polling_url)
-        rt.metrics.inc("polls", status=report.report.value)
+        report = await svc.bfl.get_result(job.bfl_task_id, job.polling_url)
+        svc.metrics.inc("polls", status=report.report.value)
     except UpstreamError as exc:
         log.warning("job.poll_failed", job_id=job.id, error=str(exc))
         report = None
     if report is None or report.report is Report.RUNNING:  # ask again later, or give up at the deadline
-        await rt.update(job.id, lambda j: lifecycle.still_running(j, rt.clock(), rt.policy))
+        await svc.update(job.id, lambda j: lifecycle.still_running(j, svc.clock(), svc.policy))
         return
-    _, changed = await rt.update(
-        job.id, lambda j: lifecycle.reported(j, report, Via.POLL, rt.clock(), rt.policy)
+    _, changed = await svc.update(
+        job.id, lambda j: lifecycle.reported(j, report, Via.POLL, svc.clock(), svc.policy)
     )
     if changed:
         log.info("job.recovered_by_poll", job_id=job.id, status=report.status)
-        rt.wakeups.fetch.set()
-        rt.wakeups.publish.set()
-        rt.wakeups.submit.set()
+        sched.wake(Work.FETCH, Work.PUBLISH, Work.SUBMIT)

@@ -122,8 +122,8 @@ def anyio_backend() -> str:
 async def test_downloads_connect_only_to_addresses_the_allowlist_admits(server: str) -> None:
     """The name is resolved once and its addresses checked where the connection is made: `localhost`
     (loopback) is refused unless named exactly, and nothing is sent to a refused address."""
+    from receiver.downloads import FetchPolicy, download_client
     from receiver.errors import SampleRejected
-    from receiver.worker.fetch import FetchPolicy, download_client
 
     port = server.rsplit(":", 1)[1]
     limits, timeout = httpx.Limits(), httpx.Timeout(5.0)

@@ -1,0 +1,103 @@
+"""The background work's state in one process: claims held, hand-overs, wake-ups, webhooks in flight,
+and the stop. Everything the worker modules share that is not a resource (see `receiver.services`)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import anyio
+
+from receiver.models import Job
+from receiver.settings import Settings
+from receiver.stores import Delivery
+from receiver.worker.budget import PollBudget
+from receiver.worker.handover import Work
+from receiver.worker.wakeup import Wakeup
+
+MAX_DEFER_S = 0.05
+
+
+@dataclass
+class Scheduler:
+    """Implements `Handover` for the HTTP side of the same process."""
+
+    download_slots: int  # received jobs the downloads may be handed at once
+    poll_budget: PollBudget
+    wakeups: dict[Work, Wakeup] = field(default_factory=lambda: {work: Wakeup() for work in Work})
+    ready: bool = True
+    stopping: anyio.Event = field(default_factory=anyio.Event)
+    stopped_at: float | None = None  # event-loop time of `stop()`
+    # Work this process has claimed and not finished, released at shutdown so nobody waits out a lease.
+    held_jobs: dict[str, int] = field(default_factory=dict)  # job id -> version when claimed
+    held_deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
+
+    # Received jobs a webhook handed straight to this process's downloads (claimed, so no store scan).
+    handed_over: deque[Job] = field(default_factory=deque)
+    webhooks_in_flight: int = 0
+    webhooks_idle: anyio.Event = field(default_factory=anyio.Event)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Scheduler:
+        return cls(
+            download_slots=settings.download_concurrency, poll_budget=PollBudget(settings.max_polls_per_s)
+        )
+
+    def wake(self, *work: Work) -> None:
+        for name in work:
+            self.wakeups[name].set()
+
+    def can_take_download(self) -> bool:
+        return len(self.handed_over) < self.download_slots
+
+    def take_download(self, job: Job) -> None:
+        self.hold([job])
+        self.handed_over.append(job)
+        self.wake(Work.FETCH)
+
+    def hold(self, jobs: list[Job]) -> list[Job]:
+        """Note claimed jobs as held by this process until `done`."""
+        self.held_jobs.update((job.id, job.version) for job in jobs)
+        return jobs
+
+    def done(self, job: Job) -> None:
+        """The work on `job` (as claimed) finished; a newer claim of the same job stays held."""
+        if self.held_jobs.get(job.id) == job.version:
+            del self.held_jobs[job.id]
+
+    def hold_deliveries(self, deliveries: list[Delivery]) -> None:
+        self.held_deliveries.update(((d.event_id, d.sink), d) for d in deliveries)
+
+    def delivery_done(self, delivery: Delivery) -> None:
+        self.held_deliveries.pop((delivery.event_id, delivery.sink), None)
+
+    @contextmanager
+    def answering_webhook(self) -> Iterator[None]:
+        """Count a webhook being answered; background work defers to them (`defer_to_webhooks`)."""
+        if self.webhooks_in_flight == 0:
+            self.webhooks_idle = anyio.Event()
+        self.webhooks_in_flight += 1
+        try:
+            yield
+        finally:
+            self.webhooks_in_flight -= 1
+            if self.webhooks_in_flight == 0:
+                self.webhooks_idle.set()
+
+    async def defer_to_webhooks(self) -> None:
+        """Acknowledgements first: while webhooks are being answered, wait (at most `MAX_DEFER_S`) before
+        taking new background work. BFL retries a webhook only a few times; a result keeps for minutes."""
+        if self.webhooks_in_flight:
+            with anyio.move_on_after(MAX_DEFER_S):
+                await self.webhooks_idle.wait()
+
+    def stop(self) -> None:
+        """Stop taking work: not ready any more, and every loop wakes up to notice."""
+        if self.stopping.is_set():
+            return
+        self.ready = False
+        self.stopped_at = anyio.current_time()
+        self.stopping.set()
+        self.wake(*Work)
