@@ -57,6 +57,10 @@ class PayloadTooLarge(ReceiverError):
     """A body or download exceeded its size cap."""
 
 
+class InputUnavailable(ReceiverError):
+    """A job's input image is gone from the blob store, or is not the one that was written."""
+
+
 class TransientError(ReceiverError):
     """A failure that may go away: `retryable` says whether trying again can help, and `retry_after`
     (seconds) how long the other side asked us to wait, if it said."""

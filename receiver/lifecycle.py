@@ -19,6 +19,7 @@ from receiver.models import (
     ImageInfo,
     Job,
     JobState,
+    StoredInput,
     Transition,
     Via,
     isotime,
@@ -39,7 +40,12 @@ class Policy:
 
 
 def new_job(
-    job_id: str, request: EditRequest, now: float, idempotency_key: str | None = None, fingerprint: str = ""
+    job_id: str,
+    request: EditRequest,
+    now: float,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+    inputs: tuple[StoredInput, ...] = (),
 ) -> Job:
     return Job(
         id=job_id,
@@ -47,6 +53,7 @@ def new_job(
         created_at=now,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
+        inputs=inputs,
         due_at=now,
     )
 
@@ -78,6 +85,13 @@ def submit_refused(job: Job, error: UpstreamError, now: float, policy: Policy) -
     if now - job.created_at >= policy.give_up_after_s:
         return finish(job, JobState.FAILED, now, policy, error=problem | {"code": "upstream_unavailable"})
     return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy, error.retry_after)))
+
+
+def input_unavailable(job: Job, message: str, now: float, policy: Policy) -> Transition | None:
+    """The input image cannot be read back to submit the edit: nothing will bring it back."""
+    if job.state is not JobState.CREATED:
+        return None
+    return finish(job, JobState.FAILED, now, policy, error={"code": "input_unavailable", "message": message})
 
 
 def reported(

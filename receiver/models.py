@@ -47,7 +47,7 @@ class Via(StrEnum):
 
 @dataclass(frozen=True)
 class EditRequest:
-    """What the backend asked for, minus the input image bytes (kept apart, dropped after submit)."""
+    """What the backend asked for, minus the input image bytes (those go to the blob store)."""
 
     prompt: str
     model: Model = Model.PRO
@@ -71,6 +71,18 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
+class StoredInput:
+    """An input image of an edit, written to the blob store at submit: where, and exactly what."""
+
+    key: str
+    sha256: str
+    bytes: int
+    content_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     request: EditRequest
@@ -79,6 +91,7 @@ class Job:
     version: int = 0  # bumped by every store write; writes are compare-and-set on it
     idempotency_key: str | None = None
     fingerprint: str = ""
+    inputs: tuple[StoredInput, ...] = ()  # in the order BFL takes them (input_image, input_image_2, ...)
     # When the next step may run. A worker claims a job by pushing this past its lease, so a claim
     # whose worker died simply falls due again.
     due_at: float | None = None
@@ -117,6 +130,7 @@ class Job:
         doc = dict(self.__dict__)
         doc["request"] = dict(self.request.__dict__)
         doc["image"] = dict(self.image.__dict__) if self.image else None
+        doc["inputs"] = [dict(stored.__dict__) for stored in self.inputs]
         return doc
 
     @classmethod
@@ -126,10 +140,12 @@ class Job:
         request["model"] = Model(request["model"])
         image = values.pop("image")
         via = values.pop("via")
+        inputs = values.pop("inputs", ())  # absent from jobs written before inputs went to blobs
         return cls(
             **values | {"state": JobState(values["state"])},
             request=EditRequest(**request),
             image=ImageInfo(**image) if image else None,
+            inputs=tuple(StoredInput(**stored) for stored in inputs),
             via=Via(via) if via else None,
         )
 

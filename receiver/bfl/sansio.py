@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -47,14 +47,16 @@ def submit_path(model: Model) -> str:
 
 
 def submit_body(
-    request: EditRequest, image_base64: str | None, webhook_url: str, webhook_secret: str
+    request: EditRequest, images_base64: Sequence[str], webhook_url: str, webhook_secret: str
 ) -> dict[str, Any]:
+    """The submit body; the images go to `input_image`, `input_image_2`, ... in order (with none, the
+    request's `image_url` goes to `input_image`)."""
     body: dict[str, Any] = {
         "prompt": request.prompt,
-        "input_image": image_base64 if image_base64 is not None else request.image_url,
-        "webhook_url": webhook_url,
-        "webhook_secret": webhook_secret,
+        "input_image": images_base64[0] if images_base64 else request.image_url,
     }
+    body.update({f"input_image_{n}": image for n, image in enumerate(images_base64[1:], start=2)})
+    body |= {"webhook_url": webhook_url, "webhook_secret": webhook_secret}
     optional = {
         "aspect_ratio": request.aspect_ratio,
         "seed": request.seed,

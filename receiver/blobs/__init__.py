@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from receiver.blobs.base import BlobStore, StoredBlob, image_key
+from receiver.blobs.base import BlobStore, StoredBlob, image_key, input_key
 from receiver.registry import Registry
 
 BLOB_STORES: Registry[BlobStore] = Registry(
@@ -14,4 +14,4 @@ BLOB_STORES: Registry[BlobStore] = Registry(
 )
 blobs_from_url = BLOB_STORES.from_url
 
-__all__ = ["BLOB_STORES", "BlobStore", "StoredBlob", "blobs_from_url", "image_key"]
+__all__ = ["BLOB_STORES", "BlobStore", "StoredBlob", "blobs_from_url", "image_key", "input_key"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +25,11 @@ def image_key(job_id: str, content_type: str) -> str:
     return f"{job_id}.{EXTENSIONS.get(content_type, 'bin')}"
 
 
+def input_key(job_id: str, index: int, content_type: str) -> str:
+    """Where a job's input image number `index` (from 0) lives, beside its result."""
+    return f"{job_id}.input-{index}.{EXTENSIONS.get(content_type, 'bin')}"
+
+
 class BlobStore(Resource, Protocol):
     async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> StoredBlob:
         """Store the stream under `key` atomically. If `chunks` raises, nothing is stored and an earlier
@@ -34,3 +39,6 @@ class BlobStore(Resource, Protocol):
     def read(self, key: str) -> AsyncIterator[bytes]:
         """The blob's bytes in chunks; `receiver.errors.NotFound` if there is none."""
         ...
+
+    async def delete(self, keys: Collection[str]) -> None:
+        """Remove the blobs under `keys`; a key with no blob is skipped."""

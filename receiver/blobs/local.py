@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,3 +121,12 @@ class LocalBlobStore(ResourceBase):
         async with source:
             while chunk := await source.read(_READ_CHUNK):
                 yield chunk
+
+    async def delete(self, keys: Collection[str]) -> None:
+        paths = [self.path_of(key) for key in keys]
+
+        def unlink() -> None:
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+        await anyio.to_thread.run_sync(unlink)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 
 from receiver.blobs.base import StoredBlob
 from receiver.errors import NotFound
@@ -23,3 +23,7 @@ class MemoryBlobStore(ResourceBase):
         if key not in self.blobs:
             raise NotFound(f"no blob {key!r}")
         yield self.blobs[key][0]
+
+    async def delete(self, keys: Collection[str]) -> None:
+        for key in keys:
+            self.blobs.pop(key, None)

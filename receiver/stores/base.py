@@ -35,13 +35,14 @@ class Delivery:
 
 
 class Store(Resource, Protocol):
-    async def insert(self, job: Job, image_base64: str | None) -> Job:
+    async def insert(self, job: Job) -> Job:
         """Add a new job; with an idempotency key already taken, return that key's job instead."""
 
     async def get(self, job_id: str) -> Job | None: ...
 
-    async def input_image(self, job_id: str) -> str | None:
-        """The base64 input image, kept until the job is submitted."""
+    async def legacy_input(self, job_id: str) -> str | None:
+        """The base64 input image of a job accepted before input images went to the blob store (the
+        `job_inputs` table held it until submit; `drop_input` deletes it). None for every newer job."""
 
     async def save(
         self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False

@@ -13,12 +13,11 @@ from receiver.stores.base import Delivery, DeliveryState
 class MemoryStore(ResourceBase):
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
-        self._inputs: dict[str, str] = {}
         self._keys: dict[str, str] = {}
         self._events: dict[str, Event] = {}
         self._deliveries: dict[tuple[str, str], Delivery] = {}
 
-    async def insert(self, job: Job, image_base64: str | None) -> Job:
+    async def insert(self, job: Job) -> Job:
         if job.idempotency_key is not None and job.idempotency_key in self._keys:
             return self._jobs[self._keys[job.idempotency_key]]
         if job.id in self._jobs:
@@ -26,15 +25,13 @@ class MemoryStore(ResourceBase):
         self._jobs[job.id] = job
         if job.idempotency_key is not None:
             self._keys[job.idempotency_key] = job.id
-        if image_base64 is not None:
-            self._inputs[job.id] = image_base64
         return job
 
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
-    async def input_image(self, job_id: str) -> str | None:
-        return self._inputs.get(job_id)
+    async def legacy_input(self, job_id: str) -> str | None:
+        return None  # nothing in memory outlives the process
 
     async def save(
         self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False
@@ -46,8 +43,6 @@ class MemoryStore(ResourceBase):
             return None
         saved = dataclasses.replace(job, version=job.version + 1)
         self._jobs[job.id] = saved
-        if drop_input:
-            self._inputs.pop(job.id, None)
         if event is not None:
             self._events[event.id] = event
             for sink in sinks:

@@ -83,7 +83,7 @@ class PostgresStore(ResourceBase):
             raise RuntimeError("store is not open; use `async with store:`")
         return self._pool
 
-    async def insert(self, job: Job, image_base64: str | None) -> Job:
+    async def insert(self, job: Job) -> Job:
         async with self.pool.acquire() as conn, conn.transaction():
             # ON CONFLICT rather than look-then-insert: two requests with one key may race.
             inserted = await conn.fetchval(
@@ -100,17 +100,13 @@ class PostgresStore(ResourceBase):
                     "SELECT doc FROM jobs WHERE idempotency_key = $1", job.idempotency_key
                 )
                 return job_from_doc(doc)
-            if image_base64 is not None:
-                await conn.execute(
-                    "INSERT INTO job_inputs (job_id, image) VALUES ($1, $2)", job.id, image_base64
-                )
         return job
 
     async def get(self, job_id: str) -> Job | None:
         doc = await self.pool.fetchval("SELECT doc FROM jobs WHERE id = $1", job_id)
         return job_from_doc(doc) if doc is not None else None
 
-    async def input_image(self, job_id: str) -> str | None:
+    async def legacy_input(self, job_id: str) -> str | None:
         image = await self.pool.fetchval("SELECT image FROM job_inputs WHERE job_id = $1", job_id)
         return str(image) if image is not None else None
 

@@ -125,7 +125,7 @@ class SQLiteStore(ResourceBase):
             return await self._write(lambda conn: _fetch(conn, sql, params, many))
         return await anyio.to_thread.run_sync(_fetch, reader, sql, params, many, limiter=self._read_slot)
 
-    async def insert(self, job: Job, image_base64: str | None) -> Job:
+    async def insert(self, job: Job) -> Job:
         def insert(conn: sqlite3.Connection) -> Job:
             if job.idempotency_key is not None:
                 row = conn.execute(
@@ -138,8 +138,6 @@ class SQLiteStore(ResourceBase):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.id, *job_columns(job), job.created_at, job_doc(job)),
             )
-            if image_base64 is not None:
-                conn.execute("INSERT INTO job_inputs (job_id, image) VALUES (?, ?)", (job.id, image_base64))
             return job
 
         return await self._write(insert)
@@ -148,7 +146,7 @@ class SQLiteStore(ResourceBase):
         row = await self._read("SELECT doc FROM jobs WHERE id = ?", (job_id,))
         return job_from_doc(row[0]) if row else None
 
-    async def input_image(self, job_id: str) -> str | None:
+    async def legacy_input(self, job_id: str) -> str | None:
         row = await self._read("SELECT image FROM job_inputs WHERE job_id = ?", (job_id,))
         return str(row[0]) if row else None
 

@@ -28,6 +28,7 @@ ROUTES = [
     Route("/v1/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
     Route("/v1/jobs/{job_id}/image", jobs.get_image, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/input", jobs.get_input, methods=["GET"]),
     Route("/v1/jobs/{job_id}/redeliver", jobs.redeliver, methods=["POST"]),
     Route("/webhooks/bfl/{job_id}", webhooks.bfl_webhook, methods=["POST"]),
     Route("/healthz", health.healthz, methods=["GET"]),

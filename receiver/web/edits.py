@@ -14,10 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from receiver import lifecycle
-from receiver.bfl.validation import ImageSlot, Loc, parse_edit
+from receiver.bfl.validation import ImageSlot, InputImage, Loc, parse_edit
+from receiver.blobs.inputs import store_inputs
 from receiver.catalog import CATALOG
 from receiver.errors import InvalidRequest, Problem
-from receiver.models import EditRequest, Model
+from receiver.models import EditRequest, Model, StoredInput
+from receiver.services import Services
 from receiver.web.common import handover, parse_json, read_body, require_token, services
 from receiver.web.views import job_view
 from receiver.worker.handover import Work
@@ -44,8 +46,9 @@ FIELDS = frozenset(
 )
 
 
-def parse_edit_request(payload: Any) -> tuple[EditRequest, str | None]:
-    """The job's request and its base64 image (None when given by URL); `InvalidRequest` otherwise."""
+def parse_edit_request(payload: Any) -> tuple[EditRequest, list[InputImage]]:
+    """The job's request and its decoded input images (none when given by URL); `InvalidRequest`
+    otherwise."""
     problems: list[Problem] = []
     if isinstance(payload, Mapping):
         problems += [
@@ -84,7 +87,7 @@ def parse_edit_request(payload: Any) -> tuple[EditRequest, str | None]:
         prompt_upsampling=fields.prompt_upsampling,
         metadata=payload.get("metadata") or {},
     )
-    return request, payload["image"] if not isinstance(first, str) else None
+    return request, [first] if isinstance(first, InputImage) else []
 
 
 def _image_slots(payload: Mapping[str, Any]) -> tuple[Loc, list[ImageSlot]]:
@@ -110,13 +113,21 @@ async def create_edit(request: Request) -> JSONResponse:
         )
     body = await read_body(request, MAX_EDIT_BODY)
     # Decoding up to 28 MB of JSON and base64 would stall every other request: do it off the loop.
-    edit, image = await anyio.to_thread.run_sync(lambda: parse_edit_request(parse_json(body)))
+    edit, images = await anyio.to_thread.run_sync(lambda: parse_edit_request(parse_json(body)))
+    job_id = str(uuid.uuid4())
+    # The images are in the blob store before the job exists, so whoever submits it finds them.
+    inputs = await store_inputs(svc.blobs, job_id, images)
     job = lifecycle.new_job(
-        str(uuid.uuid4()), edit, svc.clock(), idempotency_key=key, fingerprint=fingerprint(body)
+        job_id, edit, svc.clock(), idempotency_key=key, fingerprint=fingerprint(body), inputs=inputs
     )
-    stored = await svc.store.insert(job, image)
+    try:
+        stored = await svc.store.insert(job)
+    except BaseException:
+        await _discard(svc, inputs)
+        raise
     headers = {"Location": f"/v1/jobs/{stored.id}"}
-    if stored.id != job.id:
+    if stored.id != job.id:  # the key was used before: that job and its images are the ones kept
+        await _discard(svc, inputs)
         if stored.fingerprint != job.fingerprint:
             raise InvalidRequest(
                 [
@@ -134,3 +145,8 @@ async def create_edit(request: Request) -> JSONResponse:
     log.info("job.created", job_id=job.id, model=edit.model.value)
     handover(request).wake(Work.SUBMIT)
     return JSONResponse(job_view(stored), status_code=202, headers=headers)
+
+
+async def _discard(svc: Services, inputs: tuple[StoredInput, ...]) -> None:
+    with anyio.CancelScope(shield=True):
+        await svc.blobs.delete([item.key for item in inputs])

@@ -1,4 +1,4 @@
-"""`/v1/jobs`: inspect jobs, fetch stored images, re-publish events."""
+"""`/v1/jobs`: inspect jobs, fetch their stored images (result and inputs), re-publish events."""
 
 from __future__ import annotations
 
@@ -54,17 +54,23 @@ async def list_jobs(request: Request) -> JSONResponse:
 
 async def get_image(request: Request) -> StreamingResponse:
     require_token(request)
-    svc = services(request)
     job = await _job(request)
     if job.image is None:
         raise NotFound(f"job {job.id} has no stored image (state {job.state.value})")
-    chunks = svc.blobs.read(image_key(job.id, job.image.content_type))
-    first = await anext(chunks)  # raises NotFound before the response starts
-    return StreamingResponse(
-        _prepend(first, chunks),
-        media_type=job.image.content_type,
-        headers={"Content-Length": str(job.image.bytes), "ETag": f'"{job.image.sha256}"'},
-    )
+    image = job.image
+    key = image_key(job.id, image.content_type)
+    return await _blob_response(request, key, image.content_type, image.bytes, image.sha256)
+
+
+async def get_input(request: Request) -> StreamingResponse:
+    """An input image of the job: `?index=N` picks one of several (from 0, the default)."""
+    require_token(request)
+    job = await _job(request)
+    if not job.inputs:
+        raise NotFound(f"job {job.id} has no stored input image (it was given by URL, or is older)")
+    index = int(_number(request, "index", 0, 0, len(job.inputs) - 1))
+    stored = job.inputs[index]
+    return await _blob_response(request, stored.key, stored.content_type, stored.bytes, stored.sha256)
 
 
 async def redeliver(request: Request) -> JSONResponse:
@@ -99,6 +105,18 @@ def _number(request: Request, name: str, default: float, low: float, high: float
             [Problem(("query", name), f"must be a number from {low:g} to {high:g}", "range")]
         )
     return value
+
+
+async def _blob_response(
+    request: Request, key: str, content_type: str, size: int, sha256: str
+) -> StreamingResponse:
+    chunks = services(request).blobs.read(key)
+    first = await anext(chunks, b"")  # raises NotFound before the response starts
+    return StreamingResponse(
+        _prepend(first, chunks),
+        media_type=content_type,
+        headers={"Content-Length": str(size), "ETag": f'"{sha256}"'},
+    )
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -76,6 +76,12 @@ OPENAPI: dict[str, Any] = {
                     },
                     "outcome": {"enum": ["completed", "failed", "moderated", "expired", None]},
                     "image": {"type": ["object", "null"]},
+                    "inputs": {
+                        "type": "array",
+                        "description": "the input images as stored: sha256, bytes, content_type, width, "
+                        "height, url (empty when the edit named an image_url)",
+                        "items": {"type": "object"},
+                    },
                     "error": {"type": ["object", "null"]},
                 },
             },
@@ -139,6 +145,24 @@ OPENAPI: dict[str, Any] = {
                 "summary": "The stored result image",
                 "parameters": _ID,
                 "responses": {"200": {"description": "The image", "content": {"image/*": {}}}} | _AUTHED,
+            }
+        },
+        "/v1/jobs/{job_id}/input": {
+            "get": {
+                "summary": "An input image of the edit, as it was submitted",
+                "parameters": [
+                    *_ID,
+                    {
+                        "name": "index",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "default": 0},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "The image", "content": {"image/*": {}}},
+                    "422": _error("index is not one of the job's input images"),
+                }
+                | _AUTHED,
             }
         },
         "/v1/jobs/{job_id}/redeliver": {

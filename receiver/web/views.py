@@ -20,6 +20,17 @@ def job_view(job: Job, deliveries: list[Delivery] | None = None) -> dict[str, An
         "bfl_task_id": job.bfl_task_id,
         "via": job.via.value if job.via else None,
         "image": dataclasses.asdict(job.image) if job.image else None,
+        "inputs": [
+            {
+                "sha256": stored.sha256,
+                "bytes": stored.bytes,
+                "content_type": stored.content_type,
+                "width": stored.width,
+                "height": stored.height,
+                "url": f"/v1/jobs/{job.id}/input?index={index}",
+            }
+            for index, stored in enumerate(job.inputs)
+        ],
         "error": job.error,
         "created_at": isotime(job.created_at),
         "timings": {
@@ -31,7 +42,8 @@ def job_view(job: Job, deliveries: list[Delivery] | None = None) -> dict[str, An
             "published_at": isotime(job.published_at),
         },
         "links": {"self": f"/v1/jobs/{job.id}"}
-        | ({"image": f"/v1/jobs/{job.id}/image"} if job.image else {}),
+        | ({"image": f"/v1/jobs/{job.id}/image"} if job.image else {})
+        | ({"input": f"/v1/jobs/{job.id}/input"} if job.inputs else {}),
     }
     if deliveries is not None:
         view["deliveries"] = [

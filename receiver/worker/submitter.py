@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 
 import anyio
@@ -9,7 +10,8 @@ import structlog
 
 from receiver import lifecycle
 from receiver.bfl.sansio import submit_body
-from receiver.errors import UpstreamError
+from receiver.blobs.inputs import read_input
+from receiver.errors import InputUnavailable, UpstreamError
 from receiver.models import Job, JobState, Model
 from receiver.services import Services
 from receiver.worker.handover import Work
@@ -59,8 +61,17 @@ class Submitter:
 
     async def _submit_claimed(self, job: Job) -> None:
         svc = self.svc
-        image = await svc.store.input_image(job.id)
-        body = submit_body(job.request, image, svc.webhook_url(job.id), svc.signer.secret_for(job.id))
+        try:
+            images = await self._input_images(job)
+        except InputUnavailable as exc:
+            message = str(exc)
+            log.error("job.input_unavailable", job_id=job.id, error=message)
+            await svc.update(
+                job.id, lambda j: lifecycle.input_unavailable(j, message, svc.clock(), svc.policy)
+            )
+            self.sched.wake(Work.PUBLISH)
+            return
+        body = submit_body(job.request, images, svc.webhook_url(job.id), svc.signer.secret_for(job.id))
         # Once the POST is out, BFL may have the task (and bills it): see it through to the record of
         # its id even while shutting down, or the next start would submit the edit a second time.
         with anyio.CancelScope(shield=True):
@@ -80,3 +91,12 @@ class Submitter:
                 "job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=job.request.model.value
             )
             await svc.update(job.id, lambda j: lifecycle.submitted(j, accepted, svc.clock(), svc.policy))
+
+    async def _input_images(self, job: Job) -> list[str]:
+        """The job's input images in base64, read back from the blob store (or, for a job accepted
+        before inputs went there, from the store row that held its base64)."""
+        if not job.inputs:
+            legacy = await self.svc.store.legacy_input(job.id)
+            return [legacy] if legacy is not None else []
+        images = [await read_input(self.svc.blobs, stored) for stored in job.inputs]
+        return await anyio.to_thread.run_sync(lambda: [base64.b64encode(data).decode() for data in images])

@@ -54,4 +54,4 @@ async def _insert(store: Store, seeded: SeededJob, request: EditRequest, now: fl
     job = dataclasses.replace(
         job, state=JobState.SUBMITTED, bfl_task_id=seeded.task_id, submitted_at=now, due_at=now + 3600
     )
-    await store.insert(job, None)
+    await store.insert(job)

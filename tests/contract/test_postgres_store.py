@@ -18,7 +18,7 @@ from receiver.models import Job, JobState
 from receiver.stores import store_from_url
 from receiver.stores.migrations import POSTGRES as MIGRATIONS
 from receiver.stores.postgres import PostgresStore, migrate
-from tests.contract.test_store_contract import SINKS, T0, final, make_job
+from tests.contract.test_store_contract import SINKS, T0, final, legacy_doc, make_job
 
 pytestmark = pytest.mark.anyio
 
@@ -96,7 +96,7 @@ async def test_replicas_claiming_at_once_never_take_the_same_job(
     a, b = replicas
     ids = {f"job-{n:03}" for n in range(200)}
     for job_id in ids:
-        await a.insert(make_job(job_id, due_at=T0), None)
+        await a.insert(make_job(job_id, due_at=T0))
 
     def claimer(store: PostgresStore) -> Callable[[], Awaitable[list[Job]]]:
         return lambda: drain(lambda: store.claim({JobState.CREATED}, T0 + 1, 60, 7))
@@ -114,7 +114,7 @@ async def test_replicas_claiming_deliveries_at_once_never_take_the_same_one(
 ) -> None:
     a, b = replicas
     for n in range(50):
-        job = await a.insert(make_job(f"job-{n:02}"), None)
+        job = await a.insert(make_job(f"job-{n:02}"))
         transition = final(job)
         assert await a.save(transition.job, event=transition.event, sinks=SINKS) is not None
 
@@ -134,7 +134,7 @@ async def test_a_claim_skips_rows_another_transaction_holds(
 ) -> None:
     a, b = replicas
     for job_id in ("held", "free"):
-        await a.insert(make_job(job_id, due_at=T0), None)
+        await a.insert(make_job(job_id, due_at=T0))
     async with b.pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT id FROM jobs WHERE id = 'held' FOR UPDATE")
         with anyio.fail_after(10):  # a claim that waited for the lock would hang here
@@ -147,7 +147,7 @@ async def test_concurrent_saves_of_one_version_let_exactly_one_win(
 ) -> None:
     a, b = replicas
     for n in range(20):
-        job = await a.insert(make_job(f"job-{n}"), None)
+        job = await a.insert(make_job(f"job-{n}"))
         submitted = dataclasses.replace(job, state=JobState.SUBMITTED, bfl_task_id="task")
         failed = final(job)
         wins = await concurrently(
@@ -168,11 +168,11 @@ async def test_concurrent_inserts_with_one_idempotency_key_make_one_job(
     for n in range(20):
         key = f"key-{n}"
         first, second = await concurrently(
-            partial(a.insert, make_job(f"a-{n}", idempotency_key=key), "image-a"),
-            partial(b.insert, make_job(f"b-{n}", idempotency_key=key), "image-b"),
+            partial(a.insert, make_job(f"a-{n}", idempotency_key=key)),
+            partial(b.insert, make_job(f"b-{n}", idempotency_key=key)),
         )
         assert first == second
-        assert await a.input_image(first.id) == f"image-{first.id[0]}"
+        assert await a.get(first.id) == first
     assert await a.count({JobState.CREATED}) == 20
 
 
@@ -184,11 +184,23 @@ async def test_migrations_apply_once_and_data_survives_a_reopen(postgres_schema_
     assert await migrate(postgres_schema_url) == []
     async with PostgresStore.from_url(postgres_schema_url) as store:
         assert store.applied == []
-        job = await store.insert(make_job("job-1", idempotency_key="key-1"), "aGVsbG8=")
+        job = await store.insert(make_job("job-1", idempotency_key="key-1"))
+        # A job an older version accepted: its document has no `inputs`, its base64 is in job_inputs.
+        old = make_job("job-old")
+        await store.pool.execute(
+            "INSERT INTO jobs (id, state, model, version, due_at, created_at, doc)"
+            " VALUES ($1, 'created', 'flux-kontext-pro', 0, $2, $2, $3)",
+            old.id,
+            T0,
+            legacy_doc(old),
+        )
+        await store.pool.execute("INSERT INTO job_inputs (job_id, image) VALUES ($1, 'aGVsbG8=')", old.id)
     async with PostgresStore.from_url(postgres_schema_url) as store:
         assert store.applied == []
         assert await store.get("job-1") == job
-        assert await store.input_image("job-1") == "aGVsbG8="
+        assert await store.get("job-old") == old
+        assert await store.legacy_input("job-old") == "aGVsbG8="
+        assert await store.legacy_input("job-1") is None
         names = await store.pool.fetch("SELECT name FROM schema_migrations ORDER BY name")
         assert [row["name"] for row in names] == ALL_MIGRATIONS
 
@@ -210,7 +222,7 @@ async def test_stores_in_two_schemas_do_not_see_each_other(postgres_schemas: Cal
         PostgresStore.from_url(postgres_schemas()) as a,
         PostgresStore.from_url(postgres_schemas()) as b,
     ):
-        await a.insert(make_job("job-1"), None)
+        await a.insert(make_job("job-1"))
         assert await b.get("job-1") is None
         assert await a.get("job-1") is not None
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,10 @@ import anyio
 import pytest
 
 from receiver import lifecycle
-from receiver.models import EditRequest, Event, ImageInfo, Job, JobState, Model, Transition, Via
+from receiver.models import EditRequest, Event, ImageInfo, Job, JobState, Model, StoredInput, Transition, Via
 from receiver.stores import Delivery, DeliveryState, Store, store_from_url
 from receiver.stores.memory import MemoryStore
+from receiver.stores.rows import job_doc
 from receiver.stores.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -59,6 +62,10 @@ def rich_job() -> Job:
         via=Via.POLL,
         stored_at=T0 + 22,
         image=image,
+        inputs=(
+            StoredInput("job-rich.input-0.png", "1a" * 32, 2048, "image/png", 96, 64),
+            StoredInput("job-rich.input-1.jpg", "2b" * 32, 4096, "image/jpeg", 64, 96),
+        ),
         error={"code": "none", "detail": [1, "two"]},
         finished_at=T0 + 22,
     )
@@ -76,7 +83,7 @@ class StoreContract:
 
     async def finished(self, store: Store, job_id: str, created_at: float = T0) -> tuple[Job, Event]:
         """Insert a job and save it as failed, with its event and a pending delivery per sink."""
-        job = await store.insert(make_job(job_id, created_at), None)
+        job = await store.insert(make_job(job_id, created_at))
         transition = final(job)
         saved = await store.save(transition.job, event=transition.event, sinks=SINKS)
         assert saved is not None and transition.event is not None
@@ -86,29 +93,22 @@ class StoreContract:
 
     async def test_insert_then_get_round_trips_every_field(self, store: Store) -> None:
         job = rich_job()
-        assert await store.insert(job, None) == job
+        assert await store.insert(job) == job
         assert await store.get(job.id) == job
         assert await store.get("no-such-job") is None
 
     async def test_idempotency_key_returns_the_first_job(self, store: Store) -> None:
-        first = await store.insert(make_job("job-1", idempotency_key="key-1"), "first-image")
-        again = await store.insert(make_job("job-2", T0 + 5, idempotency_key="key-1"), "second-image")
-        assert again == first
+        inputs = (StoredInput("job-1.input-0.png", "1a" * 32, 2048, "image/png", 96, 64),)
+        first = await store.insert(make_job("job-1", idempotency_key="key-1", inputs=inputs))
+        again = await store.insert(make_job("job-2", T0 + 5, idempotency_key="key-1"))
+        assert again == first and again.inputs == inputs
         assert await store.get("job-2") is None
-        assert await store.input_image("job-1") == "first-image"
-        assert await store.input_image("job-2") is None
-        other = await store.insert(make_job("job-3", idempotency_key="key-2"), None)
+        other = await store.insert(make_job("job-3", idempotency_key="key-2"))
         assert other.id == "job-3"
 
-    async def test_input_image_is_kept_until_dropped(self, store: Store) -> None:
-        job = await store.insert(make_job("job-1"), "aGVsbG8=")
-        assert await store.input_image("job-1") == "aGVsbG8="
-        job = await self.saved(store, dataclasses.replace(job, attempts=1))
-        assert await store.input_image("job-1") == "aGVsbG8="
-        await store.save(dataclasses.replace(job, state=JobState.SUBMITTED), drop_input=True)
-        assert await store.input_image("job-1") is None
-        await store.insert(make_job("job-2"), None)
-        assert await store.input_image("job-2") is None
+    async def test_a_new_job_has_no_legacy_input(self, store: Store) -> None:
+        await store.insert(rich_job())
+        assert await store.legacy_input("job-rich") is None
 
     async def saved(self, store: Store, job: Job, **kwargs: Any) -> Job:
         result = await store.save(job, **kwargs)
@@ -116,7 +116,7 @@ class StoreContract:
         return result
 
     async def test_save_is_compare_and_set_on_the_version(self, store: Store) -> None:
-        job = await store.insert(make_job("job-1"), None)
+        job = await store.insert(make_job("job-1"))
         first = await self.saved(store, dataclasses.replace(job, state=JobState.SUBMITTED))
         assert first.version == job.version + 1
         assert await store.save(dataclasses.replace(job, state=JobState.FAILED)) is None  # stale
@@ -215,7 +215,7 @@ class StoreContract:
         assert len(await store.claim_deliveries(T0 + 50, 30, 10, sinks)) == 3
 
     async def test_redeliver_without_an_event_does_nothing(self, store: Store) -> None:
-        await store.insert(make_job("job-1"), None)
+        await store.insert(make_job("job-1"))
         assert await store.redeliver("job-1", SINKS, T0) == 0
         assert await store.redeliver("no-such-job", SINKS, T0) == 0
         assert await store.deliveries("job-1") == []
@@ -232,7 +232,7 @@ class StoreContract:
             ("never", JobState.CREATED, None),
             ("received", JobState.RECEIVED, T0),
         ]:
-            await store.insert(make_job(job_id, state=state, due_at=due_at), None)
+            await store.insert(make_job(job_id, state=state, due_at=due_at))
         both = {JobState.CREATED, JobState.SUBMITTED}
         first = await store.claim(both, T0 + 10, 60, 2)
         assert [j.id for j in first] == ["early", "middle"]
@@ -244,7 +244,7 @@ class StoreContract:
     async def test_a_claim_pushes_the_lease_bumps_the_version_and_counts_the_attempt(
         self, store: Store
     ) -> None:
-        job = await store.insert(make_job("job-1", due_at=T0), None)
+        job = await store.insert(make_job("job-1", due_at=T0))
         [claimed] = await store.claim({JobState.CREATED}, T0 + 5, 60, 10)
         assert claimed == dataclasses.replace(job, due_at=T0 + 65, attempts=1, version=job.version + 1)
         assert await store.get("job-1") == claimed
@@ -254,8 +254,8 @@ class StoreContract:
         assert again.attempts == 2
 
     async def test_claim_by_model(self, store: Store) -> None:
-        await store.insert(make_job("pro", due_at=T0), None)
-        await store.insert(make_job("max", due_at=T0, request=EditRequest("edit max", model=Model.MAX)), None)
+        await store.insert(make_job("pro", due_at=T0))
+        await store.insert(make_job("max", due_at=T0, request=EditRequest("edit max", model=Model.MAX)))
         assert [j.id for j in await store.claim({JobState.CREATED}, T0, 60, 10, Model.MAX)] == ["max"]
         assert [j.id for j in await store.claim({JobState.CREATED}, T0, 60, 10, Model.PRO)] == ["pro"]
 
@@ -268,7 +268,7 @@ class StoreContract:
             ("e", JobState.PUBLISHED, Model.MAX),
         ]:
             request = EditRequest(prompt="p", model=model)
-            await store.insert(make_job(job_id, state=state, request=request), None)
+            await store.insert(make_job(job_id, state=state, request=request))
         active = {JobState.CREATED, JobState.SUBMITTED}
         assert await store.count(active) == 4
         assert await store.count(active, Model.MAX) == 2
@@ -279,7 +279,7 @@ class StoreContract:
     async def test_list_jobs_newest_first_with_filters_and_paging(self, store: Store) -> None:
         for n in range(5):
             state = JobState.SUBMITTED if n % 2 else JobState.CREATED
-            await store.insert(make_job(f"job-{n}", T0 + n, state=state), None)
+            await store.insert(make_job(f"job-{n}", T0 + n, state=state))
         assert [j.id for j in await store.list_jobs()] == ["job-4", "job-3", "job-2", "job-1", "job-0"]
         assert [j.id for j in await store.list_jobs(state=JobState.SUBMITTED)] == ["job-3", "job-1"]
         assert [j.id for j in await store.list_jobs(limit=2, offset=1)] == ["job-3", "job-2"]
@@ -299,7 +299,7 @@ class StoreContract:
     # --- update ----------------------------------------------------------------------------------------
 
     async def test_update_writes_the_step_and_its_event_with_deliveries(self, store: Store) -> None:
-        await store.insert(make_job("job-1"), None)
+        await store.insert(make_job("job-1"))
         job, changed = await store.update("job-1", final, SINKS)
         assert changed and job is not None and job.state is JobState.FAILED and job.version == 1
         assert await store.get("job-1") == job
@@ -307,7 +307,7 @@ class StoreContract:
         assert len(await store.deliveries("job-1")) == len(SINKS)
 
     async def test_update_can_write_deliveries_already_claimed_by_the_writer(self, store: Store) -> None:
-        await store.insert(make_job("job-1"), None)
+        await store.insert(make_job("job-1"))
         _, changed = await store.update("job-1", final, SINKS, claimed_until=T0 + 60)
         assert changed
         assert await store.deliveries("job-1") == [
@@ -317,14 +317,14 @@ class StoreContract:
         assert len(await store.claim_deliveries(T0 + 60, 30, 10, SINKS)) == len(SINKS)  # unless it died
 
     async def test_update_with_nothing_to_do_or_no_job(self, store: Store) -> None:
-        inserted = await store.insert(make_job("job-1"), None)
+        inserted = await store.insert(make_job("job-1"))
         assert await store.update("job-1", lambda job: None) == (inserted, False)
         assert await store.update("no-such-job", final) == (None, False)
         assert await store.get("job-1") == inserted
 
     async def test_concurrent_updates_of_a_job_are_serialized(self, store: Store) -> None:
         """No lost update: each step sees the one before it."""
-        await store.insert(make_job("job-1"), None)
+        await store.insert(make_job("job-1"))
 
         def count(job: Job) -> Transition:
             return Transition(dataclasses.replace(job, attempts=job.attempts + 1))
@@ -336,7 +336,7 @@ class StoreContract:
         assert job is not None and (job.attempts, job.version) == (20, 20)
 
     async def test_racing_final_steps_produce_exactly_one_outcome(self, store: Store) -> None:
-        await store.insert(make_job("job-1"), None)
+        await store.insert(make_job("job-1"))
         results: list[bool] = []
 
         async def finish() -> None:
@@ -370,14 +370,57 @@ class TestSQLiteStore(StoreContract):
     async def test_data_survives_close_and_reopen(self, tmp_path: Path) -> None:
         path = str(tmp_path / "state" / "receiver.db")
         async with SQLiteStore(path) as store:
-            job = await store.insert(rich_job(), "aGVsbG8=")
+            job = await store.insert(rich_job())
             saved, event = await self.finished(store, "job-1")
         async with SQLiteStore.from_url(f"sqlite:///{path}") as reopened:
             assert await reopened.get(job.id) == job
-            assert await reopened.input_image(job.id) == "aGVsbG8="
             assert await reopened.get("job-1") == saved
             assert await reopened.event("job-1") == event
             assert len(await reopened.deliveries("job-1")) == len(SINKS)
+
+    async def test_a_database_from_before_blob_inputs_still_serves_its_queued_jobs(
+        self, tmp_path: Path
+    ) -> None:
+        """Jobs accepted by an older version keep their base64 input in `job_inputs` until submit."""
+        path = tmp_path / "receiver.db"
+        job = make_job("job-old")
+        with sqlite3.connect(path) as conn:
+            conn.executescript(OLD_SQLITE_SCHEMA)
+            conn.execute(
+                "INSERT INTO jobs (id, state, model, version, due_at, created_at, doc)"
+                " VALUES (?, 'created', 'flux-kontext-pro', 0, ?, ?, ?)",
+                (job.id, T0, T0, legacy_doc(job)),
+            )
+            conn.execute("INSERT INTO job_inputs (job_id, image) VALUES (?, ?)", (job.id, "aGVsbG8="))
+        async with SQLiteStore(str(path)) as store:
+            assert await store.get(job.id) == job and job.inputs == ()
+            assert await store.legacy_input(job.id) == "aGVsbG8="
+            await store.save(dataclasses.replace(job, state=JobState.SUBMITTED), drop_input=True)
+            assert await store.legacy_input(job.id) is None
+            assert await store.insert(rich_job()) == rich_job()
+
+
+def legacy_doc(job: Job) -> str:
+    """`job` as an older version wrote it: no `inputs` in the document."""
+    doc = json.loads(job_doc(job))
+    del doc["inputs"]
+    return json.dumps(doc)
+
+
+# The schema as it shipped before input images went to the blob store.
+OLD_SQLITE_SCHEMA = """
+CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
+    idempotency_key TEXT UNIQUE, due_at REAL, created_at REAL NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX jobs_due ON jobs (state, due_at);
+CREATE INDEX jobs_created ON jobs (created_at);
+CREATE INDEX jobs_state_model ON jobs (state, model);
+CREATE TABLE job_inputs (job_id TEXT PRIMARY KEY, image TEXT NOT NULL);
+CREATE TABLE events (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE deliveries (event_id TEXT NOT NULL, sink TEXT NOT NULL, state TEXT NOT NULL,
+    attempts INTEGER NOT NULL, next_at REAL NOT NULL, last_error TEXT, delivered_at REAL,
+    PRIMARY KEY (event_id, sink));
+CREATE INDEX deliveries_due ON deliveries (state, next_at);
+"""
 
 
 class TestPostgresStore(StoreContract):

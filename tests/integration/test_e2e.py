@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 from pathlib import Path
@@ -104,7 +105,8 @@ def test_expired_sample_url_ends_the_job_cleanly(tmp_path: Path) -> None:
         assert event["type"] == "kontext.edit.expired"
         assert event["data"]["image"] is None and event["data"]["error"]["code"] == "download_failed"
         assert running.sim("/_sim/stats")["get_result"] >= 2  # fresh URLs were asked for, with backoff
-        assert list((tmp_path / "images").iterdir()) == []  # nothing half-written left behind
+        # Nothing half-written left behind: only the input image is there.
+        assert [p.name for p in (tmp_path / "images").iterdir()] == [f"{job_id}.input-0.jpg"]
         assert running.client.get(f"/v1/jobs/{job_id}/image").status_code == 404
 
 
@@ -235,3 +237,55 @@ def test_truncated_downloads_are_retried_and_never_stored(tmp_path: Path) -> Non
         for job_id in ids:
             assert_completed(running, running.wait_event(job_id))  # the stored bytes are the full image
         assert running.sim("/_sim/stats")["downloads_truncated"] > 0
+
+
+def test_the_input_image_is_kept_beside_the_result_and_served(tmp_path: Path) -> None:
+    with stack(tmp_path) as running:
+        job = running.submit(headers={"Idempotency-Key": "order-7"})
+        replay = running.post_edit(
+            {"prompt": "Change the car color to red", "image": IMAGE_B64}, {"Idempotency-Key": "order-7"}
+        )
+        assert replay.json()["id"] == job["id"]
+        sent = base64.b64decode(IMAGE_B64)
+        [stored] = job["inputs"]
+        assert stored["sha256"] == hashlib.sha256(sent).hexdigest() and stored["bytes"] == len(sent)
+        assert (stored["content_type"], stored["width"], stored["height"]) == ("image/jpeg", 96, 64)
+        served = running.client.get(stored["url"])
+        assert served.status_code == 200 and served.content == sent
+        assert served.headers["content-type"] == "image/jpeg"
+        assert served.headers["etag"] == f'"{stored["sha256"]}"'
+        assert running.client.get(f"/v1/jobs/{job['id']}/input").content == sent
+        event = running.wait_event(job["id"])
+        assert_completed(running, event)
+        # The replayed request wrote its image too, and removed it again: one input, one result.
+        result = Path(event["data"]["image"]["url"].removeprefix("file://")).name
+        assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+            f"{job['id']}.input-0.jpg",
+            result,
+        ]
+        assert running.client.get(f"/v1/jobs/{job['id']}/input", params={"index": 1}).status_code == 422
+
+
+def test_an_edit_by_url_has_no_input_to_serve(tmp_path: Path) -> None:
+    with stack(tmp_path, dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0)) as running:
+        job = running.submit(image=None, image_url="https://images.example/car.png")
+        assert job["inputs"] == []
+        missing = running.client.get(f"/v1/jobs/{job['id']}/input")
+        assert missing.status_code == 404 and "no stored input" in missing.text
+
+
+def test_an_input_image_changed_in_storage_fails_its_job_instead_of_being_sent(tmp_path: Path) -> None:
+    """The digest kept in the job row is checked when the image is read back for BFL."""
+    sim = dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0)
+    with stack(tmp_path, sim, max_active=1, reconcile_after_s=3600.0) as running:
+        first = running.submit()["id"]
+        task_id = running.wait_state(first, "submitted")["bfl_task_id"]
+        second = running.submit()  # waits: the one upstream slot is taken by the first
+        (tmp_path / "images" / f"{second['id']}.input-0.jpg").write_bytes(b"\xff\xd8\xff not that image")
+        freed = running.webhook(first, {"task_id": task_id, "status": "Error", "error": "freed"})
+        assert freed.status_code == 200
+        event = running.wait_event(second["id"])
+        assert event["type"] == "kontext.edit.failed"
+        assert event["data"]["error"]["code"] == "input_unavailable"
+        assert "does not match its sha256" in event["data"]["error"]["message"]
+        assert running.sim("/_sim/stats")["submits"] == 1

@@ -51,7 +51,7 @@ def test_submit_path_per_model() -> None:
 
 def test_submit_body_with_base64_omits_unset_optional_fields() -> None:
     request = EditRequest(prompt="Change the car color to red", metadata={"order": 1})
-    assert submit_body(request, "aGVsbG8=", HOOK, "per-job-secret") == {
+    assert submit_body(request, ["aGVsbG8="], HOOK, "per-job-secret") == {
         "prompt": "Change the car color to red",
         "input_image": "aGVsbG8=",
         "webhook_url": HOOK,
@@ -68,7 +68,7 @@ def test_submit_body_sends_every_set_optional_field_including_falsy_ones() -> No
         safety_tolerance=0,
         prompt_upsampling=False,
     )
-    body = submit_body(request, "aGVsbG8=", HOOK, "s")
+    body = submit_body(request, ["aGVsbG8="], HOOK, "s")
     assert {k: body[k] for k in ("aspect_ratio", "seed", "output_format", "safety_tolerance")} == {
         "aspect_ratio": "16:9",
         "seed": 0,
@@ -79,9 +79,15 @@ def test_submit_body_sends_every_set_optional_field_including_falsy_ones() -> No
     assert "metadata" not in body  # ours, never sent upstream
 
 
+def test_submit_body_sends_several_images_in_order() -> None:
+    body = submit_body(EditRequest(prompt="p"), ["b25l", "dHdv", "dGhyZWU="], HOOK, "s")
+    assert [body["input_image"], body["input_image_2"], body["input_image_3"]] == ["b25l", "dHdv", "dGhyZWU="]
+    assert "input_image_4" not in body
+
+
 def test_submit_body_passes_an_image_url_through() -> None:
     request = EditRequest(prompt="p", image_url="https://images.example/car.jpg")
-    assert submit_body(request, None, HOOK, "s")["input_image"] == "https://images.example/car.jpg"
+    assert submit_body(request, [], HOOK, "s")["input_image"] == "https://images.example/car.jpg"
 
 
 @pytest.mark.parametrize(
