@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        # Counts stay integers; amounts such as credits may be fractional.
+        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
-    def inc(self, name: str, amount: int = 1, **labels: str) -> None:
-        self.counters[name, tuple(sorted(labels.items()))] += amount
+    def inc(self, name: str, amount: float = 1, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        self.counters[key] = self.counters.get(key, 0) + amount
 
     def render(self, gauges: Mapping[str, Mapping[str, int]] | None = None) -> str:
         """Counters (`kontext_<name>_total`) and gauges (`kontext_<name>{label=...}`)."""

@@ -13,6 +13,7 @@ import httpx
 
 from receiver.bfl.client import BflClient
 from receiver.blobs import BlobStore, blobs_from_url
+from receiver.catalog import CATALOG, Catalog
 from receiver.downloads import FetchPolicy, download_client
 from receiver.http_transport import BackpressureTransport
 from receiver.lifecycle import Policy
@@ -40,6 +41,7 @@ class Services:
     fetch_policy: FetchPolicy
     clock: Clock = time.time
     metrics: Metrics = field(default_factory=Metrics)
+    catalog: Catalog = field(default_factory=lambda: CATALOG)
 
     def webhook_url(self, job_id: str) -> str:
         return f"{self.settings.public_url}/webhooks/bfl/{job_id}"
@@ -48,8 +50,20 @@ class Services:
         self, job_id: str, change: Callable[[Job], Transition | None], *, claimed_until: float | None = None
     ) -> tuple[Job | None, bool]:
         """Apply a lifecycle step to the job (see `Store.update`); an event it emits is queued for
-        every configured sink (already claimed by the caller, with `claimed_until`)."""
-        return await self.store.update(job_id, change, list(self.sinks), claimed_until=claimed_until)
+        every configured sink (already claimed by the caller, with `claimed_until`), and the job's
+        credits are counted by model and outcome."""
+        finished: list[Job] = []
+
+        def step(job: Job) -> Transition | None:
+            transition = change(job)
+            finished[:] = [transition.job] if transition is not None and transition.event else []
+            return transition
+
+        job, changed = await self.store.update(job_id, step, list(self.sinks), claimed_until=claimed_until)
+        if changed and finished and job is not None and job.outcome is not None:
+            credits = job.cost.credits if job.cost else 0.0
+            self.metrics.inc("credits", credits, model=job.request.model, outcome=job.outcome.value)
+        return job, changed
 
 
 def event_source(settings: Settings) -> str:
@@ -65,6 +79,7 @@ async def open_services(
     sinks: list[Sink] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.time,
+    catalog: Catalog = CATALOG,
 ) -> AsyncIterator[Services]:
     """Open every resource the settings name (or use the ones given) and close them all on exit."""
     async with AsyncExitStack() as stack:
@@ -106,4 +121,5 @@ async def open_services(
             ),
             fetch_policy=fetch_policy,
             clock=clock,
+            catalog=catalog,
         )

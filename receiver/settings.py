@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from receiver.catalog import ModelSpec
 from receiver.errors import ConfigError
 
 T = TypeVar("T")
@@ -96,6 +97,7 @@ class Settings:
     give_up_after_s: float = 1800.0
     max_sample_bytes: int = 52_428_800
     max_active: int = 24
+    max_credits_per_day: float | None = None  # None: no cap
     max_sample_pixels: int = 40_000_000
     download_concurrency: int = 16
     download_timeout_s: float = 60.0
@@ -126,6 +128,11 @@ class Settings:
             give_up_after_s=env.number("RECEIVER_GIVE_UP_AFTER_S", defaults.give_up_after_s),
             max_sample_bytes=env.integer("RECEIVER_MAX_SAMPLE_BYTES", defaults.max_sample_bytes, 1),
             max_active=env.integer("RECEIVER_MAX_ACTIVE", defaults.max_active, 1),
+            max_credits_per_day=env.get(
+                "RECEIVER_MAX_CREDITS_PER_DAY",
+                defaults.max_credits_per_day,
+                lambda raw: _at_least(float(raw), 0.0),
+            ),
             max_sample_pixels=env.integer("RECEIVER_MAX_SAMPLE_PIXELS", defaults.max_sample_pixels, 1),
             download_concurrency=env.integer(
                 "RECEIVER_DOWNLOAD_CONCURRENCY", defaults.download_concurrency, 1
@@ -165,10 +172,10 @@ class Settings:
             raise ConfigError("RECEIVER_SINKS names no sink")
         return self
 
-    @property
-    def max_active_kontext_max(self) -> int:
-        """BFL allows at most 6 active kontext-max tasks per account."""
-        return min(self.max_active, 6)
+    def max_active_for(self, model: ModelSpec) -> int:
+        """Tasks of `model` that may be active at once: the account's limit, or the model's if lower
+        (BFL allows at most 6 active kontext-max tasks per account)."""
+        return min(self.max_active, model.active_limit or self.max_active)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ class ImageSlot:
     loc: Loc
     value: Any
     url_only: bool = False
+    problem: tuple[str, str] | None = None  # (msg, type): what the finder already found wrong
 
 
 # Finds the input images in a body: (where to report that none was given, the images given).
@@ -272,6 +273,9 @@ class _Checker:
 
     def image(self, slot: ImageSlot) -> ImageRef | None:
         value = slot.value
+        if slot.problem is not None:
+            self.problems.append(Problem(slot.loc, *slot.problem))
+            return None
         if not isinstance(value, str):
             self.problems.append(Problem(slot.loc, "Input should be a valid string", "string_type"))
             return None

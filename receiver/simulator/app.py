@@ -90,7 +90,7 @@ SCHEMA_PROBLEMS = frozenset(
         "range",
     }
 )
-MAX_BODY_BYTES = 32 * 1024 * 1024  # a 20 MB image in base64, plus the other fields
+MAX_BODY_BYTES = 96 * 1024 * 1024  # up to 8 images of 20 MB in base64, plus the other fields
 WEBHOOK_TIMEOUT_S = 30.0
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _REFUSAL_STATUS: dict[type[Exception], int] = {

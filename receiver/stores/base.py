@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import Event, Job, JobState, Transition
 from receiver.resource import Resource
 
 
@@ -68,12 +68,20 @@ class Store(Resource, Protocol):
         Returns (job as stored, whether it changed); (None, False) for an unknown job."""
 
     async def claim(
-        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
+        self,
+        states: Collection[JobState],
+        now: float,
+        lease_s: float,
+        limit: int,
+        models: Collection[str] | None = None,
     ) -> list[Job]:
-        """Take up to `limit` due jobs in `states` (and of `model`), earliest first, each saved as
+        """Take up to `limit` due jobs in `states` (and of one of `models`), earliest first, each saved as
         `job.claimed(now, lease_s)`. A job another worker holds is not due, so it is never taken twice."""
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int: ...
+    async def count(self, states: Collection[JobState], models: Collection[str] | None = None) -> int: ...
+
+    async def credits_spent(self, since: float, until: float) -> float:
+        """The credits of every job submitted in [since, until) (its `cost`, as BFL last said)."""
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Collection, Sequence
 
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import Event, Job, JobState, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Delivery, DeliveryState
 
@@ -76,7 +76,12 @@ class MemoryStore(ResourceBase):
         return saved, True
 
     async def claim(
-        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
+        self,
+        states: Collection[JobState],
+        now: float,
+        lease_s: float,
+        limit: int,
+        models: Collection[str] | None = None,
     ) -> list[Job]:
         due = [
             job
@@ -84,7 +89,7 @@ class MemoryStore(ResourceBase):
             if job.state in states
             and job.due_at is not None
             and job.due_at <= now
-            and (model is None or job.request.model is model)
+            and (models is None or job.request.model in models)
         ]
         due.sort(key=lambda job: (job.due_at or 0.0, job.created_at))
         claimed = [
@@ -93,11 +98,18 @@ class MemoryStore(ResourceBase):
         self._jobs.update((job.id, job) for job in claimed)
         return claimed
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+    async def count(self, states: Collection[JobState], models: Collection[str] | None = None) -> int:
         return sum(
             1
             for job in self._jobs.values()
-            if job.state in states and (model is None or job.request.model == model)
+            if job.state in states and (models is None or job.request.model in models)
+        )
+
+    async def credits_spent(self, since: float, until: float) -> float:
+        return sum(
+            job.cost.credits
+            for job in self._jobs.values()
+            if job.cost is not None and job.submitted_at is not None and since <= job.submitted_at < until
         )
 
     async def list_jobs(

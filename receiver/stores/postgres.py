@@ -13,7 +13,7 @@ import asyncpg
 import structlog
 
 from receiver.errors import ConfigError, ReceiverError
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import Event, Job, JobState, Transition
 from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
@@ -142,13 +142,18 @@ class PostgresStore(ResourceBase):
             return (saved, True) if saved is not None else (job, False)
 
     async def claim(
-        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
+        self,
+        states: Collection[JobState],
+        now: float,
+        lease_s: float,
+        limit: int,
+        models: Collection[str] | None = None,
     ) -> list[Job]:
         sql = "SELECT doc FROM jobs WHERE state = ANY($1::text[]) AND due_at <= $2"
         args: list[Any] = [_states(states), now]
-        if model is not None:
-            args.append(model.value)
-            sql += f" AND model = ${len(args)}"
+        if models is not None:
+            args.append(list(models))
+            sql += f" AND model = ANY(${len(args)}::text[])"
         args.append(limit)
         # SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for.
         sql += f" ORDER BY due_at, created_at, id LIMIT ${len(args)} FOR UPDATE SKIP LOCKED"
@@ -164,13 +169,22 @@ class PostgresStore(ResourceBase):
                 )
         return claimed
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+    async def count(self, states: Collection[JobState], models: Collection[str] | None = None) -> int:
         sql = "SELECT count(*) FROM jobs WHERE state = ANY($1::text[])"
         args: list[Any] = [_states(states)]
-        if model is not None:
-            args.append(model.value)
-            sql += " AND model = $2"
+        if models is not None:
+            args.append(list(models))
+            sql += " AND model = ANY($2::text[])"
         return int(await self.pool.fetchval(sql, *args))
+
+    async def credits_spent(self, since: float, until: float) -> float:
+        spent = await self.pool.fetchval(
+            "SELECT sum((doc->'cost'->>'credits')::float8) FROM jobs"
+            " WHERE (doc->>'submitted_at')::float8 >= $1 AND (doc->>'submitted_at')::float8 < $2",
+            since,
+            until,
+        )
+        return float(spent or 0.0)
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0

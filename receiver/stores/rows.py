@@ -14,7 +14,7 @@ SELECT_DELIVERIES = f"SELECT {DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 -
 
 def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None]:
     """state, model, version, idempotency_key, due_at: what the queries filter and order on."""
-    return job.state.value, job.request.model.value, job.version, job.idempotency_key, job.due_at
+    return job.state.value, job.request.model, job.version, job.idempotency_key, job.due_at
 
 
 def job_doc(job: Job) -> str:

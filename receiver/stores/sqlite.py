@@ -13,7 +13,7 @@ import anyio
 import anyio.to_thread
 
 from receiver.errors import ConfigError
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import Event, Job, JobState, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Delivery, DeliveryState
 from receiver.stores.rows import (
@@ -180,14 +180,19 @@ class SQLiteStore(ResourceBase):
         return await self._write(update)
 
     async def claim(
-        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
+        self,
+        states: Collection[JobState],
+        now: float,
+        lease_s: float,
+        limit: int,
+        models: Collection[str] | None = None,
     ) -> list[Job]:
         marks = ",".join("?" * len(states))
         due = f"FROM jobs WHERE state IN ({marks}) AND due_at <= ?"
         params: tuple[Any, ...] = (*states, now)
-        if model is not None:
-            due += " AND model = ?"
-            params += (model.value,)
+        if models is not None:
+            due += f" AND model IN ({','.join('?' * len(models))})"
+            params += tuple(models)
         if not await self._any_due(due, params):
             return []
 
@@ -208,15 +213,23 @@ class SQLiteStore(ResourceBase):
 
         return await self._write(claim)
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+    async def count(self, states: Collection[JobState], models: Collection[str] | None = None) -> int:
         marks = ",".join("?" * len(states))
         sql = f"SELECT COUNT(*) FROM jobs WHERE state IN ({marks})"  # noqa: S608 - only "?" marks
         params: tuple[Any, ...] = tuple(states)
-        if model is not None:
-            sql += " AND model = ?"
-            params += (model.value,)
+        if models is not None:
+            sql += f" AND model IN ({','.join('?' * len(models))})"
+            params += tuple(models)
         row = await self._read(sql, params)
         return int(row[0]) if row else 0
+
+    async def credits_spent(self, since: float, until: float) -> float:
+        row = await self._read(
+            "SELECT SUM(json_extract(doc, '$.cost.credits')) FROM jobs"
+            " WHERE json_extract(doc, '$.submitted_at') >= ? AND json_extract(doc, '$.submitted_at') < ?",
+            (since, until),
+        )
+        return float(row[0] or 0.0) if row else 0.0
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0

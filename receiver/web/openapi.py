@@ -5,6 +5,94 @@ from __future__ import annotations
 from typing import Any
 
 from receiver import __version__
+from receiver.bfl.validation import MAX_PROMPT_CHARS
+from receiver.catalog import (
+    ASPECT_RATIO,
+    CATALOG,
+    GUIDANCE,
+    GUIDANCE_RANGE,
+    HEIGHT,
+    MIN_SIDE,
+    OPTIONAL_FIELDS,
+    PROMPT_UPSAMPLING,
+    SIDE_MULTIPLE,
+    STEPS,
+    STEPS_RANGE,
+    WIDTH,
+    Catalog,
+    ModelSpec,
+)
+
+_IMAGE = {
+    "type": "string",
+    "description": "base64 JPEG/PNG/WebP (at most 20 MB and 20 MP), or an http(s) URL BFL fetches",
+}
+_SIDE = {
+    "type": "integer",
+    "description": f"0 (the input's) or a multiple of {SIDE_MULTIPLE} of at least {MIN_SIDE}",
+    "anyOf": [{"const": 0}, {"minimum": MIN_SIDE, "multipleOf": SIDE_MULTIPLE}],
+}
+_OPTIONAL: dict[str, dict[str, Any]] = {
+    ASPECT_RATIO: {"type": "string", "pattern": "^\\d+:\\d+$", "description": "3:7 to 7:3"},
+    PROMPT_UPSAMPLING: {"type": "boolean"},
+    WIDTH: _SIDE,
+    HEIGHT: _SIDE,
+    STEPS: {"type": "integer", "minimum": STEPS_RANGE[0], "maximum": STEPS_RANGE[1]},
+    GUIDANCE: {"type": "number", "minimum": GUIDANCE_RANGE[0], "maximum": GUIDANCE_RANGE[1]},
+}
+
+
+def edit_request_schema(catalog: Catalog) -> dict[str, Any]:
+    """`POST /v1/edits`, with what each model of the catalog takes as a rule of its own."""
+    return {
+        "type": "object",
+        "required": ["prompt"],
+        "additionalProperties": False,
+        "description": "One of image, image_url or images is required. Fields a model does not take, "
+        "and more images than it takes, are refused with 422 (BFL would ignore them silently).",
+        "properties": {
+            "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
+            "image": _IMAGE,
+            "image_url": {"type": "string", "format": "uri"},
+            "images": {
+                "type": "array",
+                "items": _IMAGE,
+                "minItems": 1,
+                "maxItems": max(spec.max_images for spec in catalog.values()),
+                "description": "the image to edit first, then its references",
+            },
+            "model": {"enum": list(catalog), "default": catalog.default.name},
+            "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            "output_format": {"enum": sorted({f for spec in catalog.values() for f in spec.output_formats})},
+            "safety_tolerance": {"type": "integer", "minimum": 0, "maximum": 6},
+            **_OPTIONAL,
+            "metadata": {"type": "object", "description": "echoed in the event, at most 16 KiB"},
+        },
+        "allOf": [_model_rule(spec, first=spec.name == catalog.default.name) for spec in catalog.values()],
+    }
+
+
+def _model_rule(spec: ModelSpec, *, first: bool) -> dict[str, Any]:
+    model: dict[str, Any] = {"properties": {"model": {"const": spec.name}}}
+    if not first:
+        model["required"] = ["model"]
+    return {
+        "if": model,
+        "then": {
+            "description": f"{spec.title}: {spec.price.base:g} credits"
+            + (
+                f" + {spec.price.per_mp:g} per further output MP and per input MP"
+                if spec.price.per_mp
+                else ""
+            ),
+            "properties": {
+                "images": {"maxItems": spec.max_images},
+                "output_format": {"enum": list(spec.output_formats)},
+                "safety_tolerance": {"maximum": spec.max_safety},
+                **{field: False for field in OPTIONAL_FIELDS if not spec.takes(field)},
+            },
+        },
+    }
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -28,36 +116,14 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "kontext-receiver",
         "version": __version__,
-        "description": "Submit FLUX.1 Kontext edits; results arrive by BFL webhook, are stored, and are "
-        "announced as CloudEvents on the configured sinks.",
+        "description": "Submit BFL FLUX edits (FLUX.1 Kontext, FLUX.2); results arrive by BFL webhook "
+        "(or are polled for), are stored, and are announced as CloudEvents on the configured sinks.",
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
             "Error": {"type": "object", "properties": {"detail": {}}},
-            "EditRequest": {
-                "type": "object",
-                "required": ["prompt"],
-                "additionalProperties": False,
-                "properties": {
-                    "prompt": {"type": "string", "minLength": 1, "maxLength": 10000},
-                    "image": {
-                        "type": "string",
-                        "description": "base64 JPEG/PNG/WebP, at most 20 MB and 20 MP",
-                    },
-                    "image_url": {"type": "string", "format": "uri"},
-                    "model": {
-                        "enum": ["flux-kontext-pro", "flux-kontext-max"],
-                        "default": "flux-kontext-pro",
-                    },
-                    "aspect_ratio": {"type": "string", "pattern": "^\\d+:\\d+$", "description": "3:7 to 7:3"},
-                    "seed": {"type": "integer", "minimum": 0},
-                    "output_format": {"enum": ["jpeg", "png"]},
-                    "safety_tolerance": {"type": "integer", "minimum": 0, "maximum": 6},
-                    "prompt_upsampling": {"type": "boolean"},
-                    "metadata": {"type": "object", "description": "echoed in the event, at most 16 KiB"},
-                },
-            },
+            "EditRequest": edit_request_schema(CATALOG),
             "Job": {
                 "type": "object",
                 "properties": {
@@ -110,7 +176,7 @@ OPENAPI: dict[str, Any] = {
                     },
                     "400": _error("Body is not JSON"),
                     "401": _error("Missing or invalid bearer token"),
-                    "413": _error("Body over 28 MiB"),
+                    "413": _error("Body over 64 MiB"),
                     "422": _error("Invalid fields, in BFL's {detail: [{loc, msg, type}]} shape"),
                 },
             }

@@ -8,11 +8,11 @@ from collections import Counter
 import anyio
 import structlog
 
-from receiver import lifecycle
+from receiver import credits, lifecycle
 from receiver.bfl.sansio import submit_body
 from receiver.blobs.inputs import read_input
 from receiver.errors import InputUnavailable, UpstreamError
-from receiver.models import Job, JobState, Model
+from receiver.models import Job, JobState, isotime
 from receiver.services import Services
 from receiver.worker.handover import Work
 from receiver.worker.scheduler import Scheduler
@@ -25,42 +25,76 @@ class Submitter:
         self.svc = svc
         self.sched = sched
         self.task_group = task_group
-        self.in_flight: Counter[Model] = Counter()
+        self.in_flight: Counter[str] = Counter()  # submits under way, by model
+        self.in_flight_credits = 0.0  # what they are expected to cost
 
     async def step(self) -> bool:
         """Start as many submits as there are free upstream slots; True if any started."""
         svc = self.svc
-        active = await svc.store.count({JobState.SUBMITTED}) + self.in_flight.total()
-        active_max = await svc.store.count({JobState.SUBMITTED}, Model.MAX) + self.in_flight[Model.MAX]
-        free = svc.settings.max_active - active
-        free_max = min(free, svc.settings.max_active_kontext_max - active_max)
+        free = svc.settings.max_active - await svc.store.count({JobState.SUBMITTED}) - self.in_flight.total()
         if free <= 0:
             return False
         now = svc.clock()
-        # Asked for per model, so kontext-max jobs waiting for their smaller quota never block the rest.
         lease = svc.policy.lease_s
-        claimed = (
-            await svc.store.claim({JobState.CREATED}, now, lease, free_max, Model.MAX) if free_max > 0 else []
-        )
-        claimed += await svc.store.claim({JobState.CREATED}, now, lease, free - len(claimed), Model.PRO)
+        claimed: list[Job] = []
+        # A model with a quota of its own is asked for apart, so its jobs waiting for that smaller
+        # quota never block the rest.
+        for spec in svc.catalog.values():
+            if spec.active_limit is None or free - len(claimed) <= 0:
+                continue
+            active = await svc.store.count({JobState.SUBMITTED}, [spec.name]) + self.in_flight[spec.name]
+            room = min(free - len(claimed), svc.settings.max_active_for(spec) - active)
+            if room > 0:
+                claimed += await svc.store.claim({JobState.CREATED}, now, lease, room, [spec.name])
+        others = [spec.name for spec in svc.catalog.values() if spec.active_limit is None]
+        if free - len(claimed) > 0:
+            claimed += await svc.store.claim({JobState.CREATED}, now, lease, free - len(claimed), others)
         for job in self.sched.hold(claimed):
+            estimate = credits.estimate(svc.catalog[job.request.model], job.request)
+            if await self._over_cap(job, estimate, now):
+                continue
             self.in_flight[job.request.model] += 1
-            self.task_group.start_soon(self._submit, job)
+            self.in_flight_credits += estimate
+            self.task_group.start_soon(self._submit, job, estimate)
         return bool(claimed)
 
-    async def _submit(self, job: Job) -> None:
+    async def _over_cap(self, job: Job, estimate: float, now: float) -> bool:
+        """Whether submitting `job` now would take today's spend (UTC) past RECEIVER_MAX_CREDITS_PER_DAY;
+        if so the job waits in the queue, saying why, until the next day."""
+        svc, cap = self.svc, self.svc.settings.max_credits_per_day
+        if cap is None:
+            return False
+        start, end = credits.utc_day(now)
+        spent = await svc.store.credits_spent(start, end) + self.in_flight_credits
+        if spent + estimate <= cap:
+            return False
+        reason = {
+            "code": "credit_cap",
+            "message": f"today's spend of {spent:g} credits plus this edit's {estimate:g} would pass "
+            f"RECEIVER_MAX_CREDITS_PER_DAY={cap:g}; it waits for the next day (UTC)",
+            "until": isotime(end),
+        }
+        await svc.update(job.id, lambda j: lifecycle.held(j, reason, end))
+        self.sched.done(job)
+        if job.hold is None:
+            log.info("job.held", job_id=job.id, reason="credit_cap", spent=spent, estimate=estimate, cap=cap)
+        return True
+
+    async def _submit(self, job: Job, estimate: float) -> None:
         try:
-            await self._submit_claimed(job)
+            await self._submit_claimed(job, estimate)
         except Exception:  # the claim lapses and the job is tried again; the loop must live on
             log.exception("job.submit_crashed", job_id=job.id)
         else:
             self.sched.done(job)
         finally:
             self.in_flight[job.request.model] -= 1
+            self.in_flight_credits -= estimate
             self.sched.wake(Work.SUBMIT)
 
-    async def _submit_claimed(self, job: Job) -> None:
+    async def _submit_claimed(self, job: Job, estimate: float) -> None:
         svc = self.svc
+        spec = svc.catalog[job.request.model]
         try:
             images = await self._input_images(job)
         except InputUnavailable as exc:
@@ -71,12 +105,12 @@ class Submitter:
             )
             self.sched.wake(Work.PUBLISH)
             return
-        body = submit_body(job.request, images, svc.webhook_url(job.id), svc.signer.secret_for(job.id))
+        body = submit_body(spec, job.request, images, svc.webhook_url(job.id), svc.signer.secret_for(job.id))
         # Once the POST is out, BFL may have the task (and bills it): see it through to the record of
         # its id even while shutting down, or the next start would submit the edit a second time.
         with anyio.CancelScope(shield=True):
             try:
-                accepted = await svc.bfl.submit(job.request.model, body)
+                accepted = await svc.bfl.submit(spec, body)
             except UpstreamError as exc:
                 refusal = exc
                 log.warning("job.submit_refused", job_id=job.id, status=exc.status, detail=exc.detail)
@@ -87,10 +121,13 @@ class Submitter:
                 self.sched.wake(Work.PUBLISH)
                 return
             svc.metrics.inc("submits", outcome="accepted")
-            log.info(
-                "job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=job.request.model.value
+            log.info("job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=spec.name)
+            await svc.update(
+                job.id,
+                lambda j: lifecycle.submitted(
+                    j, accepted, svc.clock(), svc.policy, estimate=estimate, webhooks=spec.webhooks
+                ),
             )
-            await svc.update(job.id, lambda j: lifecycle.submitted(j, accepted, svc.clock(), svc.policy))
 
     async def _input_images(self, job: Job) -> list[str]:
         """The job's input images in base64, read back from the blob store (or, for a job accepted
