@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from receiver.blobs import BlobStore
+from receiver.catalog import CATALOG, Catalog
 from receiver.errors import ReceiverError
 from receiver.services import Clock, open_services
 from receiver.settings import Settings
@@ -47,6 +48,7 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.time,
     workers: bool = True,
+    catalog: Catalog = CATALOG,
 ) -> Starlette:
     """The receiver app. Resources not given are built from `settings`; `workers=False` serves HTTP
     only (the background loops run elsewhere, or a test drives them)."""
@@ -55,7 +57,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(
-            settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
+            settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock, catalog=catalog
         ) as svc:
             scheduler = Scheduler.for_settings(settings)
             app.state.services, app.state.scheduler = svc, scheduler

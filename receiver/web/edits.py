@@ -68,7 +68,9 @@ def parse_edit_request(payload: Any, catalog: Catalog = CATALOG) -> tuple[EditRe
         if len(forms) > 1:
             problems.append(
                 Problem(
-                    ("body", forms[1]), f"give one of image, image_url or images, not {forms}", "conflict"
+                    ("body", forms[1]),
+                    f"give only one of image, image_url or images, not {' and '.join(forms)}",
+                    "conflict",
                 )
             )
         metadata = payload.get("metadata", {})

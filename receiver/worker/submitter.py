@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+from contextlib import nullcontext
+from functools import partial
+from typing import Any
 
 import anyio
 import structlog
@@ -26,7 +29,11 @@ class Submitter:
         self.sched = sched
         self.task_group = task_group
         self.in_flight: Counter[str] = Counter()  # submits under way, by model
-        self.in_flight_credits = 0.0  # what they are expected to cost
+        # With a daily credit cap: the credits of submits under way whose cost is not in the store yet.
+        # The lock makes "decide on the cap" and "record a submit's cost" exclusive, so neither sees
+        # a submit counted twice or not at all.
+        self.pending_credits: dict[str, float] = {}
+        self.ledger = anyio.Lock()
 
     async def step(self) -> bool:
         """Start as many submits as there are free upstream slots; True if any started."""
@@ -49,52 +56,60 @@ class Submitter:
         others = [spec.name for spec in svc.catalog.values() if spec.active_limit is None]
         if free - len(claimed) > 0:
             claimed += await svc.store.claim({JobState.CREATED}, now, lease, free - len(claimed), others)
-        for job in self.sched.hold(claimed):
-            estimate = credits.estimate(svc.catalog[job.request.model], job.request)
-            if await self._over_cap(job, estimate, now):
-                continue
-            self.in_flight[job.request.model] += 1
-            self.in_flight_credits += estimate
-            self.task_group.start_soon(self._submit, job, estimate)
-        return bool(claimed)
-
-    async def _over_cap(self, job: Job, estimate: float, now: float) -> bool:
-        """Whether submitting `job` now would take today's spend (UTC) past RECEIVER_MAX_CREDITS_PER_DAY;
-        if so the job waits in the queue, saying why, until the next day."""
-        svc, cap = self.svc, self.svc.settings.max_credits_per_day
-        if cap is None:
+        if not claimed:
             return False
-        start, end = credits.utc_day(now)
-        spent = await svc.store.credits_spent(start, end) + self.in_flight_credits
-        if spent + estimate <= cap:
-            return False
-        reason = {
-            "code": "credit_cap",
-            "message": f"today's spend of {spent:g} credits plus this edit's {estimate:g} would pass "
-            f"RECEIVER_MAX_CREDITS_PER_DAY={cap:g}; it waits for the next day (UTC)",
-            "until": isotime(end),
-        }
-        await svc.update(job.id, lambda j: lifecycle.held(j, reason, end))
-        self.sched.done(job)
-        if job.hold is None:
-            log.info("job.held", job_id=job.id, reason="credit_cap", spent=spent, estimate=estimate, cap=cap)
+        async with self.ledger:
+            for job in await self._within_cap(self.sched.hold(claimed), now):
+                self.in_flight[job.request.model] += 1
+                self.task_group.start_soon(self._submit, job)
         return True
 
-    async def _submit(self, job: Job, estimate: float) -> None:
+    async def _within_cap(self, jobs: list[Job], now: float) -> list[Job]:
+        """The jobs that may go now. With RECEIVER_MAX_CREDITS_PER_DAY, one that would take today's
+        spend (UTC) past it waits in the queue, saying why, until the next day."""
+        svc, cap = self.svc, self.svc.settings.max_credits_per_day
+        if cap is None:
+            return jobs
+        start, end = credits.utc_day(now)
+        spent = await svc.store.credits_spent(start, end) + sum(self.pending_credits.values())
+        going = []
+        for job in jobs:
+            images = len(job.request.image_urls) or 1
+            estimate = credits.estimate(svc.catalog[job.request.model], job.request, images)
+            if spent + estimate <= cap:
+                spent += estimate
+                self.pending_credits[job.id] = estimate
+                going.append(job)
+                continue
+            reason: dict[str, Any] = {
+                "code": "credit_cap",
+                "message": f"today's spend of {spent:g} credits plus this edit's {estimate:g} would pass "
+                f"RECEIVER_MAX_CREDITS_PER_DAY={cap:g}; it waits for the next day (UTC)",
+                "until": isotime(end),
+            }
+            await svc.update(job.id, partial(lifecycle.held, reason=reason, until=end))
+            self.sched.done(job)
+            if job.hold is None:
+                log.info("job.held", job_id=job.id, reason="credit_cap", spent=spent, cap=cap)
+        return going
+
+    async def _submit(self, job: Job) -> None:
         try:
-            await self._submit_claimed(job, estimate)
+            await self._submit_claimed(job)
         except Exception:  # the claim lapses and the job is tried again; the loop must live on
             log.exception("job.submit_crashed", job_id=job.id)
         else:
             self.sched.done(job)
         finally:
             self.in_flight[job.request.model] -= 1
-            self.in_flight_credits -= estimate
+            self.pending_credits.pop(job.id, None)  # refused or crashed: nothing was charged
             self.sched.wake(Work.SUBMIT)
 
-    async def _submit_claimed(self, job: Job, estimate: float) -> None:
+    async def _submit_claimed(self, job: Job) -> None:
         svc = self.svc
         spec = svc.catalog[job.request.model]
+        count = len(job.request.image_urls) or 1
+        estimate = self.pending_credits.get(job.id) or credits.estimate(spec, job.request, count)
         try:
             images = await self._input_images(job)
         except InputUnavailable as exc:
@@ -122,12 +137,14 @@ class Submitter:
                 return
             svc.metrics.inc("submits", outcome="accepted")
             log.info("job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=spec.name)
-            await svc.update(
-                job.id,
-                lambda j: lifecycle.submitted(
-                    j, accepted, svc.clock(), svc.policy, estimate=estimate, webhooks=spec.webhooks
-                ),
-            )
+            async with self.ledger if job.id in self.pending_credits else nullcontext():
+                await svc.update(
+                    job.id,
+                    lambda j: lifecycle.submitted(
+                        j, accepted, svc.clock(), svc.policy, estimate=estimate, webhooks=spec.webhooks
+                    ),
+                )
+                self.pending_credits.pop(job.id, None)
 
     async def _input_images(self, job: Job) -> list[str]:
         """The job's input images in base64, read back from the blob store (or, for a job accepted
