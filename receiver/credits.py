@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 from receiver.catalog import ModelSpec
 from receiver.models import EditRequest
 
-DAY_S = 86_400.0
-
 
 def estimate(spec: ModelSpec, request: EditRequest, images: int = 1) -> float:
     """The credits an edit should cost: its input megapixels when known (1 MP per image given by URL),
