@@ -226,7 +226,9 @@ def test_expired_urls_are_replaced_through_get_result(tmp_path: Path) -> None:
 
 
 def test_lost_webhooks_are_recovered_while_get_result_fails_for_a_while(tmp_path: Path) -> None:
-    sim = dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0, get_result_error_s=1.5)
+    # The outage runs from the simulator's start: long enough that the first polls fall into it even
+    # when a loaded machine takes a while to start the receiver.
+    sim = dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0, get_result_error_s=4.0)
     with stack(tmp_path, sim, reconcile_after_s=0.1) as running:
         job_id = running.submit()["id"]
         assert_completed(running, running.wait_event(job_id), via="poll")
