@@ -17,7 +17,7 @@ from receiver import lifecycle
 from receiver.bfl.validation import ImageSlot, InputImage, Loc, parse_edit
 from receiver.blobs.inputs import store_inputs
 from receiver.catalog import CATALOG, OPTIONAL_FIELDS, Catalog
-from receiver.errors import InvalidRequest, Problem
+from receiver.errors import InvalidRequest, Problem, StorageUnavailable
 from receiver.models import EditRequest, StoredInput
 from receiver.services import Services
 from receiver.web.common import handover, parse_json, read_body, require_token, services
@@ -168,5 +168,9 @@ async def create_edit(request: Request) -> JSONResponse:
 
 
 async def _discard(svc: Services, inputs: tuple[StoredInput, ...]) -> None:
+    """Remove input images no job refers to; should that fail, they are only unused objects."""
     with anyio.CancelScope(shield=True):
-        await svc.blobs.delete([item.key for item in inputs])
+        try:
+            await svc.blobs.delete([item.key for item in inputs])
+        except (OSError, StorageUnavailable) as exc:
+            log.warning("job.inputs_not_removed", keys=[item.key for item in inputs], error=str(exc))

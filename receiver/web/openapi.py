@@ -23,7 +23,7 @@ from receiver.catalog import (
     ModelSpec,
 )
 
-_IMAGE = {
+_INPUT_IMAGE = {
     "type": "string",
     "description": "base64 JPEG/PNG/WebP (at most 20 MB and 20 MP), or an http(s) URL BFL fetches",
 }
@@ -52,11 +52,11 @@ def edit_request_schema(catalog: Catalog) -> dict[str, Any]:
         "and more images than it takes, are refused with 422 (BFL would ignore them silently).",
         "properties": {
             "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
-            "image": _IMAGE,
+            "image": _INPUT_IMAGE,
             "image_url": {"type": "string", "format": "uri"},
             "images": {
                 "type": "array",
-                "items": _IMAGE,
+                "items": _INPUT_IMAGE,
                 "minItems": 1,
                 "maxItems": max(spec.max_images for spec in catalog.values()),
                 "description": "the image to edit first, then its references",
@@ -110,6 +110,18 @@ _JOB = {
 }
 _ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _AUTHED = {"401": _error("Missing or invalid bearer token"), "404": _error("No such job")}
+_RANGE = {
+    "name": "Range",
+    "in": "header",
+    "schema": {"type": "string"},
+    "description": "one byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`",
+}
+_IMAGE: dict[str, Any] = {
+    "200": {"description": "The image", "content": {"image/*": {}}},
+    "206": {"description": "The byte range asked for (Content-Range)", "content": {"image/*": {}}},
+    "416": {"description": "The range starts past the end of the image"},
+    "503": _error("The blob store is unavailable"),
+}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -178,6 +190,7 @@ OPENAPI: dict[str, Any] = {
                     "401": _error("Missing or invalid bearer token"),
                     "413": _error("Body over 64 MiB"),
                     "422": _error("Invalid fields, in BFL's {detail: [{loc, msg, type}]} shape"),
+                    "503": _error("The blob store could not take the input image; nothing was stored"),
                 },
             }
         },
@@ -208,9 +221,9 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/jobs/{job_id}/image": {
             "get": {
-                "summary": "The stored result image",
-                "parameters": _ID,
-                "responses": {"200": {"description": "The image", "content": {"image/*": {}}}} | _AUTHED,
+                "summary": "The stored result image (ETag: its sha256)",
+                "parameters": [*_ID, _RANGE],
+                "responses": _IMAGE | _AUTHED,
             }
         },
         "/v1/jobs/{job_id}/input": {
@@ -223,12 +236,9 @@ OPENAPI: dict[str, Any] = {
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 0, "default": 0},
                     },
+                    _RANGE,
                 ],
-                "responses": {
-                    "200": {"description": "The image", "content": {"image/*": {}}},
-                    "422": _error("index is not one of the job's input images"),
-                }
-                | _AUTHED,
+                "responses": _IMAGE | {"422": _error("index is not one of the job's input images")} | _AUTHED,
             }
         },
         "/v1/jobs/{job_id}/redeliver": {
