@@ -40,9 +40,9 @@ MIN_ASPECT, MAX_ASPECT = 3 / 7, 7 / 3
 MAX_WEBHOOK_URL_CHARS = 2083
 MAX_SEED = 2**63 - 1
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-_ASPECT_RE = re.compile(r"^(\d{1,5}):(\d{1,5})$")
+_ASPECT_RE = re.compile(r"([0-9]{1,5}):([0-9]{1,5})")
 # base64 of MAX_IMAGE_BYTES, plus slack for line breaks: longer strings are refused before decoding.
-_MAX_BASE64_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 4096
+MAX_BASE64_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 4096
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,10 @@ Loc = tuple[str | int, ...]
 
 @dataclass(frozen=True)
 class ImageSlot:
-    """One input image as given: where it sits in the body, its value, and whether only a URL will do."""
+    """One input image as given: where it sits in the body, and its value."""
 
     loc: Loc
     value: Any
-    url_only: bool = False
-    problem: tuple[str, str] | None = None  # (msg, type): what the finder already found wrong
 
 
 # Finds the input images in a body: (where to report that none was given, the images given).
@@ -109,23 +107,18 @@ def parse_edit(
     slots: ImageSlotFinder,
     *,
     accepts: frozenset[str] | None = None,
-    strict: bool = False,
 ) -> EditFields:
     """Validate an edit for `spec`; raise `InvalidRequest` listing every problem.
 
     `slots` finds the input images in the body (and names where to report that none was given).
     Of the optional fields (`catalog.OPTIONAL_FIELDS`) only those in `accepts` (default: the model's)
-    are read; with `strict` the others are refused, without it they are ignored as BFL ignores them.
+    are read; the others are ignored, as BFL ignores them.
     """
     if not isinstance(payload, Mapping):
         raise InvalidRequest([Problem(("body",), "Input should be a JSON object", "dict_type")])
     problems: list[Problem] = []
     checker = _Checker(payload, problems)
     accepts = spec.fields if accepts is None else accepts
-    if strict:
-        for key in OPTIONAL_FIELDS:
-            if key not in accepts and payload.get(key) is not None:
-                checker.fail(key, f"{spec.name} does not take {key}", "model_field")
     taken = {key: payload.get(key) if key in accepts else None for key in OPTIONAL_FIELDS}
     prompt = checker.prompt()
     required_loc, found = slots(payload)
@@ -169,7 +162,7 @@ def bfl_image_slots(spec: ModelSpec, first_keys: tuple[str, ...] = ("input_image
 
 def parse_aspect_ratio(value: str) -> tuple[int, int] | None:
     """`"16:9"` as (16, 9) when well-formed and within 3:7..7:3, else None."""
-    match = _ASPECT_RE.match(value)
+    match = _ASPECT_RE.fullmatch(value)
     if not match:
         return None
     width, height = int(match[1]), int(match[2])
@@ -180,7 +173,7 @@ def parse_aspect_ratio(value: str) -> tuple[int, int] | None:
 
 def decode_image(encoded: str) -> InputImage:
     """Decode base64 and check the bytes are a JPEG, PNG or WebP within the size and pixel limits."""
-    if len(encoded) > _MAX_BASE64_CHARS:
+    if len(encoded) > MAX_BASE64_CHARS:
         raise ValueError(f"image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
     if encoded.startswith("data:"):
         raise ValueError("image must be plain base64, without a data: URI prefix")
@@ -273,9 +266,6 @@ class _Checker:
 
     def image(self, slot: ImageSlot) -> ImageRef | None:
         value = slot.value
-        if slot.problem is not None:
-            self.problems.append(Problem(slot.loc, *slot.problem))
-            return None
         if not isinstance(value, str):
             self.problems.append(Problem(slot.loc, "Input should be a valid string", "string_type"))
             return None
@@ -285,9 +275,6 @@ class _Checker:
                 self.problems.append(Problem(slot.loc, msg, "url_too_long"))
                 return None
             return value
-        if slot.url_only:
-            self.problems.append(Problem(slot.loc, "Input should be an http or https URL", "url_scheme"))
-            return None
         try:
             return decode_image(value)
         except ValueError as exc:

@@ -21,6 +21,8 @@ from receiver.sinks import Sink
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
+from receiver.web.openapi import OPENAPI, build_openapi
+from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.worker.runner import release_claims, run_workers
 from receiver.worker.scheduler import Scheduler
 
@@ -73,7 +75,7 @@ def create_app(
             with anyio.CancelScope(shield=True):
                 await release_claims(svc, scheduler)
 
-    return Starlette(
+    app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
         exception_handlers={
@@ -82,3 +84,8 @@ def create_app(
             Exception: on_unexpected_error,
         },
     )
+    # What edits are validated with, and the API description made from it: one body class per model.
+    bodies = EDIT_BODIES if catalog is CATALOG else EditBodies(catalog)
+    app.state.edit_bodies = bodies
+    app.state.openapi = OPENAPI if bodies is EDIT_BODIES else build_openapi(bodies)
+    return app

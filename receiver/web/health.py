@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from receiver.models import JobState
 from receiver.web.common import handover, services
-from receiver.web.openapi import OPENAPI
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -32,4 +33,5 @@ async def metrics(request: Request) -> PlainTextResponse:
 
 
 async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(OPENAPI)
+    description: dict[str, Any] = request.app.state.openapi
+    return JSONResponse(description)

@@ -6,9 +6,6 @@ says why a schema-valid request may be answered 400. The run is bounded and seed
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import pytest
 from receiver.settings import SimSettings
 from receiver.simulator import create_sim_app
 from tests.images import base64_image
+from tests.schemathesis_cli import run_schemathesis
 from tests.servers import serve
 
 HERE = Path(__file__).parent / "schemathesis"
@@ -44,37 +42,18 @@ def test_the_seed_flavour_passes_every_schemathesis_check_against_the_seed_spec(
         headers={"x-key": KEY},
     )
     assert submitted.status_code == 200, submitted.text
-    st = Path(sys.executable).with_name("st")
-
-    run = subprocess.run(
-        [
-            str(st),
-            "--config-file",
-            str(HERE / "schemathesis.toml"),
-            "--no-color",
-            "run",
-            str(HERE / "seed-openapi.yml"),
-            "--url",
-            f"{sim_url}/v1",
-            "--header",
-            f"X-Key: {KEY}",
-            "--checks",
-            "all",
-            "--seed",
-            str(SEED),
-            "--max-examples",
-            str(MAX_EXAMPLES),
-            "--generation-database",
-            "none",
-            "--workers",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
+    run = run_schemathesis(
+        str(HERE / "seed-openapi.yml"),
+        "--url",
+        f"{sim_url}/v1",
+        "--header",
+        f"X-Key: {KEY}",
+        seed=SEED,
+        max_examples=MAX_EXAMPLES,
+        cwd=tmp_path,
+        env={"SIM_TASK_ID": submitted.json()["id"]},
+        config=HERE / "schemathesis.toml",
         timeout=300,
-        env=os.environ | {"SIM_TASK_ID": submitted.json()["id"]},
-        cwd=tmp_path,  # where schemathesis keeps its cache
-        check=False,
     )
 
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
