@@ -49,7 +49,7 @@ async def create_edit(request: Request) -> JSONResponse:
             [Problem(("header", "Idempotency-Key"), "must be 1 to 255 characters", "string_type")]
         )
     body = await read_body(request, MAX_EDIT_BODY)
-    # Decoding up to 28 MB of JSON and base64 would stall every other request: do it off the loop.
+    # Decoding up to 64 MB of JSON and base64 would stall every other request: do it off the loop.
     edit, images = await anyio.to_thread.run_sync(parse_edit_request, body, request.app.state.edit_bodies)
     job_id = str(uuid.uuid4())
     # The images are in the blob store before the job exists, so whoever submits it finds them.
