@@ -76,6 +76,7 @@ def submitted(
     `webhooks` the task is followed by polling from the start."""
     noted = dataclasses.replace(
         job,
+        submitting_until=None,
         bfl_task_id=job.bfl_task_id or accepted.task_id,
         polling_url=job.polling_url or accepted.polling_url,
         submitted_at=job.submitted_at or now,
@@ -93,10 +94,10 @@ def submitted(
 
 
 def held(job: Job, reason: dict[str, Any], until: float) -> Transition | None:
-    """The job stays queued until `until`, for `reason` (shown with the job)."""
+    """The job stays queued until `until`, for `reason` (shown with the job), holding no upstream slot."""
     if job.state is not JobState.CREATED:
         return None
-    return Transition(dataclasses.replace(job, hold=reason, due_at=until, attempts=0))
+    return Transition(dataclasses.replace(job, hold=reason, due_at=until, attempts=0, submitting_until=None))
 
 
 def submit_refused(job: Job, error: UpstreamError, now: float, policy: Policy) -> Transition | None:
@@ -107,7 +108,8 @@ def submit_refused(job: Job, error: UpstreamError, now: float, policy: Policy) -
         return finish(job, JobState.FAILED, now, policy, error=problem)
     if now - job.created_at >= policy.give_up_after_s:
         return finish(job, JobState.FAILED, now, policy, error=problem | {"code": "upstream_unavailable"})
-    return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy, error.retry_after)))
+    delay = retry_delay(job, policy, error.retry_after)
+    return Transition(dataclasses.replace(job, due_at=now + delay, submitting_until=None))
 
 
 def input_unavailable(job: Job, message: str, now: float, policy: Policy) -> Transition | None:
@@ -224,7 +226,9 @@ def published(job: Job, now: float) -> Transition | None:
 def finish(
     job: Job, state: JobState, now: float, policy: Policy, error: dict[str, Any] | None = None
 ) -> Transition:
-    done = dataclasses.replace(job, state=state, error=error, finished_at=now, due_at=None, attempts=0)
+    done = dataclasses.replace(
+        job, state=state, error=error, finished_at=now, due_at=None, attempts=0, submitting_until=None
+    )
     return Transition(done, event=build_event(done, policy.source), drop_input=True)
 
 

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 import httpx
 
 from receiver.bfl.client import BflClient
+from receiver.bfl.sansio import SAMPLE_URL_LIFETIME_S
 from receiver.blobs import BlobStore, blobs_from_url
 from receiver.catalog import CATALOG, Catalog
 from receiver.downloads import FetchPolicy, download_client
 from receiver.http_transport import BackpressureTransport
 from receiver.lifecycle import Policy
-from receiver.metrics import Metrics
-from receiver.models import Job, Transition
+from receiver.metrics import Metrics, Step
+from receiver.models import FINAL_STATES, Job, Transition
 from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store, store_from_url
@@ -50,19 +51,14 @@ class Services:
         self, job_id: str, change: Callable[[Job], Transition | None], *, claimed_until: float | None = None
     ) -> tuple[Job | None, bool]:
         """Apply a lifecycle step to the job (see `Store.update`); an event it emits is queued for
-        every configured sink (already claimed by the caller, with `claimed_until`), and the job's
-        credits are counted by model and outcome."""
-        finished: list[Job] = []
-
-        def step(job: Job) -> Transition | None:
-            transition = change(job)
-            finished[:] = [transition.job] if transition is not None and transition.event else []
-            return transition
-
+        every configured sink (already claimed by the caller, with `claimed_until`); the state change,
+        and the credits of a job that reached its outcome, are counted."""
+        step = Step(change)
         job, changed = await self.store.update(job_id, step, list(self.sinks), claimed_until=claimed_until)
-        if changed and finished and job is not None and job.outcome is not None:
-            credits = job.cost.credits if job.cost else 0.0
-            self.metrics.inc("credits", credits, model=job.request.model, outcome=job.outcome.value)
+        if changed:
+            self.metrics.count(step)
+            if job is not None and step.states is not None and step.states[0] not in FINAL_STATES:
+                self.metrics.count_credits(job)
         return job, changed
 
 
@@ -117,9 +113,10 @@ async def open_services(
                 retry_base_s=settings.retry_base_s,
                 lease_s=settings.lease_s,
                 # A result reported ready late keeps its URL's 10 minutes, unless giving up comes sooner.
-                received_grace_s=min(600.0, settings.give_up_after_s),
+                received_grace_s=min(SAMPLE_URL_LIFETIME_S, settings.give_up_after_s),
             ),
             fetch_policy=fetch_policy,
             clock=clock,
             catalog=catalog,
+            metrics=Metrics(settings.metrics_store_ttl_s),
         )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -32,6 +33,55 @@ class Delivery:
 
     def claimed(self, now: float, lease_s: float) -> Delivery:
         return dataclasses.replace(self, attempts=self.attempts + 1, next_at=now + lease_s)
+
+
+@dataclass(frozen=True)
+class UpstreamLimits:
+    """How many tasks the BFL account may have active at once: in all, and per model."""
+
+    total: int
+    models: tuple[str, ...]  # every model a job may name (the catalog's)
+    per_model: Mapping[str, int] = field(default_factory=dict)
+
+    def room(self, active: Mapping[str, int]) -> tuple[int, list[tuple[str, int]]]:
+        """The free slots in all, and how many more of each model may start, given what is active.
+        Models with a limit of their own come first, so jobs waiting for their smaller quota never
+        block the rest."""
+        free = self.total - sum(active.values())
+        models = sorted(self.models, key=lambda model: model not in self.per_model)
+        return free, [(model, self._room_for(model, free, active)) for model in models]
+
+    def fill(self, active: Mapping[str, int], claim: Callable[[str, int], list[Job]]) -> list[Job]:
+        """Claim, with `claim(model, at_most)`, as many jobs as the free slots allow, model by model."""
+        free, room = self.room(active)
+        claimed: list[Job] = []
+        for model, slots in room:
+            if (wanted := min(slots, free - len(claimed))) > 0:
+                claimed += claim(model, wanted)
+        return claimed
+
+    def _room_for(self, model: str, free: int, active: Mapping[str, int]) -> int:
+        if model not in self.per_model:
+            return free
+        return min(free, self.per_model[model] - active.get(model, 0))
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    """What the store holds, for the metrics: jobs per state, and per sink the events not yet delivered
+    with the time (epoch seconds) of the oldest."""
+
+    jobs: Mapping[JobState, int]
+    outbox: Mapping[str, tuple[int, float]]
+
+
+class Change(StrEnum):
+    """A change committed to the store that may make background work due."""
+
+    JOB_CREATED = "job_created"
+    SLOT_FREED = "slot_freed"  # a task left `submitted`: BFL has one active task fewer
+    RESULT_READY = "result_ready"  # a job is `received`: its image is to be fetched
+    DELIVERY_DUE = "delivery_due"  # an event is to be delivered (new, or redelivered)
 
 
 class Store(Resource, Protocol):
@@ -73,12 +123,17 @@ class Store(Resource, Protocol):
         now: float,
         lease_s: float,
         limit: int,
-        models: Collection[str] | None = None,
+        model: str | None = None,
     ) -> list[Job]:
-        """Take up to `limit` due jobs in `states` (and of one of `models`), earliest first, each saved as
+        """Take up to `limit` due jobs in `states` (and of `model`), earliest first, each saved as
         `job.claimed(now, lease_s)`. A job another worker holds is not due, so it is never taken twice."""
 
-    async def count(self, states: Collection[JobState], models: Collection[str] | None = None) -> int: ...
+    async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
+        """Take due created jobs to submit (each `job.claimed_for_submit(now, lease_s)`), as many as
+        `limits` leave room for. What is active is counted in the same transaction, over every process
+        sharing the store: jobs BFL has and jobs claimed for a submit (`Job.holds_upstream_slot`)."""
+
+    async def count(self, states: Collection[JobState], model: str | None = None) -> int: ...
 
     async def credits_spent(self, since: float, until: float) -> float:
         """The credits of every job submitted in [since, until) (its `cost`, as BFL last said)."""
@@ -109,6 +164,15 @@ class Store(Resource, Protocol):
 
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
         """Make the event due again for every sink; return how many deliveries were reset."""
+
+    def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
+        """While open, call `on_change` for the changes processes sharing the store commit (this one's
+        included), so their background work starts at once instead of at its next look at the store.
+        A store only one process can use does nothing: that process wakes its own loops."""
+
+    async def figures(self) -> StoreFigures | None:
+        """The store's figures, or None when another process sharing the store reports them: summed over
+        every process, each job and event then counts once."""
 
     async def expired_jobs(self, before: float, limit: int) -> list[Job]:
         """Up to `limit` jobs created before `before` that are done with: in a final state, and with no

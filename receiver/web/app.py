@@ -26,7 +26,7 @@ from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.worker.runner import release_claims, run_workers
 from receiver.worker.scheduler import Scheduler
 
-ROUTES = [
+API_ROUTES = [
     Route("/v1/edits", edits.create_edit, methods=["POST"]),
     Route("/v1/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
@@ -34,10 +34,13 @@ ROUTES = [
     Route("/v1/jobs/{job_id}/input", jobs.get_input, methods=["GET"]),
     Route("/v1/jobs/{job_id}/redeliver", jobs.redeliver, methods=["POST"]),
     Route("/webhooks/bfl/{job_id}", webhooks.bfl_webhook, methods=["POST"]),
+    Route("/openapi.json", health.openapi, methods=["GET"]),
+]
+# What every process answers, the worker alone included.
+HEALTH_ROUTES = [
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
     Route("/metrics", health.metrics, methods=["GET"]),
-    Route("/openapi.json", health.openapi, methods=["GET"]),
 ]
 
 
@@ -51,10 +54,14 @@ def create_app(
     clock: Clock = time.time,
     workers: bool = True,
     catalog: Catalog = CATALOG,
+    api: bool = True,
 ) -> Starlette:
-    """The receiver app. Resources not given are built from `settings`; `workers=False` serves HTTP
-    only (the background loops run elsewhere, or a test drives them)."""
-    settings.check()
+    """The receiver app. Resources not given are built from `settings`. `workers=False` serves HTTP
+    only: the background work runs in other processes sharing the store (`kontext-receiver worker`).
+    `api=False` runs the background work with only `/healthz`, `/readyz` and `/metrics` to answer."""
+    if not (workers or api):
+        raise ValueError("a receiver serves the API, runs the background work, or both")
+    settings.check(api=api, workers=workers)
     sinks = sinks if sinks is not None else sinks_from_settings(settings)  # a bad sink URL stops us here
 
     @asynccontextmanager
@@ -62,7 +69,7 @@ def create_app(
         async with open_services(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock, catalog=catalog
         ) as svc:
-            scheduler = Scheduler.for_services(svc)
+            scheduler = Scheduler.for_services(svc, downloads=workers)
             app.state.services, app.state.scheduler = svc, scheduler
             async with anyio.create_task_group() as tg:
                 if workers:
@@ -77,7 +84,7 @@ def create_app(
                 await release_claims(svc, scheduler)
 
     app = Starlette(
-        routes=ROUTES,
+        routes=(API_ROUTES if api else []) + HEALTH_ROUTES,
         lifespan=lifespan,
         exception_handlers={
             ReceiverError: on_receiver_error,

@@ -1,9 +1,10 @@
-"""Hands queued edits to BFL, never more at once than the account may have active."""
+"""Hands queued edits to BFL, never more at once than the account may have active: the store counts
+the active tasks of every process that shares it as it hands out the jobs to submit. With
+RECEIVER_MAX_CREDITS_PER_DAY, an edit that would take today's spend past it waits for the next day."""
 
 from __future__ import annotations
 
 import base64
-from collections import Counter
 from contextlib import nullcontext
 from functools import partial
 from typing import Any
@@ -15,8 +16,10 @@ from receiver import credits, lifecycle
 from receiver.bfl.sansio import submit_body
 from receiver.blobs.inputs import read_input
 from receiver.errors import InputUnavailable, UpstreamError
-from receiver.models import Job, JobState, isotime
+from receiver.logs import about_job
+from receiver.models import Job, isotime
 from receiver.services import Services
+from receiver.stores import UpstreamLimits
 from receiver.worker.handover import Work
 from receiver.worker.scheduler import Scheduler
 
@@ -28,7 +31,12 @@ class Submitter:
         self.svc = svc
         self.sched = sched
         self.task_group = task_group
-        self.in_flight: Counter[str] = Counter()  # submits under way, by model
+        settings, catalog = svc.settings, svc.catalog
+        self.limits = UpstreamLimits(
+            settings.max_active,
+            tuple(catalog),
+            {spec.name: settings.max_active_for(spec) for spec in catalog.values() if spec.active_limit},
+        )
         # With a daily credit cap: the credits of submits under way whose cost is not in the store yet.
         # The lock makes "decide on the cap" and "record a submit's cost" exclusive, so neither sees
         # a submit counted twice or not at all.
@@ -38,29 +46,12 @@ class Submitter:
     async def step(self) -> bool:
         """Start as many submits as there are free upstream slots; True if any started."""
         svc = self.svc
-        free = svc.settings.max_active - await svc.store.count({JobState.SUBMITTED}) - self.in_flight.total()
-        if free <= 0:
-            return False
         now = svc.clock()
-        lease = svc.policy.lease_s
-        claimed: list[Job] = []
-        # A model with a quota of its own is asked for apart, so its jobs waiting for that smaller
-        # quota never block the rest.
-        for spec in svc.catalog.values():
-            if spec.active_limit is None or free - len(claimed) <= 0:
-                continue
-            active = await svc.store.count({JobState.SUBMITTED}, [spec.name]) + self.in_flight[spec.name]
-            room = min(free - len(claimed), svc.settings.max_active_for(spec) - active)
-            if room > 0:
-                claimed += await svc.store.claim({JobState.CREATED}, now, lease, room, [spec.name])
-        others = [spec.name for spec in svc.catalog.values() if spec.active_limit is None]
-        if free - len(claimed) > 0:
-            claimed += await svc.store.claim({JobState.CREATED}, now, lease, free - len(claimed), others)
+        claimed = await svc.store.claim_submits(now, svc.policy.lease_s, self.limits)
         if not claimed:
             return False
         async with self.ledger:
             for job in await self._within_cap(self.sched.hold(claimed), now):
-                self.in_flight[job.request.model] += 1
                 self.task_group.start_soon(self._submit, job)
         return True
 
@@ -74,8 +65,7 @@ class Submitter:
         spent = await svc.store.credits_spent(start, end) + sum(self.pending_credits.values())
         going = []
         for job in jobs:
-            images = len(job.request.image_urls) or 1
-            estimate = credits.estimate(svc.catalog[job.request.model], job.request, images)
+            estimate = self._estimate(job)
             if spent + estimate <= cap:
                 spent += estimate
                 self.pending_credits[job.id] = estimate
@@ -93,23 +83,26 @@ class Submitter:
                 log.info("job.held", job_id=job.id, reason="credit_cap", spent=spent, cap=cap)
         return going
 
+    def _estimate(self, job: Job) -> float:
+        spec = self.svc.catalog[job.request.model]
+        return credits.estimate(spec, job.request, len(job.request.image_urls) or 1)
+
     async def _submit(self, job: Job) -> None:
-        try:
-            await self._submit_claimed(job)
-        except Exception:  # the claim lapses and the job is tried again; the loop must live on
-            log.exception("job.submit_crashed", job_id=job.id)
-        else:
-            self.sched.done(job)
-        finally:
-            self.in_flight[job.request.model] -= 1
-            self.pending_credits.pop(job.id, None)  # refused or crashed: nothing was charged
-            self.sched.wake(Work.SUBMIT)
+        with about_job(job.id, job.bfl_task_id):
+            try:
+                await self._submit_claimed(job)
+            except Exception:  # the claim lapses and the job is tried again; the loop must live on
+                log.exception("job.submit_crashed", job_id=job.id)
+            else:
+                self.sched.done(job)
+            finally:
+                self.pending_credits.pop(job.id, None)  # refused or crashed: nothing was charged
+                self.sched.wake(Work.SUBMIT)
 
     async def _submit_claimed(self, job: Job) -> None:
         svc = self.svc
         spec = svc.catalog[job.request.model]
-        count = len(job.request.image_urls) or 1
-        estimate = self.pending_credits.get(job.id) or credits.estimate(spec, job.request, count)
+        estimate = self.pending_credits.get(job.id) or self._estimate(job)
         try:
             images = await self._input_images(job)
         except InputUnavailable as exc:
@@ -125,17 +118,18 @@ class Submitter:
         # its id even while shutting down, or the next start would submit the edit a second time.
         with anyio.CancelScope(shield=True):
             try:
-                accepted = await svc.bfl.submit(spec, body)
+                with svc.metrics.submit_seconds.time():
+                    accepted = await svc.bfl.submit(spec, body)
             except UpstreamError as exc:
                 refusal = exc
                 log.warning("job.submit_refused", job_id=job.id, status=exc.status, detail=exc.detail)
-                svc.metrics.inc("submits", outcome="retry" if exc.retryable else "refused")
+                svc.metrics.submits.labels("retry" if exc.retryable else "refused").inc()
                 await svc.update(
                     job.id, lambda j: lifecycle.submit_refused(j, refusal, svc.clock(), svc.policy)
                 )
                 self.sched.wake(Work.PUBLISH)
                 return
-            svc.metrics.inc("submits", outcome="accepted")
+            svc.metrics.submits.labels("accepted").inc()
             log.info("job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=spec.name)
             async with self.ledger if job.id in self.pending_credits else nullcontext():
                 await svc.update(

@@ -178,7 +178,7 @@ def test_the_credit_cap_holds_the_fourth_edit_until_midnight_utc(tmp_path: Path)
         assert running.job(fourth["id"])["hold"] is None
         assert running.sim("/_sim/stats")["submits"] == 4
         metrics = httpx.get(f"{running.url}/metrics").text
-        assert 'kontext_credits_total{model="flux-kontext-pro",outcome="completed"} 16.0' in metrics
+        assert 'kontext_receiver_credits_total{model="flux-kontext-pro",outcome="completed"} 16.0' in metrics
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
