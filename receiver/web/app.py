@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from receiver.blobs import BlobStore
+from receiver.catalog import CATALOG, Catalog
 from receiver.errors import ReceiverError
 from receiver.services import Clock, open_services
 from receiver.settings import Settings
@@ -20,6 +21,8 @@ from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store
 from receiver.web import dashboard, edits, events, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
+from receiver.web.openapi import OPENAPI, build_openapi
+from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.web.thumbnails import ThumbnailCache
 from receiver.worker.runner import release_claims, run_workers
 from receiver.worker.scheduler import Scheduler
@@ -54,6 +57,7 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.time,
     workers: bool = True,
+    catalog: Catalog = CATALOG,
     api: bool = True,
 ) -> Starlette:
     """The receiver app. Resources not given are built from `settings`. `workers=False` serves HTTP
@@ -67,7 +71,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(
-            settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
+            settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock, catalog=catalog
         ) as svc:
             scheduler = Scheduler.for_services(svc, downloads=workers)
             app.state.services, app.state.scheduler = svc, scheduler
@@ -85,7 +89,7 @@ def create_app(
             with anyio.CancelScope(shield=True):
                 await release_claims(svc, scheduler)
 
-    return Starlette(
+    app = Starlette(
         routes=(API_ROUTES if api else []) + HEALTH_ROUTES,
         lifespan=lifespan,
         exception_handlers={
@@ -94,3 +98,8 @@ def create_app(
             Exception: on_unexpected_error,
         },
     )
+    # What edits are validated with, and the API description made from it: one body class per model.
+    bodies = EDIT_BODIES if catalog is CATALOG else EditBodies(catalog)
+    app.state.edit_bodies = bodies
+    app.state.openapi = OPENAPI if bodies is EDIT_BODIES else build_openapi(bodies)
+    return app

@@ -35,7 +35,7 @@ function render(job) {
 
   const details = [
     ["Model", job.model], ["Outcome", job.outcome || "–"], ["BFL task id", job.bfl_task_id || "–"],
-    ["Cost", job.cost == null ? "–" : `${job.cost} credits`], ["Via", job.via || "–"],
+    ["Cost", job.cost == null ? "–" : `${job.cost.credits} credits`], ["Via", job.via || "–"],
     ["Result", dims(job.image)], ["Result sha256", job.image ? job.image.sha256 : "–"],
   ];
   if (input) details.splice(5, 0, ["Input", dims(input)], ["Input sha256", input.sha256]);
