@@ -177,6 +177,20 @@ def task_gone(job: Job, now: float, policy: Policy) -> Transition | None:
     return expire(job, now, policy, "task_gone", "the sample URL expired and BFL no longer has the task")
 
 
+def step_crashed(job: Job, state: JobState, message: str, now: float, policy: Policy) -> Transition | None:
+    """Handling `job` in `state` raised something unexpected: try this job again alone, with backoff,
+    until its deadline, where it ends like any job that ran out of time (never submitted: failed)."""
+    if job.state is not state:
+        return None
+    problem = {"code": "internal_error", "message": message}
+    if state is JobState.CREATED:
+        if now - job.created_at >= policy.give_up_after_s:
+            return finish(job, JobState.FAILED, now, policy, error=problem)
+    elif _past_deadline(job, now, policy):
+        return finish(job, JobState.EXPIRED, now, policy, error=problem)
+    return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy)))
+
+
 def published(job: Job, now: float) -> Transition | None:
     """Every sink has the event."""
     if job.state is not JobState.STORED:

@@ -43,8 +43,17 @@ async def deliver_claimed(svc: Services, sched: Scheduler, deliveries: list[Deli
 
 
 async def deliver(svc: Services, sched: Scheduler, delivery: Delivery) -> None:
+    """Never raises `Exception`: one delivery's trouble is retried with backoff for it alone."""
     try:
         await _deliver(svc, delivery)
+    except Exception as exc:  # around the sink call: reading the event, recording the outcome
+        svc.metrics.inc("job_step_crashes", stage="publish")
+        log.exception("event.delivery_crashed", event_id=delivery.event_id, sink=delivery.sink)
+        failure = SinkError(f"{type(exc).__name__}: {exc}", retryable=True)
+        try:
+            await _failed(svc, delivery, svc.sinks[delivery.sink], failure)
+        except Exception:  # the store itself is failing: the claim lapses and the delivery is due again
+            log.exception("event.delivery_crash_not_recorded", event_id=delivery.event_id)
     finally:
         sched.delivery_done(delivery)
 

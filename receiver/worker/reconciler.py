@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import structlog
 
 from receiver import lifecycle
@@ -10,6 +12,7 @@ from receiver.errors import UpstreamError
 from receiver.models import Job, JobState, Via
 from receiver.services import Services
 from receiver.worker.handover import Work
+from receiver.worker.isolation import isolated
 from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.reconciler")
@@ -22,7 +25,7 @@ async def reconcile_due(svc: Services, sched: Scheduler, limit: int = 20) -> int
         if sched.stopping.is_set():
             break
         await sched.poll_budget.acquire()
-        await poll(svc, sched, job)
+        await isolated(svc, "reconcile", job, partial(poll, svc, sched, job))
         sched.done(job)
     return len(jobs)
 

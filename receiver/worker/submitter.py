@@ -15,6 +15,7 @@ from receiver.errors import InputUnavailable, UpstreamError
 from receiver.models import Job, JobState, Model
 from receiver.services import Services
 from receiver.worker.handover import Work
+from receiver.worker.isolation import isolated
 from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.submitter")
@@ -50,10 +51,7 @@ class Submitter:
 
     async def _submit(self, job: Job) -> None:
         try:
-            await self._submit_claimed(job)
-        except Exception:  # the claim lapses and the job is tried again; the loop must live on
-            log.exception("job.submit_crashed", job_id=job.id)
-        else:
+            await isolated(self.svc, "submit", job, lambda: self._submit_claimed(job))
             self.sched.done(job)
         finally:
             self.in_flight[job.request.model] -= 1
