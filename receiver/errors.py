@@ -61,6 +61,27 @@ class InputUnavailable(ReceiverError):
     """A job's input image is gone from the blob store, or is not the one that was written."""
 
 
+class RetryLater(ReceiverError):
+    """The request cannot be served now; the client should try again after `retry_after` seconds.
+    Nothing was changed."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class Unavailable(RetryLater):
+    """Something the request needs is down or busy (the store, BFL, the upload slots)."""
+
+
+class StoreUnavailable(Unavailable):
+    """The job store did not answer in time, or not at all."""
+
+
+class TooManyRequests(RetryLater):
+    """A bound on queued work was reached."""
+
+
 class TransientError(ReceiverError):
     """A failure that may go away: `retryable` says whether trying again can help, and `retry_after`
     (seconds) how long the other side asked us to wait, if it said."""

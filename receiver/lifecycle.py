@@ -103,6 +103,8 @@ def reported(
     (no separate claim); should the caller die, the claim lapses and anyone fetches it."""
     if job.state not in AWAITING_UPSTREAM or report.report is Report.RUNNING:
         return None
+    if report.task_id and job.bfl_task_id and report.task_id != job.bfl_task_id:
+        return None  # about another task: not this job's outcome
     if report.report is Report.READY and report.sample is None:
         return None  # nothing to fetch yet; the reconciler asks again
     job = dataclasses.replace(

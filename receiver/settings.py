@@ -106,6 +106,7 @@ class Settings:
     shutdown_grace_s: float = 20.0
     log_level: str = "info"
     log_json: bool = True
+    confirm_webhooks: bool = False
     demo: bool = False
 
     @classmethod
@@ -138,6 +139,7 @@ class Settings:
             shutdown_grace_s=env.number("RECEIVER_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
             log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),
             log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
+            confirm_webhooks=env.get("RECEIVER_CONFIRM_WEBHOOKS", defaults.confirm_webhooks, _bool),
         )
 
     def check(self) -> Settings:

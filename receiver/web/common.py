@@ -6,6 +6,7 @@ This is the only place where our exceptions become HTTP statuses.
 from __future__ import annotations
 
 import hmac
+import math
 from typing import Any
 
 import structlog
@@ -21,7 +22,10 @@ from receiver.errors import (
     NotFound,
     PayloadTooLarge,
     ReceiverError,
+    RetryLater,
+    TooManyRequests,
     Unauthorized,
+    Unavailable,
 )
 from receiver.services import Services
 from receiver.worker.handover import Handover
@@ -35,6 +39,8 @@ STATUS: dict[type[ReceiverError], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     InvalidRequest: 422,
+    TooManyRequests: 429,
+    Unavailable: 503,
 }
 
 
@@ -93,6 +99,8 @@ async def on_receiver_error(request: Request, exc: Exception) -> Response:
     headers = (
         {"WWW-Authenticate": "Bearer"} if status == 401 and request.url.path.startswith("/v1/") else None
     )
+    if isinstance(exc, RetryLater):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     if isinstance(exc, InvalidRequest):
         return JSONResponse({"detail": [p.as_dict() for p in exc.problems]}, status_code=422)
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)

@@ -274,6 +274,7 @@ def build_openapi() -> dict[str, Any]:
                         "400": _error("Not JSON, or not a BFL webhook body"),
                         "401": _error("Missing or wrong secret or signature"),
                         "404": _NO_JOB,
+                        "409": _error("The body is about another task than the job's"),
                         "413": _error(f"Body over {MAX_WEBHOOK_BODY} bytes"),
                     },
                 }
