@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 import httpx
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
@@ -22,6 +23,8 @@ from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
 from receiver.worker.runner import release_claims, run_workers
 from receiver.worker.scheduler import Scheduler
+
+log = structlog.get_logger("receiver.app")
 
 ROUTES = [
     Route("/v1/edits", edits.create_edit, methods=["POST"]),
@@ -50,7 +53,8 @@ def create_app(
 ) -> Starlette:
     """The receiver app. Resources not given are built from `settings`; `workers=False` serves HTTP
     only (the background loops run elsewhere, or a test drives them)."""
-    settings.check()
+    for warning in settings.check().warnings():
+        log.warning("settings.doubtful", problem=warning)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

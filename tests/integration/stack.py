@@ -96,7 +96,7 @@ def receiver_settings(data: Path, sim_url: str, port: int, **overrides: Any) -> 
         bfl_api_url=sim_url,
         bfl_api_key=SIM_KEY,
         public_url=f"http://127.0.0.1:{port}",
-        signing_keys=("signing-key-1",),
+        signing_keys=("signing-key-for-tests-1",),
         api_tokens=(TOKEN,),
         store_url=f"sqlite:///{data / 'receiver.db'}",
         blob_url=f"file://{data / 'images'}",

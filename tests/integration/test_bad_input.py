@@ -236,7 +236,7 @@ def test_webhook_about_another_task_changes_nothing_and_is_409(quiet: Stack, sub
         body = {
             "task_id": "someone-elses-task",
             "status": status,
-            "result": {"sample": SUCCESS["result"]["sample"]},
+            "result": {"sample": "http://127.0.0.1:1/x.jpg"},
         }
         response = quiet.webhook(submitted, body)
         assert response.status_code == 409, response.text

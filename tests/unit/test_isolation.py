@@ -49,7 +49,8 @@ def bfl(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=PNG)
     if request.url.params.get("id") == "poison":
         raise RuntimeError("a client library bug")
-    return httpx.Response(200, json={"id": "t", "status": "Ready", "result": {"sample": SAMPLE}})
+    task_id = request.url.params.get("id")
+    return httpx.Response(200, json={"id": task_id, "status": "Ready", "result": {"sample": SAMPLE}})
 
 
 @pytest.fixture
