@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from receiver.models import Job
+from receiver.models import FINAL_STATES, Job
 from receiver.stores.base import Delivery, DeliveryState
 
 DELIVERY_COLUMNS = "event_id, sink, state, attempts, next_at, last_error, delivered_at"
+FINAL_STATE_NAMES = sorted(state.value for state in FINAL_STATES)
+# What a job leaves behind in each table, by the column naming it: deleted with the job.
+JOB_TABLES = (("deliveries", "event_id"), ("events", "id"), ("job_inputs", "job_id"), ("jobs", "id"))
 SELECT_DELIVERIES = f"SELECT {DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - constants only
 
 

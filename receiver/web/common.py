@@ -23,7 +23,9 @@ from receiver.errors import (
     PayloadTooLarge,
     ReceiverError,
     RetryLater,
+    StorageUnavailable,
     TooManyRequests,
+    TransientError,
     Unauthorized,
     Unavailable,
 )
@@ -41,6 +43,7 @@ STATUS: dict[type[ReceiverError], int] = {
     InvalidRequest: 422,
     TooManyRequests: 429,
     Unavailable: 503,
+    StorageUnavailable: 503,
 }
 
 
@@ -99,8 +102,9 @@ async def on_receiver_error(request: Request, exc: Exception) -> Response:
     headers = (
         {"WWW-Authenticate": "Bearer"} if status == 401 and request.url.path.startswith("/v1/") else None
     )
-    if isinstance(exc, RetryLater):
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    if status in {429, 503}:
+        retry_after = exc.retry_after if isinstance(exc, RetryLater | TransientError) else None
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after or 1)))}
     if isinstance(exc, InvalidRequest):
         return JSONResponse({"detail": [p.as_dict() for p in exc.problems]}, status_code=422)
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)

@@ -69,16 +69,41 @@ _JOB_ID = {
 }
 
 
+_IMAGE_CONTENT = {
+    media: {"schema": {"type": "string", "format": "binary"}}
+    for media in ("image/jpeg", "image/png", "image/webp")
+}
+_RANGE = {
+    "name": "Range",
+    "in": "header",
+    "schema": {"type": "string"},
+    "description": "One byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`; anything else "
+    "is ignored (the whole image)",
+}
 _IMAGE = {
-    "description": "The image",
-    "headers": {
-        "Content-Length": _HEADER | {"required": True},
-        "ETag": _HEADER | {"required": True, "description": "The image's sha256"},
+    "200": {
+        "description": "The image",
+        "headers": {
+            "Content-Length": _HEADER | {"required": True},
+            "ETag": _HEADER | {"required": True, "description": "The image's sha256"},
+            "Accept-Ranges": _HEADER | {"required": True, "description": "`bytes`"},
+        },
+        "content": _IMAGE_CONTENT,
     },
-    "content": {
-        media: {"schema": {"type": "string", "format": "binary"}}
-        for media in ("image/jpeg", "image/png", "image/webp")
+    "206": {
+        "description": "The byte range asked for",
+        "headers": {
+            "Content-Range": _HEADER | {"required": True},
+            "Content-Length": _HEADER | {"required": True},
+            "ETag": _HEADER | {"required": True},
+        },
+        "content": _IMAGE_CONTENT,
     },
+    "416": {
+        "description": "The range starts past the end of the image",
+        "headers": {"Content-Range": _HEADER | {"required": True, "description": "`bytes */<size>`"}},
+    },
+    "503": _error("The blob store is unavailable"),
 }
 
 
@@ -179,6 +204,7 @@ def build_openapi() -> dict[str, Any]:
                         "409": _error("The Idempotency-Key was used with a different request"),
                         "413": _error(f"Body over {MAX_EDIT_BODY} bytes"),
                         "422": _INVALID,
+                        "503": _error("The blob store could not take the input image; nothing was stored"),
                     },
                 }
             },
@@ -214,12 +240,9 @@ def build_openapi() -> dict[str, Any]:
                     "operationId": "getJobImage",
                     "summary": "The stored result image",
                     "security": _BEARER,
-                    "parameters": [_JOB_ID],
-                    "responses": {
-                        "200": _IMAGE,
-                        "401": _UNAUTHORIZED,
-                        "404": _error("No such job, or it has no stored image"),
-                    },
+                    "parameters": [_JOB_ID, _RANGE],
+                    "responses": _IMAGE
+                    | {"401": _UNAUTHORIZED, "404": _error("No such job, or it has no stored image")},
                 }
             },
             "/v1/jobs/{job_id}/input": {
@@ -227,9 +250,9 @@ def build_openapi() -> dict[str, Any]:
                     "operationId": "getJobInput",
                     "summary": "An input image of the edit, as it was submitted",
                     "security": _BEARER,
-                    "parameters": [_JOB_ID, *input_query],
-                    "responses": {
-                        "200": _IMAGE,
+                    "parameters": [_JOB_ID, *input_query, _RANGE],
+                    "responses": _IMAGE
+                    | {
                         "401": _UNAUTHORIZED,
                         "404": _error("No such job, or it has no input image at that index"),
                         "422": _INVALID,

@@ -34,6 +34,7 @@ class Context:
     bare_ack_detail: dict[str, Any] = field(default_factory=dict)
     download: DownloadBaseline | None = None
     profile: Path | None = None  # where py-spy writes the receiver's stacks during figure 1, if asked
+    s3_endpoint: str | None = None  # moto's S3 server, started by the first S3 figure
     _runs: int = 0
 
     def progress(self, phase: str, message: str) -> None:
