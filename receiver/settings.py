@@ -133,6 +133,7 @@ class Settings:
     log_level: str = "info"
     log_json: bool = True
     confirm_webhooks: bool = False
+    store_timeout_s: float = 10.0
     demo: bool = False
 
     @classmethod
@@ -167,6 +168,7 @@ class Settings:
             log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),
             log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
             confirm_webhooks=env.get("RECEIVER_CONFIRM_WEBHOOKS", defaults.confirm_webhooks, _bool),
+            store_timeout_s=env.number("RECEIVER_STORE_TIMEOUT_S", defaults.store_timeout_s, 0.1),
         )
 
     def check(self) -> Settings:

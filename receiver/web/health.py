@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
+from receiver.errors import StoreUnavailable
 from receiver.models import JobState
 from receiver.web.common import handover, services
 from receiver.web.openapi import OPENAPI
@@ -26,9 +27,14 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> PlainTextResponse:
+    """The counters always; the jobs per state only while the store answers (an outage is when the
+    counters matter most)."""
     svc = services(request)
-    states = {state.value: await svc.store.count({state}) for state in JobState}
-    return PlainTextResponse(svc.metrics.render({"jobs": states}), media_type="text/plain; version=0.0.4")
+    try:
+        gauges = {"jobs": {state.value: await svc.store.count({state}) for state in JobState}}
+    except StoreUnavailable:
+        gauges = {}
+    return PlainTextResponse(svc.metrics.render(gauges), media_type="text/plain; version=0.0.4")
 
 
 async def openapi(request: Request) -> JSONResponse:

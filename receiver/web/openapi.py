@@ -61,6 +61,11 @@ _UNAUTHORIZED = _json(
 )
 _INVALID = _json("Invalid fields or parameters, in BFL's `{detail: [{loc, msg, type}]}` shape", InvalidAnswer)
 _NO_JOB = _error("No such job")
+_UNAVAILABLE = _json(
+    "The job store (or the blob store) cannot be reached just now; nothing was changed",
+    ErrorAnswer,
+    {"Retry-After": _HEADER | {"required": True, "description": "Seconds"}},
+)
 _JOB_ID = {
     "name": "job_id",
     "in": "path",
@@ -103,7 +108,6 @@ _IMAGE = {
         "description": "The range starts past the end of the image",
         "headers": {"Content-Range": _HEADER | {"required": True, "description": "`bytes */<size>`"}},
     },
-    "503": _error("The blob store is unavailable"),
 }
 
 
@@ -204,7 +208,7 @@ def build_openapi() -> dict[str, Any]:
                         "409": _error("The Idempotency-Key was used with a different request"),
                         "413": _error(f"Body over {MAX_EDIT_BODY} bytes"),
                         "422": _INVALID,
-                        "503": _error("The blob store could not take the input image; nothing was stored"),
+                        "503": _UNAVAILABLE,
                     },
                 }
             },
@@ -215,6 +219,7 @@ def build_openapi() -> dict[str, Any]:
                     "security": _BEARER,
                     "parameters": jobs_query,
                     "responses": {
+                        "503": _UNAVAILABLE,
                         "200": _json("A page of jobs", JobListAnswer),
                         "401": _UNAUTHORIZED,
                         "422": _INVALID,
@@ -228,6 +233,7 @@ def build_openapi() -> dict[str, Any]:
                     "security": _BEARER,
                     "parameters": [_JOB_ID, *job_query],
                     "responses": {
+                        "503": _UNAVAILABLE,
                         "200": _json("The job", JobAnswer),
                         "401": _UNAUTHORIZED,
                         "404": _NO_JOB,
@@ -242,7 +248,11 @@ def build_openapi() -> dict[str, Any]:
                     "security": _BEARER,
                     "parameters": [_JOB_ID, _RANGE],
                     "responses": _IMAGE
-                    | {"401": _UNAUTHORIZED, "404": _error("No such job, or it has no stored image")},
+                    | {
+                        "401": _UNAUTHORIZED,
+                        "404": _error("No such job, or it has no stored image"),
+                        "503": _UNAVAILABLE,
+                    },
                 }
             },
             "/v1/jobs/{job_id}/input": {
@@ -256,6 +266,7 @@ def build_openapi() -> dict[str, Any]:
                         "401": _UNAUTHORIZED,
                         "404": _error("No such job, or it has no input image at that index"),
                         "422": _INVALID,
+                        "503": _UNAVAILABLE,
                     },
                 }
             },
@@ -266,6 +277,7 @@ def build_openapi() -> dict[str, Any]:
                     "security": _BEARER,
                     "parameters": [_JOB_ID],
                     "responses": {
+                        "503": _UNAVAILABLE,
                         "202": _json("Queued for every sink", RedeliveredAnswer),
                         "401": _UNAUTHORIZED,
                         "404": _NO_JOB,
@@ -293,6 +305,7 @@ def build_openapi() -> dict[str, Any]:
                         "content": {"application/json": {"schema": _ref("BflWebhook")}},
                     },
                     "responses": {
+                        "503": _UNAVAILABLE,
                         "200": _json("Persisted (or a duplicate, or a progress notice)", WebhookAnswer),
                         "400": _error("Not JSON, or not a BFL webhook body"),
                         "401": _error("Missing or wrong secret or signature"),

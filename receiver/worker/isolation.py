@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from receiver import lifecycle
+from receiver.errors import StoreUnavailable
 from receiver.models import Job, JobState
 from receiver.services import Services
 
@@ -18,6 +19,8 @@ async def isolated(svc: Services, stage: str, job: Job, handle: Callable[[], Awa
     """Run `handle` for `job` (claimed in its current state); never raises `Exception`."""
     try:
         await handle()
+    except StoreUnavailable as exc:  # not this job's fault: its claim lapses and it is due again
+        log.warning("job.store_unavailable", stage=stage, job_id=job.id, error=str(exc))
     except Exception as exc:
         svc.metrics.inc("job_step_crashes", stage=stage)
         log.exception("job.step_crashed", stage=stage, job_id=job.id)

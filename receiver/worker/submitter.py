@@ -9,9 +9,9 @@ import anyio
 import structlog
 
 from receiver import lifecycle
-from receiver.bfl.sansio import submit_body
+from receiver.bfl.sansio import Submitted, submit_body
 from receiver.blobs.inputs import read_input
-from receiver.errors import InputUnavailable, UpstreamError
+from receiver.errors import InputUnavailable, StoreUnavailable, UpstreamError
 from receiver.models import Job, JobState, Model
 from receiver.services import Services
 from receiver.worker.handover import Work
@@ -88,7 +88,24 @@ class Submitter:
             log.info(
                 "job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=job.request.model.value
             )
-            await svc.update(job.id, lambda j: lifecycle.submitted(j, accepted, svc.clock(), svc.policy))
+            await self._record_submitted(job, accepted)
+
+    async def _record_submitted(self, job: Job, accepted: Submitted) -> None:
+        """BFL has the task (and bills it): its id must be recorded, or the edit would be submitted again
+        once the claim lapses. While the store is unavailable, keep trying within the claim."""
+        svc = self.svc
+        deadline = anyio.current_time() + svc.policy.lease_s * 0.8
+        delay = 0.25
+        while True:
+            try:
+                await svc.update(job.id, lambda j: lifecycle.submitted(j, accepted, svc.clock(), svc.policy))
+                return
+            except StoreUnavailable:
+                if anyio.current_time() + delay > deadline:
+                    raise
+                log.warning("job.submit_not_recorded_yet", job_id=job.id, bfl_task_id=accepted.task_id)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _input_images(self, job: Job) -> list[str]:
         """The job's input images in base64, read back from the blob store (or, for a job accepted
