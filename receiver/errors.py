@@ -53,6 +53,10 @@ class Conflict(ReceiverError):
     """The request is valid but clashes with the resource's current state."""
 
 
+class RequestTimeout(ReceiverError):
+    """The client took too long to send its request."""
+
+
 class PayloadTooLarge(ReceiverError):
     """A body or download exceeded its size cap."""
 

@@ -134,6 +134,9 @@ class Settings:
     log_json: bool = True
     confirm_webhooks: bool = False
     store_timeout_s: float = 10.0
+    max_uploads: int = 8
+    max_queued: int = 100_000
+    body_timeout_s: float = 60.0
     demo: bool = False
 
     @classmethod
@@ -169,6 +172,9 @@ class Settings:
             log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
             confirm_webhooks=env.get("RECEIVER_CONFIRM_WEBHOOKS", defaults.confirm_webhooks, _bool),
             store_timeout_s=env.number("RECEIVER_STORE_TIMEOUT_S", defaults.store_timeout_s, 0.1),
+            max_uploads=env.integer("RECEIVER_MAX_UPLOADS", defaults.max_uploads, 1),
+            max_queued=env.integer("RECEIVER_MAX_QUEUED", defaults.max_queued, 1),
+            body_timeout_s=env.number("RECEIVER_BODY_TIMEOUT_S", defaults.body_timeout_s, 0.1),
         )
 
     def check(self) -> Settings:

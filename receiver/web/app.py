@@ -21,6 +21,7 @@ from receiver.sinks import Sink
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
+from receiver.web.limits import RequestLimits
 from receiver.worker.runner import release_claims, run_workers
 from receiver.worker.scheduler import Scheduler
 
@@ -75,7 +76,7 @@ def create_app(
             with anyio.CancelScope(shield=True):
                 await release_claims(svc, scheduler)
 
-    return Starlette(
+    app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
         exception_handlers={
@@ -84,3 +85,5 @@ def create_app(
             Exception: on_unexpected_error,
         },
     )
+    app.state.limits = RequestLimits(settings.max_uploads, settings.max_queued, settings.body_timeout_s)
+    return app

@@ -61,10 +61,16 @@ _UNAUTHORIZED = _json(
 )
 _INVALID = _json("Invalid fields or parameters, in BFL's `{detail: [{loc, msg, type}]}` shape", InvalidAnswer)
 _NO_JOB = _error("No such job")
+_RETRY_AFTER = {"Retry-After": _HEADER | {"required": True, "description": "Seconds"}}
 _UNAVAILABLE = _json(
     "The job store (or the blob store) cannot be reached just now; nothing was changed",
     ErrorAnswer,
-    {"Retry-After": _HEADER | {"required": True, "description": "Seconds"}},
+    _RETRY_AFTER,
+)
+_SLOW_BODY = _json(
+    "The body did not arrive within RECEIVER_BODY_TIMEOUT_S; the connection is closed",
+    ErrorAnswer,
+    {"Connection": _HEADER | {"required": True, "description": "`close`"}},
 )
 _JOB_ID = {
     "name": "job_id",
@@ -205,10 +211,21 @@ def build_openapi() -> dict[str, Any]:
                         ),
                         "400": _error("Body is not JSON (or holds NaN/Infinity, or nests too deeply)"),
                         "401": _UNAUTHORIZED,
+                        "408": _SLOW_BODY,
                         "409": _error("The Idempotency-Key was used with a different request"),
                         "413": _error(f"Body over {MAX_EDIT_BODY} bytes"),
                         "422": _INVALID,
-                        "503": _UNAVAILABLE,
+                        "429": _json(
+                            "RECEIVER_MAX_QUEUED edits already wait for BFL; nothing was stored",
+                            ErrorAnswer,
+                            _RETRY_AFTER,
+                        ),
+                        "503": _json(
+                            "RECEIVER_MAX_UPLOADS bodies are being read already, or the job store or "
+                            "blob store cannot be reached; nothing was stored",
+                            ErrorAnswer,
+                            _RETRY_AFTER,
+                        ),
                     },
                 }
             },
@@ -310,6 +327,7 @@ def build_openapi() -> dict[str, Any]:
                         "400": _error("Not JSON, or not a BFL webhook body"),
                         "401": _error("Missing or wrong secret or signature"),
                         "404": _NO_JOB,
+                        "408": _SLOW_BODY,
                         "409": _error("The body is about another task than the job's"),
                         "413": _error(f"Body over {MAX_WEBHOOK_BODY} bytes"),
                     },
