@@ -14,6 +14,7 @@ from receiver.bfl.sansio import Report, Submitted, TaskReport
 from receiver.errors import DownloadError, UpstreamError
 from receiver.models import (
     AWAITING_UPSTREAM,
+    FINAL_STATES,
     EditRequest,
     Event,
     ImageInfo,
@@ -182,7 +183,7 @@ def task_gone(job: Job, now: float, policy: Policy) -> Transition | None:
 def step_crashed(job: Job, state: JobState, message: str, now: float, policy: Policy) -> Transition | None:
     """Handling `job` in `state` raised something unexpected: try this job again alone, with backoff,
     until its deadline, where it ends like any job that ran out of time (never submitted: failed)."""
-    if job.state is not state:
+    if job.state is not state or state in FINAL_STATES:
         return None
     problem = {"code": "internal_error", "message": message}
     if state is JobState.CREATED:
