@@ -21,11 +21,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def serve(
-    app: ASGIApp, port: int | None = None, timeout: float = 10.0, host: str = "127.0.0.1"
+    app: ASGIApp,
+    port: int | None = None,
+    timeout: float = 10.0,
+    host: str = "127.0.0.1",
+    http: type[asyncio.Protocol] | str = "auto",
 ) -> Iterator[str]:
     """Run `app` on `host` (a loopback address) until the block exits; yields its base URL."""
     port = port or free_port(host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

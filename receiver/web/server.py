@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from receiver.settings import Settings
 from receiver.web.app import create_app
+from receiver.web.protocol import HeaderDeadlineProtocol
 
 
 class ReceiverServer(uvicorn.Server):
@@ -49,5 +50,6 @@ def serve(settings: Settings, host: str, port: int) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
         lifespan="on",
+        http=HeaderDeadlineProtocol,
     )
     ReceiverServer(config, app).run()

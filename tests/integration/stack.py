@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from receiver.models import FINAL_STATES
 from receiver.settings import Settings, SimSettings
 from receiver.simulator import create_sim_app
 from receiver.web.app import create_app
+from receiver.web.protocol import HeaderDeadlineProtocol
 from receiver.webhook_auth import WebhookSigner
 from tests.images import base64_image
 from tests.servers import free_port, serve, wait_until
@@ -109,12 +111,18 @@ def receiver_settings(data: Path, sim_url: str, port: int, **overrides: Any) -> 
 
 
 @contextmanager
-def receiver(data: Path, sim_url: str, port: int | None = None, **overrides: Any) -> Iterator[Stack]:
-    """A receiver (HTTP app + workers) in front of the simulator at `sim_url`."""
+def receiver(
+    data: Path,
+    sim_url: str,
+    port: int | None = None,
+    http: type[asyncio.Protocol] = HeaderDeadlineProtocol,
+    **overrides: Any,
+) -> Iterator[Stack]:
+    """A receiver (HTTP app + workers), served as `serve` does, in front of the simulator at `sim_url`."""
     port = port or free_port()
     settings = receiver_settings(data, sim_url, port, **overrides)
     with (
-        serve(create_app(settings), port=port) as url,
+        serve(create_app(settings), port=port, http=http) as url,
         httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
     ):
         yield Stack(sim_url=sim_url, url=url, settings=settings, client=client, data=data)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from receiver.web.protocol import HeaderDeadlineProtocol
 from tests.integration.stack import FAST_SIM, IMAGE_B64, TOKEN, Stack, stack
 from tests.servers import wait_until
 
@@ -92,3 +93,26 @@ def test_queued_jobs_beyond_the_bound_are_429(tmp_path: Path) -> None:
         assert refused.status_code == 429, refused.text
         assert refused.headers["Retry-After"].isdigit()
         assert {job["id"] for job in running.jobs()} == {first, *waiting}
+
+
+class QuickHeaders(HeaderDeadlineProtocol):
+    header_timeout_s = 1.0
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off(tmp_path: Path) -> None:
+    with stack(tmp_path, http=QuickHeaders) as running:
+        parts = urlsplit(running.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            started = time.monotonic()
+            closed = False
+            while not closed:
+                assert time.monotonic() - started < 15, "the slow client was never cut off"
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    break
+                if select.select([sock], [], [], 0.3)[0]:
+                    closed = sock.recv(4096) == b""
+        # A well-behaved request on a new connection is served as usual.
+        assert running.client.get("/healthz").status_code == 200
