@@ -87,9 +87,10 @@ _IMAGE_CONTENT = {
 _RANGE = {
     "name": "Range",
     "in": "header",
-    "schema": {"type": "string"},
-    "description": "One byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`; anything else "
-    "is ignored (the whole image)",
+    "schema": {"type": "string", "format": "byte-range"},
+    "description": "One byte range: `bytes=first-last`, `bytes=first-` or `bytes=-suffix`. One that starts "
+    "past the end of the image is a 416; a header of another form is ignored (RFC 9110) and the whole "
+    "image is sent",
 }
 _IMAGE = {
     "200": {

@@ -1,6 +1,7 @@
 """Strategies for the custom string formats of the receiver's API description, loaded by schemathesis
 through SCHEMATHESIS_HOOKS: values JSON Schema cannot describe (a picture Pillow reads, a ratio within
-3:7..7:3) are generated valid, so schemathesis's positive cases are really valid."""
+3:7..7:3, a byte range inside an image of unknown size) are generated valid, so schemathesis's positive
+cases are really valid."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ RATIOS = [f"{w}:{h}" for w in range(1, 10) for h in range(1, 10) if 3 / 7 <= w /
 
 schemathesis.openapi.format("kontext-image", st.sampled_from(IMAGES))
 schemathesis.openapi.format("aspect-ratio", st.sampled_from(RATIOS))
+# Ranges that start inside any image (a range past the end is a 416, tested on its own).
+schemathesis.openapi.format(
+    "byte-range", st.sampled_from(["bytes=0-", "bytes=0-0", "bytes=0-99", "bytes=-1"])
+)
 
 
 @schemathesis.hook

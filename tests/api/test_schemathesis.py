@@ -32,8 +32,6 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
                 sys.executable,
                 "-m",
                 "schemathesis.cli",
-                "--config-file",
-                str(ROOT / "tests" / "api" / "schemathesis.toml"),
                 "run",
                 f"{url}/openapi.json",
                 "--checks",
