@@ -17,7 +17,7 @@ from receiver.blobs import BlobStore
 from receiver.errors import ReceiverError
 from receiver.services import Clock, open_services
 from receiver.settings import Settings
-from receiver.sinks import Sink
+from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
@@ -56,13 +56,14 @@ def create_app(
     only (the background loops run elsewhere, or a test drives them)."""
     for warning in settings.check().warnings():
         log.warning("settings.doubtful", problem=warning)
+    sinks = sinks if sinks is not None else sinks_from_settings(settings)  # a bad sink URL stops us here
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
         ) as svc:
-            scheduler = Scheduler.for_settings(settings)
+            scheduler = Scheduler.for_services(svc)
             app.state.services, app.state.scheduler = svc, scheduler
             async with anyio.create_task_group() as tg:
                 if workers:

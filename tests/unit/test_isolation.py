@@ -93,7 +93,7 @@ async def test_a_poll_that_raises_does_not_stop_the_batch_and_the_job_still_expi
     svc, clock = services
     for job_id in ("poison", "a", "b"):
         await add(svc, job_id, state=JobState.SUBMITTED, bfl_task_id=job_id, submitted_at=T0)
-    sched = Scheduler.for_settings(svc.settings)
+    sched = Scheduler.for_services(svc)
 
     assert await reconcile_due(svc, sched) == 3
     assert [await state(svc, j) for j in ("a", "poison", "b")] == [
@@ -120,7 +120,7 @@ async def test_a_submit_that_raises_is_retried_alone_then_fails_at_the_deadline(
     svc, clock = services
     for job_id, prompt in [("a", "edit a"), ("poison", "poison"), ("b", "edit b")]:
         await add(svc, job_id, prompt)
-    sched = Scheduler.for_settings(svc.settings)
+    sched = Scheduler.for_services(svc)
 
     async def step_until_idle() -> None:
         async with anyio.create_task_group() as tg:
@@ -147,7 +147,7 @@ async def test_a_fetch_that_raises_is_retried_alone_then_expires(
     services: tuple[Services, FakeClock],
 ) -> None:
     svc, clock = services
-    sched = Scheduler.for_settings(svc.settings)
+    sched = Scheduler.for_services(svc)
     for job_id in ("poison", "a"):
         await add(
             svc,
@@ -160,7 +160,7 @@ async def test_a_fetch_that_raises_is_retried_alone_then_expires(
         )
     for job in await svc.store.claim({JobState.RECEIVED}, clock(), svc.policy.lease_s, 10):
         await fetch_and_store(svc, sched, job)
-    assert [await state(svc, j) for j in ("poison", "a")] == [JobState.RECEIVED, JobState.PUBLISHED]
+    assert [await state(svc, j) for j in ("poison", "a")] == [JobState.RECEIVED, JobState.STORED]
 
     clock.advance(GIVE_UP_S + 1)
     (job,) = await svc.store.claim({JobState.RECEIVED}, clock(), svc.policy.lease_s, 10)
