@@ -49,7 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the receiver (HTTP app, worker, reconciler)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.set_defaults(run=_serve)
+    serve.add_argument(
+        "--no-worker",
+        dest="workers",
+        action="store_false",
+        help="serve HTTP only; `kontext-receiver worker` processes sharing the store do the background work",
+    )
+    serve.set_defaults(run=_serve, api=True)
+
+    worker = commands.add_parser(
+        "worker", help="run the background work alone (submit, fetch, reconcile, publish), with health checks"
+    )
+    worker.add_argument("--host", default="127.0.0.1")
+    worker.add_argument("--port", type=int, default=8081, help="for /healthz, /readyz and /metrics")
+    worker.set_defaults(run=_serve, api=False, workers=True)
 
     sim = commands.add_parser("sim", help="run the BFL API simulator alone")
     sim.add_argument("--host", default="127.0.0.1")
@@ -98,9 +111,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from receiver.web.server import serve
 
-    settings = Settings.from_env().check()
+    settings = Settings.from_env().check(api=args.api, workers=args.workers)
     configure_logging(settings.log_level, settings.log_json)
-    serve(settings, args.host, args.port)
+    serve(settings, args.host, args.port, api=args.api, workers=args.workers)
     return 0
 
 

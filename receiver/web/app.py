@@ -27,7 +27,7 @@ from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.app")
 
-ROUTES = [
+API_ROUTES = [
     Route("/v1/edits", edits.create_edit, methods=["POST"]),
     Route("/v1/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
@@ -35,10 +35,13 @@ ROUTES = [
     Route("/v1/jobs/{job_id}/input", jobs.get_input, methods=["GET"]),
     Route("/v1/jobs/{job_id}/redeliver", jobs.redeliver, methods=["POST"]),
     Route("/webhooks/bfl/{job_id}", webhooks.bfl_webhook, methods=["POST"]),
+    Route("/openapi.json", health.openapi, methods=["GET"]),
+]
+# What every process answers, the worker alone included.
+HEALTH_ROUTES = [
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
     Route("/metrics", health.metrics, methods=["GET"]),
-    Route("/openapi.json", health.openapi, methods=["GET"]),
 ]
 
 
@@ -51,10 +54,14 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.time,
     workers: bool = True,
+    api: bool = True,
 ) -> Starlette:
-    """The receiver app. Resources not given are built from `settings`; `workers=False` serves HTTP
-    only (the background loops run elsewhere, or a test drives them)."""
-    for warning in settings.check().warnings():
+    """The receiver app. Resources not given are built from `settings`. `workers=False` serves HTTP
+    only: the background work runs in other processes sharing the store (`kontext-receiver worker`).
+    `api=False` runs the background work with only `/healthz`, `/readyz` and `/metrics` to answer."""
+    if not (workers or api):
+        raise ValueError("a receiver serves the API, runs the background work, or both")
+    for warning in settings.check(api=api, workers=workers).warnings():
         log.warning("settings.doubtful", problem=warning)
     sinks = sinks if sinks is not None else sinks_from_settings(settings)  # a bad sink URL stops us here
 
@@ -63,7 +70,7 @@ def create_app(
         async with open_services(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
         ) as svc:
-            scheduler = Scheduler.for_services(svc)
+            scheduler = Scheduler.for_services(svc, downloads=workers)
             app.state.services, app.state.scheduler = svc, scheduler
             async with anyio.create_task_group() as tg:
                 if workers:
@@ -78,7 +85,7 @@ def create_app(
                 await release_claims(svc, scheduler)
 
     app = Starlette(
-        routes=ROUTES,
+        routes=(API_ROUTES if api else []) + HEALTH_ROUTES,
         lifespan=lifespan,
         exception_handlers={
             ReceiverError: on_receiver_error,

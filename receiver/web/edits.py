@@ -78,7 +78,7 @@ async def _accept(request: Request, svc: Services, bounds: RequestLimits, key: s
             job_view(stored), status_code=202, headers=headers | {"Idempotent-Replayed": "true"}
         )
     bounds.queue.added()
-    svc.metrics.inc("edits_accepted")
+    svc.metrics.edits.inc()
     log.info("job.created", job_id=job.id, model=edit.model.value)
     handover(request).wake(Work.SUBMIT)
     return JSONResponse(job_view(stored), status_code=202, headers=headers)

@@ -30,18 +30,18 @@ async def _answer(request: Request, svc: Services, work: Handover) -> JSONRespon
     job_id = request.path_params["job_id"]
     secret = request.headers.get("x-webhook-secret")
     if secret is None or not svc.signer.verify(job_id, secret):
-        svc.metrics.inc("webhooks", result="unauthorized")
+        svc.metrics.webhooks.labels("unauthorized").inc()
         log.warning("webhook.unauthorized", job_id=job_id, secret_present=secret is not None)
         raise Unauthorized("missing or wrong X-Webhook-Secret")
     body = await read_body(request, MAX_WEBHOOK_BODY)
     signature = request.headers.get("x-bfl-signature")
     if signature is not None and not svc.signer.verify_body_signature(secret, body, signature):
-        svc.metrics.inc("webhooks", result="bad_signature")
+        svc.metrics.webhooks.labels("bad_signature").inc()
         raise Unauthorized("X-BFL-Signature does not match the body")
     report = parse_webhook(parse_json(body))
     if report.report is Report.RUNNING:
         _check_task(svc, await _job(svc, job_id), report)
-        svc.metrics.inc("webhooks", result="progress")
+        svc.metrics.webhooks.labels("progress").inc()
         return JSONResponse({"status": "ignored", "reason": f"non-terminal status {report.status!r}"})
     if svc.settings.confirm_webhooks:
         known = await _job(svc, job_id)
@@ -49,7 +49,7 @@ async def _answer(request: Request, svc: Services, work: Handover) -> JSONRespon
         if known.state in AWAITING_UPSTREAM:
             report = await _confirmed(svc, known, report)
             if report.report is Report.RUNNING:
-                svc.metrics.inc("webhooks", result="unconfirmed")
+                svc.metrics.webhooks.labels("unconfirmed").inc()
                 reason = f"BFL says the task is {report.status!r}"
                 return JSONResponse({"status": "ignored", "reason": reason})
     now = svc.clock()
@@ -61,11 +61,17 @@ async def _answer(request: Request, svc: Services, work: Handover) -> JSONRespon
         raise NotFound(f"no job {job_id}")
     if not changed:
         _check_task(svc, job, report)  # `reported` changes nothing for another task's webhook
-        svc.metrics.inc("webhooks", result="duplicate")
-        log.info("webhook.duplicate", job_id=job_id, state=job.state.value)
+        svc.metrics.webhooks.labels("duplicate").inc()
+        log.info("webhook.duplicate", job_id=job_id, bfl_task_id=job.bfl_task_id, state=job.state.value)
         return JSONResponse({"status": "duplicate", "state": job.state.value})
-    svc.metrics.inc("webhooks", result="accepted")
-    log.info("webhook.accepted", job_id=job_id, status=report.status, state=job.state.value)
+    svc.metrics.webhooks.labels("accepted").inc()
+    log.info(
+        "webhook.accepted",
+        job_id=job_id,
+        bfl_task_id=job.bfl_task_id,
+        status=report.status,
+        state=job.state.value,
+    )
     if take and job.state is JobState.RECEIVED:
         work.take_download(job)
     else:
@@ -84,7 +90,7 @@ async def _job(svc: Services, job_id: str) -> Job:
 def _check_task(svc: Services, job: Job, report: TaskReport) -> None:
     """A webhook speaks for its own task only: one naming another task than the job's changes nothing."""
     if report.task_id and job.bfl_task_id and report.task_id != job.bfl_task_id:
-        svc.metrics.inc("webhooks", result="task_mismatch")
+        svc.metrics.webhooks.labels("task_mismatch").inc()
         log.warning("webhook.task_mismatch", job_id=job.id, expected=job.bfl_task_id, got=report.task_id)
         raise Conflict(f"the webhook is about task {report.task_id!r}, not this job's task")
 
@@ -102,5 +108,4 @@ async def _confirmed(svc: Services, job: Job, report: TaskReport) -> TaskReport:
         raise Unavailable(
             "BFL could not confirm the task just now", retry_after=exc.retry_after or 5
         ) from None
-    svc.metrics.inc("webhooks_confirmed", status=confirmed.report.value)
     return confirmed

@@ -22,7 +22,7 @@ async def isolated(svc: Services, stage: str, job: Job, handle: Callable[[], Awa
     except StoreUnavailable as exc:  # not this job's fault: its claim lapses and it is due again
         log.warning("job.store_unavailable", stage=stage, job_id=job.id, error=str(exc))
     except Exception as exc:
-        svc.metrics.inc("job_step_crashes", stage=stage)
+        svc.metrics.job_step_crashes.labels(stage).inc()
         log.exception("job.step_crashed", stage=stage, job_id=job.id)
         await _record(svc, stage, job, job.state, f"{type(exc).__name__}: {exc}"[:500])
 

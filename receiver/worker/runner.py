@@ -55,7 +55,7 @@ async def run_workers(
             Work.FETCH: fetch_step,
             Work.RECONCILE: reconcile_step,
         }
-        async with anyio.create_task_group() as loops:
+        async with svc.store.watch(sched.changed), anyio.create_task_group() as loops:
             for name, step in steps.items():
                 loops.start_soon(_loop, sched, name, step)
             loops.start_soon(sched.outbox.run, sched.stopping)
@@ -72,7 +72,8 @@ async def release_claims(svc: Services, sched: Scheduler) -> int:
     for job_id, version in list(sched.held_jobs.items()):
         job = await svc.store.get(job_id)
         if job is not None and job.version == version:  # untouched since our claim
-            released += await svc.store.save(dataclasses.replace(job, due_at=now)) is not None
+            released_job = dataclasses.replace(job, due_at=now, submitting_until=None)
+            released += await svc.store.save(released_job) is not None
     for delivery in sched.outbox.held():
         released_delivery = dataclasses.replace(delivery, next_at=now)
         released += await svc.store.save_delivery(released_delivery, expected_attempts=delivery.attempts)

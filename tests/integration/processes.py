@@ -1,4 +1,5 @@
-"""The receiver as a real process (`kontext-receiver serve`), to be stopped, killed and restarted."""
+"""The receiver as a real process (`kontext-receiver serve`, or `serve --no-worker` and `worker` apart),
+to be stopped, killed and restarted."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,8 +41,11 @@ def receiver_env(sim_url: str, port: int, data: Path, **overrides: str) -> dict[
 
 
 class ReceiverProcess:
-    def __init__(self, env: Mapping[str, str], port: int, log: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], port: int, log: Path, command: Sequence[str] = ("serve",)
+    ) -> None:
         self.env = dict(env)
+        self.command = list(command)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
@@ -50,7 +54,7 @@ class ReceiverProcess:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "receiver", *self.command, "--port", str(self.port)],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -78,8 +82,10 @@ class ReceiverProcess:
 
 
 @contextmanager
-def receiver_process(env: Mapping[str, str], port: int, log: Path) -> Iterator[ReceiverProcess]:
-    receiver = ReceiverProcess(env, port, log)
+def receiver_process(
+    env: Mapping[str, str], port: int, log: Path, command: Sequence[str] = ("serve",)
+) -> Iterator[ReceiverProcess]:
+    receiver = ReceiverProcess(env, port, log, command)
     receiver.start()
     try:
         yield receiver
