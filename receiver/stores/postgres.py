@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from receiver.errors import ConfigError, ReceiverError
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import Event, Job, JobState, Transition
 from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
@@ -179,7 +179,12 @@ class PostgresStore(ResourceBase):
             return (saved, True) if saved is not None else (job, False)
 
     async def claim(
-        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
+        self,
+        states: Collection[JobState],
+        now: float,
+        lease_s: float,
+        limit: int,
+        model: str | None = None,
     ) -> list[Job]:
         async with self._acquire() as conn, conn.transaction():
             return await _claim(conn, states, now, limit, model, lambda job: job.claimed(now, lease_s))
@@ -211,13 +216,22 @@ class PostgresStore(ResourceBase):
                     )
             return claimed
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+    async def count(self, states: Collection[JobState], model: str | None = None) -> int:
         sql = "SELECT count(*) FROM jobs WHERE state = ANY($1::text[])"
         args: list[Any] = [_states(states)]
         if model is not None:
-            args.append(model.value)
+            args.append(model)
             sql += " AND model = $2"
         return int(await self.pool.fetchval(sql, *args))
+
+    async def credits_spent(self, since: float, until: float) -> float:
+        spent = await self.pool.fetchval(
+            "SELECT sum((doc->'cost'->>'credits')::float8) FROM jobs"
+            " WHERE (doc->>'submitted_at')::float8 >= $1 AND (doc->>'submitted_at')::float8 < $2",
+            since,
+            until,
+        )
+        return float(spent or 0.0)
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
@@ -387,13 +401,13 @@ async def _claim(
     states: Collection[JobState],
     now: float,
     limit: int,
-    model: Model | None,
+    model: str | None,
     claimed_as: Callable[[Job], Job],
 ) -> list[Job]:
     sql = "SELECT doc FROM jobs WHERE state = ANY($1::text[]) AND due_at <= $2"
     args: list[Any] = [_states(states), now]
     if model is not None:
-        args.append(model.value)
+        args.append(model)
         sql += f" AND model = ${len(args)}"
     args.append(limit)
     # SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for.

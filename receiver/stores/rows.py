@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from receiver.models import FINAL_STATES, Job, JobState, Model, epoch
+from receiver.models import FINAL_STATES, Job, JobState, epoch
 from receiver.stores.base import Delivery, DeliveryState, StoreFigures
 
 DELIVERY_COLUMNS = "event_id, sink, state, attempts, next_at, last_error, delivered_at"
@@ -33,7 +33,7 @@ def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None, floa
     submitting_until = job.submitting_until if job.state is JobState.CREATED else None
     return (
         job.state.value,
-        job.request.model.value,
+        job.request.model,
         job.version,
         job.idempotency_key,
         job.due_at,
@@ -56,9 +56,9 @@ def figures_from_rows(jobs: Iterable[Any], outbox: Iterable[Any]) -> StoreFigure
     )
 
 
-def active_upstream(rows: Iterable[Any]) -> Counter[Model]:
+def active_upstream(rows: Iterable[Any]) -> Counter[str]:
     """`UPSTREAM_SLOTS` rows as counts per model."""
-    return Counter({Model(model): int(count) for model, count in rows})
+    return Counter({str(model): int(count) for model, count in rows})
 
 
 def job_doc(job: Job) -> str:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from receiver.blobs import BlobStore
+from receiver.catalog import CATALOG, Catalog
 from receiver.errors import ReceiverError
 from receiver.services import Clock, open_services
 from receiver.settings import Settings
@@ -22,6 +23,8 @@ from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
 from receiver.web.limits import RequestLimits
+from receiver.web.openapi import OPENAPI, build_openapi
+from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.worker.runner import release_claims, run_workers
 from receiver.worker.scheduler import Scheduler
 
@@ -54,6 +57,7 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.time,
     workers: bool = True,
+    catalog: Catalog = CATALOG,
     api: bool = True,
 ) -> Starlette:
     """The receiver app. Resources not given are built from `settings`. `workers=False` serves HTTP
@@ -68,7 +72,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(
-            settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
+            settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock, catalog=catalog
         ) as svc:
             scheduler = Scheduler.for_services(svc, downloads=workers)
             app.state.services, app.state.scheduler = svc, scheduler
@@ -93,5 +97,9 @@ def create_app(
             Exception: on_unexpected_error,
         },
     )
+    # What edits are validated with, and the API description made from it: one body class per model.
+    bodies = EDIT_BODIES if catalog is CATALOG else EditBodies(catalog)
+    app.state.edit_bodies = bodies
+    app.state.openapi = OPENAPI if bodies is EDIT_BODIES else build_openapi(bodies)
     app.state.limits = RequestLimits(settings.max_uploads, settings.max_queued, settings.body_timeout_s)
     return app

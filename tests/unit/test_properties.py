@@ -17,7 +17,7 @@ from receiver.errors import ConfigError, DownloadError, InvalidRequest, Receiver
 from receiver.hosts import check_resolved, check_sample_url, parse_patterns
 from receiver.lifecycle import Policy
 from receiver.models import FINAL_STATES, EditRequest, ImageInfo, Job, JobState, Transition, Via
-from receiver.web.schemas import JobQuery, JobsQuery, parse_edit_body, validate
+from receiver.web.schemas import EDIT_BODIES, JobQuery, JobsQuery, validate
 
 PROPERTIES = settings(
     max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -41,6 +41,11 @@ EDIT_KEYS = [
     "safety_tolerance",
     "prompt_upsampling",
     "metadata",
+    "images",
+    "width",
+    "height",
+    "steps",
+    "guidance",
 ]
 
 
@@ -69,7 +74,7 @@ def test_parse_result_raises_only_our_errors(status: int, body: Any) -> None:
 @PROPERTIES
 @given(shaped(EDIT_KEYS))
 def test_edit_validation_raises_only_invalid_request(body: Any) -> None:
-    only_our_errors(lambda: parse_edit_body(body), InvalidRequest)
+    only_our_errors(lambda: EDIT_BODIES.parse(body), InvalidRequest)
 
 
 @PROPERTIES
