@@ -18,14 +18,17 @@ from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
 from receiver.stores.base import Delivery, DeliveryState
+from receiver.stores.postgres_batch import Update, UpdateBatcher
 from receiver.stores.rows import (
     SELECT_DELIVERIES,
+    count_queries,
     delivery_from_row,
     job_columns,
     job_doc,
     job_from_doc,
     new_delivery,
 )
+from receiver.stores.urgency import is_urgent
 
 log = structlog.get_logger("receiver.stores.postgres")
 
@@ -39,6 +42,7 @@ class PostgresStore(ResourceBase):
         self.max_connections = max_connections
         self.applied: list[str] = []  # the migrations `open` applied
         self._pool: asyncpg.Pool | None = None
+        self._batcher = UpdateBatcher(lambda: self.pool, self._update_alone)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -73,9 +77,15 @@ class PostgresStore(ResourceBase):
         self._pool = pool
 
     async def aclose(self) -> None:
+        await self._batcher.aclose()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+
+    @property
+    def batches_committed(self) -> int:
+        """Transactions the group commit of updates has committed (see `postgres_batch`)."""
+        return self._batcher.committed
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -127,6 +137,11 @@ class PostgresStore(ResourceBase):
         *,
         claimed_until: float | None = None,
     ) -> tuple[Job | None, bool]:
+        """Group commit: updates arriving together share a transaction (see `postgres_batch`)."""
+        return await self._batcher.update(job_id, change, sinks, claimed_until, urgent=is_urgent())
+
+    async def _update_alone(self, update: Update) -> tuple[Job | None, bool]:
+        job_id, change = update.job_id, update.change
         async with self.pool.acquire() as conn, conn.transaction():
             # FOR UPDATE: a concurrent update of this job waits for ours, then sees its result.
             doc = await conn.fetchval("SELECT doc FROM jobs WHERE id = $1 FOR UPDATE", job_id)
@@ -136,9 +151,8 @@ class PostgresStore(ResourceBase):
             transition = change(job)
             if transition is None:
                 return job, False
-            saved = await _save(
-                conn, transition.job, transition.event, sinks, transition.drop_input, claimed_until
-            )
+            event, drop = transition.event, transition.drop_input
+            saved = await _save(conn, transition.job, event, update.sinks, drop, update.claimed_until)
             return (saved, True) if saved is not None else (job, False)
 
     async def claim(
@@ -165,12 +179,15 @@ class PostgresStore(ResourceBase):
         return claimed
 
     async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
-        sql = "SELECT count(*) FROM jobs WHERE state = ANY($1::text[])"
-        args: list[Any] = [_states(states)]
-        if model is not None:
-            args.append(model.value)
-            sql += " AND model = $2"
-        return int(await self.pool.fetchval(sql, *args))
+        total = 0
+        for select, part in count_queries(states):
+            sql = select + " state = ANY($1::text[])"
+            args: list[Any] = [part]
+            if model is not None:
+                args.append(model.value)
+                sql += " AND model = $2"
+            total += int(await self.pool.fetchval(sql, *args))
+        return total
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
