@@ -16,7 +16,7 @@ from typing import Any
 from tests.bench.context import Context
 from tests.bench.drive import DownloadBaseline, Load
 from tests.bench.launch import ROOT, Receiver
-from tests.bench.proc_info import memory_kib
+from tests.bench.proc_info import memory_kib, tree_cpu_seconds
 from tests.bench.procs import PYTHON, python_env
 from tests.bench.report import Figure, ratio
 from tests.bench.samples import ONE_MIB, TINY, TWENTY_MIB
@@ -75,7 +75,7 @@ def download_baseline(ctx: Context) -> DownloadBaseline:
     if code != 0:
         raise RuntimeError(f"download baseline failed ({code}):\n{proc.tail()}")
     raw = json.loads(out.read_text())
-    detail = {k: raw[k] for k in ("bytes", "count", "concurrency", "elapsed_s")}
+    detail = {k: raw[k] for k in ("bytes", "count", "concurrency", "elapsed_s", "cpu_ms_per_download")}
     detail["sequential_ms"] = summary_ms(raw["sequential_s"])
     ctx.progress("download-baseline", f"{raw['rate']:.0f} downloads/s of {raw['bytes']:,} bytes")
     ctx.download = DownloadBaseline(raw["rate"], raw["sequential_s"], detail)
@@ -99,9 +99,12 @@ def completions(
     else:
         receiver, jobs = ctx.seeded_receiver(name, plan.completions)
     targets = ctx.targets(ONE_MIB, jobs[: plan.completions])
+    cpu_before = tree_cpu_seconds(receiver.proc.pid)
     load = burst(ctx, name, receiver, targets, plan.completions_concurrency)
+    cpu_s = tree_cpu_seconds(receiver.proc.pid) - cpu_before
     ctx.procs.stop(receiver.proc)
     rate, detail = completion_rate(load)
+    detail |= {"receiver_cpu_s": round(cpu_s, 3), "cpu_ms_per_edit": cpu_s * 1e3 / len(targets)}
     ctx.progress(name, f"{rate:.0f} completions/s ({len(targets)} x 1 MiB)")
     share = ratio(rate, baseline.rate)
     return Figure(

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from receiver.logs import configure_logging
-from tests.bench import ack, completions, postgres, upstream
+from tests.bench import ack, completions, postgres, store_size, upstream
 from tests.bench.context import Context
 from tests.bench.launch import start_result_server
 from tests.bench.plan import Plan
@@ -44,6 +44,8 @@ def scenarios() -> list[tuple[str, Scenario]]:
         ("5 upstream (figures 5 and 6)", upstream.upstream),
         ("7 peak memory", lambda ctx: [completions.peak_memory(ctx)]),
         ("8 postgres", postgres.postgres),
+        ("9 settled store", store_size.settled_store),
+        ("10 cpu per edit", store_size.cpu_per_edit),
     ]
 
 
@@ -68,7 +70,9 @@ def run(
                     continue
                 ctx.progress(name, "starting")
                 try:
-                    figures.extend(scenario(ctx))
+                    measured = scenario(ctx)
+                    figures.extend(measured)
+                    ctx.figures.update((figure.key, figure) for figure in measured)
                 except Exception as exc:
                     failed.append(f"{name}: {exc}")
                     ctx.progress(name, f"FAILED: {exc}")

@@ -35,6 +35,8 @@ class Plan:
     max_active: int = 24  # BFL's limit of active tasks, for the receiver and the polling loops alike
     # 7: peak memory with large samples
     big_samples: int = 50
+    # 9: settled jobs already in the store (built once, cached; see tests.bench.settled)
+    settled_jobs: int = 1_000_000
 
     @property
     def latency_jobs(self) -> int:
@@ -59,4 +61,5 @@ QUICK = Plan(
     edit_min_s=1.0,
     edit_max_s=3.0,
     big_samples=50,
+    settled_jobs=100_000,
 )

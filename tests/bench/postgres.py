@@ -21,7 +21,7 @@ from tests.bench.seed import SeededJob, insert_jobs, make_jobs
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-async def _reachable() -> str | None:
+async def reachable() -> str | None:
     try:
         conn = await asyncpg.connect(DSN, timeout=3)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -71,7 +71,7 @@ def redis_row() -> Figure:
 
 
 def postgres(ctx: Context) -> list[Figure]:
-    problem = asyncio.run(_reachable())
+    problem = asyncio.run(reachable())
     if problem is not None:
         ctx.progress("postgres", f"skipped: PostgreSQL unreachable at {DSN} ({problem})")
         skipped = f"skipped: PostgreSQL unreachable ({problem})"
