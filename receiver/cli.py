@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the receiver (HTTP app, worker, reconciler)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--processes",
+        type=_positive,
+        help="processes to run: 1 does everything in one; N >= 2 are web and worker processes "
+        "(default: the cores the CPU affinity and the container's CPU quota allow)",
+    )
     serve.set_defaults(run=_serve)
 
     sim = commands.add_parser("sim", help="run the BFL API simulator alone")
@@ -95,13 +101,27 @@ def _demo(args: argparse.Namespace) -> int:
     return anyio.run(run_demo, args.data, sys.stdout, Progress())
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from receiver.web.server import serve
+    from receiver.processes.cores import usable_cores
 
     settings = Settings.from_env().check()
     configure_logging(settings.log_level, settings.log_json)
-    serve(settings, args.host, args.port)
-    return 0
+    processes = args.processes or usable_cores()
+    if processes == 1:
+        from receiver.web.server import serve
+
+        serve(settings, args.host, args.port)
+        return 0
+    from receiver.processes.supervisor import supervise
+
+    return supervise(settings, args.host, args.port, processes)
 
 
 def _sim(args: argparse.Namespace) -> int:

@@ -116,7 +116,7 @@ class SQLiteStore(ResourceBase):
         writer = await anyio.to_thread.run_sync(self._connect)
         writer.executescript(_SCHEMA)
         writer.executescript(_SETTLED_COUNTS)
-        self._writer = WriterThread(writer)
+        self._writer = WriterThread(writer, None if self.path == ":memory:" else f"{self.path}-writer.lock")
         # An in-memory database exists only on its one connection: there, reads queue with the writes.
         self._reader = writer if self.path == ":memory:" else await anyio.to_thread.run_sync(self._connect)
 

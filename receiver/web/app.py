@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,7 +19,8 @@ from receiver.sinks import Sink
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
-from receiver.worker.runner import release_claims, run_workers
+from receiver.worker.handover import Work
+from receiver.worker.runner import running_workers
 from receiver.worker.scheduler import Scheduler
 
 ROUTES = [
@@ -47,9 +47,11 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.time,
     workers: bool = True,
+    forward_wakeups: Callable[[tuple[Work, ...]], None] | None = None,
 ) -> Starlette:
     """The receiver app. Resources not given are built from `settings`; `workers=False` serves HTTP
-    only (the background loops run elsewhere, or a test drives them)."""
+    only (the background loops run elsewhere, or a test drives them): webhooks leave received jobs in
+    the store for them, and `forward_wakeups` tells them there is work."""
     settings.check()
 
     @asynccontextmanager
@@ -58,18 +60,15 @@ def create_app(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
         ) as svc:
             scheduler = Scheduler.for_settings(settings)
+            scheduler.forward = forward_wakeups
+            if not workers:
+                scheduler.download_slots = 0  # nothing here would download what a webhook hands over
             app.state.services, app.state.scheduler = svc, scheduler
-            async with anyio.create_task_group() as tg:
-                if workers:
-                    await tg.start(run_workers, svc, scheduler)
+            if workers:
+                async with running_workers(svc, scheduler):
+                    yield
+            else:
                 yield
-                scheduler.stop()  # (already done at the stop signal when served by ReceiverServer)
-                # Work in flight gets what is left of the grace period, counted from the stop signal;
-                # what is still running then is cancelled, and its claims released below.
-                assert scheduler.stopped_at is not None
-                tg.cancel_scope.deadline = scheduler.stopped_at + settings.shutdown_grace_s
-            with anyio.CancelScope(shield=True):
-                await release_claims(svc, scheduler)
 
     return Starlette(
         routes=ROUTES,

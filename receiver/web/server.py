@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -39,15 +40,18 @@ class ReceiverServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    app = create_app(settings)
+def server(settings: Settings, app: Starlette, **options: Any) -> ReceiverServer:
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         access_log=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
         lifespan="on",
+        **options,
     )
-    ReceiverServer(config, app).run()
+    return ReceiverServer(config, app)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """One process: the HTTP app and the background work (`receiver.processes` runs several)."""
+    server(settings, create_app(settings), host=host, port=port).run()

@@ -8,7 +8,10 @@ once instead of waiting out its lease.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 import anyio.abc
@@ -28,10 +31,31 @@ log = structlog.get_logger("receiver.runner")
 IDLE_S = 1.0  # how long a loop with nothing to do waits before looking at the store again
 
 
+@asynccontextmanager
+async def running_workers(svc: Services, sched: Scheduler, *, submit: bool = True) -> AsyncIterator[None]:
+    """The background loops run while the block does; then they stop, the work in flight gets what is
+    left of the grace period (counted from the stop signal), and what is still held is released."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(partial(run_workers, submit=submit), svc, sched)
+        yield
+        sched.stop()  # (already done at the stop signal when served by ReceiverServer)
+        # What is still running at the deadline is cancelled, and its claims released below.
+        assert sched.stopped_at is not None
+        left = svc.settings.shutdown_grace_s - (time.monotonic() - sched.stopped_at)
+        tg.cancel_scope.deadline = anyio.current_time() + max(0.0, left)
+    with anyio.CancelScope(shield=True):
+        await release_claims(svc, sched)
+
+
 async def run_workers(
-    svc: Services, sched: Scheduler, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    svc: Services,
+    sched: Scheduler,
+    *,
+    submit: bool = True,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run until `sched.stop()`, then until the work in flight is done."""
+    """Run until `sched.stop()`, then until the work in flight is done. Without `submit`, the loop that
+    submits queued edits to BFL runs elsewhere (it alone keeps the active-task limits)."""
     async with anyio.create_task_group() as work:
         submitter = Submitter(svc, sched, work)
         fetch_slots = anyio.Semaphore(svc.settings.download_concurrency)
@@ -60,7 +84,8 @@ async def run_workers(
         }
         async with anyio.create_task_group() as loops:
             for name, step in steps.items():
-                loops.start_soon(_loop, sched, name, step)
+                if submit or name is not Work.SUBMIT:
+                    loops.start_soon(_loop, sched, name, step)
             task_status.started()
     log.info("worker.stopped")
 

@@ -421,6 +421,21 @@ class TestSQLiteStore(StoreContract):
             assert await store.legacy_input(job.id) is None
             assert await store.insert(rich_job()) == rich_job()
 
+    async def test_two_stores_on_one_file_serialize_their_updates(self, tmp_path: Path) -> None:
+        """As the processes of a multi-process `serve` do: each its own writer, one database file."""
+        path = str(tmp_path / "receiver.db")
+        async with SQLiteStore(path) as a, SQLiteStore(path) as b:
+            await a.insert(make_job("job-1"))
+
+            def attempt(job: Job) -> Transition:
+                return Transition(dataclasses.replace(job, attempts=job.attempts + 1))
+
+            async with anyio.create_task_group() as tg:
+                for n in range(40):
+                    tg.start_soon((a if n % 2 else b).update, "job-1", attempt)
+            job = await b.get("job-1")
+            assert job is not None and (job.attempts, job.version) == (40, 40)
+
     async def test_a_database_from_before_settled_counts_counts_its_finished_jobs(
         self, tmp_path: Path
     ) -> None:

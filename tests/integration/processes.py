@@ -40,17 +40,19 @@ def receiver_env(sim_url: str, port: int, data: Path, **overrides: str) -> dict[
 
 
 class ReceiverProcess:
-    def __init__(self, env: Mapping[str, str], port: int, log: Path) -> None:
+    def __init__(self, env: Mapping[str, str], port: int, log: Path, processes: int = 1) -> None:
         self.env = dict(env)
         self.port = port
+        self.processes = processes
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        args = ["serve", "--port", str(self.port), "--processes", str(self.processes)]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "receiver", *args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -78,8 +80,11 @@ class ReceiverProcess:
 
 
 @contextmanager
-def receiver_process(env: Mapping[str, str], port: int, log: Path) -> Iterator[ReceiverProcess]:
-    receiver = ReceiverProcess(env, port, log)
+def receiver_process(
+    env: Mapping[str, str], port: int, log: Path, processes: int = 1
+) -> Iterator[ReceiverProcess]:
+    """`kontext-receiver serve`: one process, or a supervisor with `processes` web and worker ones."""
+    receiver = ReceiverProcess(env, port, log, processes)
     receiver.start()
     try:
         yield receiver
