@@ -94,6 +94,13 @@ class DownloadError(TransientError):
         super().__init__(message, retryable=retryable, retry_after=retry_after)
 
 
+class StorageUnavailable(TransientError):
+    """The blob store could not be read or written (unreachable, refused, or failing)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
 class SinkError(TransientError):
     """A sink did not take an event."""
 

@@ -63,6 +63,13 @@ def _at_least(value: T, minimum: float) -> T:
     return value
 
 
+def _positive(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
 def _rate(raw: str) -> float:
     value = float(raw)
     if not 0.0 <= value <= 1.0:
@@ -104,6 +111,7 @@ class Settings:
     lease_s: float = 120.0
     max_polls_per_s: float = 10.0
     shutdown_grace_s: float = 20.0
+    retention_days: float | None = None  # None: keep finished jobs and their images forever
     log_level: str = "info"
     log_json: bool = True
     demo: bool = False
@@ -136,6 +144,7 @@ class Settings:
             lease_s=env.number("RECEIVER_LEASE_S", defaults.lease_s, 1.0),
             max_polls_per_s=env.number("RECEIVER_MAX_POLLS_PER_S", defaults.max_polls_per_s, 0.01),
             shutdown_grace_s=env.number("RECEIVER_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
+            retention_days=env.get("RECEIVER_RETENTION_DAYS", defaults.retention_days, _positive),
             log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),
             log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
         )

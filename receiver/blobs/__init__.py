@@ -10,6 +10,7 @@ BLOB_STORES: Registry[BlobStore] = Registry(
     {
         "file": "receiver.blobs.local:LocalBlobStore",
         "memory": "receiver.blobs.memory:MemoryBlobStore",
+        "s3": "receiver.blobs.s3:S3BlobStore",
     },
 )
 blobs_from_url = BLOB_STORES.from_url

@@ -36,8 +36,9 @@ class BlobStore(Resource, Protocol):
         blob under `key` is left as it was. The digest is taken as the bytes are written (off the event
         loop where the backend writes in a thread)."""
 
-    def read(self, key: str) -> AsyncIterator[bytes]:
-        """The blob's bytes in chunks; `receiver.errors.NotFound` if there is none."""
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The blob's bytes from `start` up to `end` (exclusive; None: to the end) in chunks;
+        `receiver.errors.NotFound` if there is none. The range must lie within the blob."""
         ...
 
     async def delete(self, keys: Collection[str]) -> None:

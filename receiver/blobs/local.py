@@ -113,13 +113,17 @@ class LocalBlobStore(ResourceBase):
         await anyio.to_thread.run_sync(_finish, temp, fd, pending, digest, final)
         return StoredBlob(final.as_uri(), digest.hexdigest(), written + size)
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         try:
             source = await anyio.open_file(self.path_of(key), "rb")
         except FileNotFoundError:
             raise NotFound(f"no blob {key!r}") from None
         async with source:
-            while chunk := await source.read(_READ_CHUNK):
+            if start:
+                await source.seek(start)
+            left = float("inf") if end is None else end - start
+            while left > 0 and (chunk := await source.read(int(min(_READ_CHUNK, left)))):
+                left -= len(chunk)
                 yield chunk
 
     async def delete(self, keys: Collection[str]) -> None:

@@ -19,10 +19,10 @@ class MemoryBlobStore(ResourceBase):
         self.blobs[key] = (data, content_type)
         return StoredBlob(f"memory://{key}", hashlib.sha256(data).hexdigest(), len(data))
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         if key not in self.blobs:
             raise NotFound(f"no blob {key!r}")
-        yield self.blobs[key][0]
+        yield self.blobs[key][0][start:end]
 
     async def delete(self, keys: Collection[str]) -> None:
         for key in keys:

@@ -101,3 +101,10 @@ class Store(Resource, Protocol):
 
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
         """Make the event due again for every sink; return how many deliveries were reset."""
+
+    async def expired_jobs(self, before: float, limit: int) -> list[Job]:
+        """Up to `limit` jobs created before `before` that are done with: in a final state, and with no
+        delivery still pending (delivered or dead-lettered). Oldest first."""
+
+    async def delete_jobs(self, job_ids: Collection[str]) -> int:
+        """Delete these jobs with their events, deliveries and any legacy input; return how many."""

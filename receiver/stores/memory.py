@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Collection, Sequence
 
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import FINAL_STATES, Event, Job, JobState, Model, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Delivery, DeliveryState
 
@@ -154,3 +154,22 @@ class MemoryStore(ResourceBase):
         for sink in sinks:
             self._deliveries[event_id, sink] = Delivery(event_id, sink, next_at=now)
         return len(sinks)
+
+    async def expired_jobs(self, before: float, limit: int) -> list[Job]:
+        pending = {d.event_id for d in self._deliveries.values() if d.state is DeliveryState.PENDING}
+        done = [
+            job
+            for job in self._jobs.values()
+            if job.created_at < before and job.state in FINAL_STATES and job.id not in pending
+        ]
+        return sorted(done, key=lambda job: (job.created_at, job.id))[:limit]
+
+    async def delete_jobs(self, job_ids: Collection[str]) -> int:
+        deleted = [self._jobs.pop(job_id) for job_id in job_ids if job_id in self._jobs]
+        for job in deleted:
+            self._events.pop(job.id, None)
+            if job.idempotency_key is not None:
+                self._keys.pop(job.idempotency_key, None)
+        gone = {job.id for job in deleted}
+        self._deliveries = {key: d for key, d in self._deliveries.items() if d.event_id not in gone}
+        return len(deleted)

@@ -20,6 +20,8 @@ from receiver.stores import migrations
 from receiver.stores.base import Delivery, DeliveryState
 from receiver.stores.postgres_batch import Update, UpdateBatcher
 from receiver.stores.rows import (
+    FINAL_STATE_NAMES,
+    JOB_TABLES,
     SELECT_DELIVERIES,
     count_queries,
     delivery_from_row,
@@ -264,6 +266,26 @@ class PostgresStore(ResourceBase):
                 [(event_id, sink, DeliveryState.PENDING.value, now) for sink in sinks],
             )
         return len(sinks)
+
+    async def expired_jobs(self, before: float, limit: int) -> list[Job]:
+        rows = await self.pool.fetch(
+            "SELECT doc FROM jobs WHERE created_at < $1 AND state = ANY($2::text[]) AND NOT EXISTS"
+            " (SELECT 1 FROM deliveries WHERE event_id = jobs.id AND state = $3)"
+            " ORDER BY created_at, id LIMIT $4",
+            before,
+            FINAL_STATE_NAMES,
+            DeliveryState.PENDING.value,
+            limit,
+        )
+        return [job_from_doc(row["doc"]) for row in rows]
+
+    async def delete_jobs(self, job_ids: Collection[str]) -> int:
+        ids = list(job_ids)
+        status = "DELETE 0"
+        async with self.pool.acquire() as conn, conn.transaction():
+            for table, column in JOB_TABLES:
+                status = await conn.execute(f"DELETE FROM {table} WHERE {column} = ANY($1::text[])", ids)  # noqa: S608
+        return int(status.split()[-1])
 
 
 async def _save(

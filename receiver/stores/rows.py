@@ -6,7 +6,7 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from receiver.models import Job, JobState
+from receiver.models import FINAL_STATES, Job, JobState
 from receiver.stores.base import Delivery, DeliveryState
 
 # States a job never leaves, where jobs pile up: the stores count them from a table of counters (kept
@@ -36,6 +36,9 @@ def count_queries(states: Collection[JobState]) -> list[tuple[str, list[str]]]:
 
 
 DELIVERY_COLUMNS = "event_id, sink, state, attempts, next_at, last_error, delivered_at"
+FINAL_STATE_NAMES = sorted(state.value for state in FINAL_STATES)
+# What a job leaves behind in each table, by the column naming it: deleted with the job.
+JOB_TABLES = (("deliveries", "event_id"), ("events", "id"), ("job_inputs", "job_id"), ("jobs", "id"))
 SELECT_DELIVERIES = f"SELECT {DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - constants only
 
 

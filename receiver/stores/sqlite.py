@@ -18,6 +18,8 @@ from receiver.resource import ResourceBase
 from receiver.stores.base import Delivery, DeliveryState
 from receiver.stores.rows import (
     DELIVERY_COLUMNS,
+    FINAL_STATE_NAMES,
+    JOB_TABLES,
     SELECT_DELIVERIES,
     count_queries,
     delivery_from_row,
@@ -338,6 +340,29 @@ class SQLiteStore(ResourceBase):
             return len(sinks)
 
         return await self._write(reset)
+
+    async def expired_jobs(self, before: float, limit: int) -> list[Job]:
+        marks = ",".join("?" * len(FINAL_STATE_NAMES))
+        rows = await self._read(
+            f"SELECT doc FROM jobs WHERE created_at < ? AND state IN ({marks}) AND NOT EXISTS"  # noqa: S608
+            " (SELECT 1 FROM deliveries WHERE event_id = jobs.id AND state = ?)"
+            " ORDER BY created_at, id LIMIT ?",
+            (before, *FINAL_STATE_NAMES, DeliveryState.PENDING.value, limit),
+            many=True,
+        )
+        return [job_from_doc(row[0]) for row in rows]
+
+    async def delete_jobs(self, job_ids: Collection[str]) -> int:
+        ids = list(job_ids)
+        marks = ",".join("?" * len(ids))
+
+        def delete(conn: sqlite3.Connection) -> int:
+            deleted = 0
+            for table, column in JOB_TABLES:
+                deleted = conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids).rowcount  # noqa: S608
+            return int(deleted)
+
+        return await self._write(delete) if ids else 0
 
 
 def _save(

@@ -21,6 +21,7 @@ from receiver.errors import (
     NotFound,
     PayloadTooLarge,
     ReceiverError,
+    StorageUnavailable,
     Unauthorized,
 )
 from receiver.services import Services
@@ -35,6 +36,7 @@ STATUS: dict[type[ReceiverError], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     InvalidRequest: 422,
+    StorageUnavailable: 503,
 }
 
 

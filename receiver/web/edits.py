@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 from receiver import lifecycle
 from receiver.bfl.validation import InputImage, parse_edit
 from receiver.blobs.inputs import store_inputs
-from receiver.errors import InvalidRequest, Problem
+from receiver.errors import InvalidRequest, Problem, StorageUnavailable
 from receiver.models import EditRequest, Model, StoredInput
 from receiver.services import Services
 from receiver.web.common import handover, parse_json, read_body, require_token, services
@@ -135,5 +135,9 @@ async def create_edit(request: Request) -> JSONResponse:
 
 
 async def _discard(svc: Services, inputs: tuple[StoredInput, ...]) -> None:
+    """Remove input images no job refers to; should that fail, they are only unused objects."""
     with anyio.CancelScope(shield=True):
-        await svc.blobs.delete([item.key for item in inputs])
+        try:
+            await svc.blobs.delete([item.key for item in inputs])
+        except (OSError, StorageUnavailable) as exc:
+            log.warning("job.inputs_not_removed", keys=[item.key for item in inputs], error=str(exc))

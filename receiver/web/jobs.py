@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from receiver.blobs import image_key
 from receiver.errors import Conflict, InvalidRequest, NotFound, Problem
 from receiver.models import FINAL_STATES, Job, JobState
 from receiver.web.common import handover, require_token, services
+from receiver.web.ranges import RangeNotSatisfiable, byte_range
 from receiver.web.views import job_view
 from receiver.worker.handover import Work
 
@@ -52,7 +53,7 @@ async def list_jobs(request: Request) -> JSONResponse:
     return JSONResponse({"jobs": [job_view(job) for job in jobs], "limit": limit, "offset": offset})
 
 
-async def get_image(request: Request) -> StreamingResponse:
+async def get_image(request: Request) -> Response:
     require_token(request)
     job = await _job(request)
     if job.image is None:
@@ -62,7 +63,7 @@ async def get_image(request: Request) -> StreamingResponse:
     return await _blob_response(request, key, image.content_type, image.bytes, image.sha256)
 
 
-async def get_input(request: Request) -> StreamingResponse:
+async def get_input(request: Request) -> Response:
     """An input image of the job: `?index=N` picks one of several (from 0, the default)."""
     require_token(request)
     job = await _job(request)
@@ -107,15 +108,21 @@ def _number(request: Request, name: str, default: float, low: float, high: float
     return value
 
 
-async def _blob_response(
-    request: Request, key: str, content_type: str, size: int, sha256: str
-) -> StreamingResponse:
-    chunks = services(request).blobs.read(key)
+async def _blob_response(request: Request, key: str, content_type: str, size: int, sha256: str) -> Response:
+    """The blob, or the one byte range the request asks for (206), streamed from the blob store."""
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha256}"'}
+    try:
+        wanted = byte_range(request.headers.get("range"), size)
+    except RangeNotSatisfiable:
+        return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{size}"})
+    start, end = wanted or (0, size)
+    chunks = services(request).blobs.read(key, start, end if wanted else None)
     first = await anext(chunks, b"")  # raises NotFound before the response starts
+    headers["Content-Length"] = str(end - start)
+    if wanted:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     return StreamingResponse(
-        _prepend(first, chunks),
-        media_type=content_type,
-        headers={"Content-Length": str(size), "ETag": f'"{sha256}"'},
+        _prepend(first, chunks), status_code=206 if wanted else 200, media_type=content_type, headers=headers
     )
 
 

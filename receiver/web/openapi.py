@@ -22,6 +22,18 @@ _JOB = {
 }
 _ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _AUTHED = {"401": _error("Missing or invalid bearer token"), "404": _error("No such job")}
+_RANGE = {
+    "name": "Range",
+    "in": "header",
+    "schema": {"type": "string"},
+    "description": "one byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`",
+}
+_IMAGE = {
+    "200": {"description": "The image", "content": {"image/*": {}}},
+    "206": {"description": "The byte range asked for (Content-Range)", "content": {"image/*": {}}},
+    "416": {"description": "The range starts past the end of the image"},
+    "503": _error("The blob store is unavailable"),
+}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -112,6 +124,7 @@ OPENAPI: dict[str, Any] = {
                     "401": _error("Missing or invalid bearer token"),
                     "413": _error("Body over 28 MiB"),
                     "422": _error("Invalid fields, in BFL's {detail: [{loc, msg, type}]} shape"),
+                    "503": _error("The blob store could not take the input image; nothing was stored"),
                 },
             }
         },
@@ -142,9 +155,9 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/jobs/{job_id}/image": {
             "get": {
-                "summary": "The stored result image",
-                "parameters": _ID,
-                "responses": {"200": {"description": "The image", "content": {"image/*": {}}}} | _AUTHED,
+                "summary": "The stored result image (ETag: its sha256)",
+                "parameters": [*_ID, _RANGE],
+                "responses": _IMAGE | _AUTHED,
             }
         },
         "/v1/jobs/{job_id}/input": {
@@ -157,12 +170,9 @@ OPENAPI: dict[str, Any] = {
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 0, "default": 0},
                     },
+                    _RANGE,
                 ],
-                "responses": {
-                    "200": {"description": "The image", "content": {"image/*": {}}},
-                    "422": _error("index is not one of the job's input images"),
-                }
-                | _AUTHED,
+                "responses": _IMAGE | {"422": _error("index is not one of the job's input images")} | _AUTHED,
             }
         },
         "/v1/jobs/{job_id}/redeliver": {

@@ -1,4 +1,4 @@
-"""Runs the background loops: submit, fetch, reconcile, publish.
+"""Runs the background loops: submit, fetch, reconcile, publish (and retention, when configured).
 
 On stop, the loops take no new work; what is in flight finishes (the caller bounds how long), and
 whatever is still claimed afterwards is released, so another replica or the next start resumes it at
@@ -23,6 +23,7 @@ from receiver.worker.handover import Work
 from receiver.worker.pipeline import claim_received, fetch_and_store
 from receiver.worker.publisher import publish_due
 from receiver.worker.reconciler import reconcile_due
+from receiver.worker.retention import run_retention
 from receiver.worker.scheduler import Scheduler
 from receiver.worker.submitter import Submitter
 
@@ -86,6 +87,8 @@ async def run_workers(
             for name, step in steps.items():
                 if submit or name is not Work.SUBMIT:
                     loops.start_soon(_loop, sched, name, step)
+            if svc.settings.retention_days is not None:
+                loops.start_soon(run_retention, svc, sched, svc.settings.retention_days)
             task_status.started()
     log.info("worker.stopped")
 

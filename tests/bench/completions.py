@@ -1,4 +1,5 @@
-"""Figures 3, 4 and 7: from webhook to image stored and event in the sink file.
+"""Figures 3, 4 and 7: from webhook to image stored and event in the sink file (3s and 7s: the same
+with the images in S3, see `tests.bench.s3`).
 
 3: N webhooks sent as fast as they are accepted; completions per second from the first send until
    the last of the N events is in the sink. Baseline: plain httpx downloading the same file N times
@@ -89,15 +90,18 @@ def completions(
     store_url: str | None = None,
     jobs: list[SeededJob] | None = None,
     label: str = "SQLite store, file sink",
+    name: str | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Figure:
-    """Figure 3 (and 8b with `store_url` naming a PostgreSQL schema whose jobs are `jobs`)."""
+    """Figure 3 (and 8b with `store_url` naming a PostgreSQL schema whose jobs are `jobs`; 3s with
+    `settings` naming an S3 blob store)."""
     plan = ctx.plan
     baseline = download_baseline(ctx)
-    name = f"completions-{'postgres' if store_url else 'sqlite'}"
+    name = name or f"completions-{'postgres' if store_url else 'sqlite'}"
     if store_url is not None and jobs is not None:
-        receiver = ctx.receiver(name, store_url)
+        receiver = ctx.receiver(name, store_url, **(settings or {}))
     else:
-        receiver, jobs = ctx.seeded_receiver(name, plan.completions)
+        receiver, jobs = ctx.seeded_receiver(name, plan.completions, **(settings or {}))
     targets = ctx.targets(ONE_MIB, jobs[: plan.completions])
     cpu_before = tree_cpu_seconds(receiver.proc.pid)
     load = burst(ctx, name, receiver, targets, plan.completions_concurrency)
@@ -188,32 +192,41 @@ def end_to_end(ctx: Context) -> list[Figure]:
     ]
 
 
-def peak_memory(ctx: Context) -> Figure:
-    """Figure 7: peak RSS (VmHWM) with 50 x 20 MiB downloads in flight, over the idle receiver's RSS."""
+def peak_memory(
+    ctx: Context,
+    *,
+    key: str = "7",
+    label: str = "",
+    name: str = "memory",
+    settings: dict[str, str] | None = None,
+) -> Figure:
+    """Figure 7: peak RSS (VmHWM) with 50 x 20 MiB downloads in flight, over the idle receiver's RSS
+    (7s with `settings` naming an S3 blob store)."""
     plan = ctx.plan
     receiver, jobs = ctx.seeded_receiver(
-        "memory",
+        name,
         plan.big_samples + 3,
         RECEIVER_DOWNLOAD_CONCURRENCY=str(plan.big_samples),
         RECEIVER_MAX_SAMPLE_BYTES=str(64 * 1024 * 1024),
+        **(settings or {}),
     )
     warm, big = jobs[:3], jobs[3:]
     # Warm-up: one of each sample, so every code path (and library) a download uses has run.
-    for job, name in zip(warm, (TINY, ONE_MIB, TWENTY_MIB), strict=True):
-        burst(ctx, "memory-warmup", receiver, ctx.targets(name, [job]), 1)
+    for job, sample_name in zip(warm, (TINY, ONE_MIB, TWENTY_MIB), strict=True):
+        burst(ctx, f"{name}-warmup", receiver, ctx.targets(sample_name, [job]), 1)
     time.sleep(1.0)
     idle_kib = memory_kib(receiver.proc.pid, "VmRSS")
     hwm_before_kib = memory_kib(receiver.proc.pid, "VmHWM")
-    load = burst(ctx, "memory", receiver, ctx.targets(TWENTY_MIB, big), len(big))
+    load = burst(ctx, name, receiver, ctx.targets(TWENTY_MIB, big), len(big))
     peak_kib = memory_kib(receiver.proc.pid, "VmHWM")
     after_kib = memory_kib(receiver.proc.pid, "VmRSS")
     ctx.procs.stop(receiver.proc)
     above_mb = (peak_kib - idle_kib) * 1024 / 1e6
     sample = ctx.samples[TWENTY_MIB]
-    ctx.progress("memory", f"idle {idle_kib / 1024:.0f} MiB, peak {peak_kib / 1024:.0f} MiB")
+    ctx.progress(name, f"idle {idle_kib / 1024:.0f} MiB, peak {peak_kib / 1024:.0f} MiB")
     return Figure(
-        "7",
-        f"peak RSS above idle, {len(big)} x {sample.bytes / 2**20:.0f} MiB PNG at once",
+        key,
+        f"peak RSS above idle, {len(big)} x {sample.bytes / 2**20:.0f} MiB PNG at once{label}",
         above_mb,
         "MB",
         idle_kib * 1024 / 1e6,

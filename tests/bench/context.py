@@ -36,6 +36,7 @@ class Context:
     download: DownloadBaseline | None = None
     figures: dict[str, Figure] = field(default_factory=dict)  # what earlier scenarios measured, by key
     profile: Path | None = None  # where py-spy writes the receiver's stacks during figure 1, if asked
+    s3_endpoint: str | None = None  # moto's S3 server, started by the first S3 figure
     _runs: int = 0
 
     def progress(self, phase: str, message: str) -> None:

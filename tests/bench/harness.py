@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from receiver.logs import configure_logging
-from tests.bench import ack, completions, postgres, store_size, upstream
+from tests.bench import ack, completions, postgres, s3, store_size, upstream
 from tests.bench.context import Context
 from tests.bench.launch import start_result_server
 from tests.bench.plan import Plan
@@ -40,9 +40,11 @@ def scenarios() -> list[tuple[str, Scenario]]:
         ("1 ack throughput", lambda ctx: [ack.ack_throughput(ctx)]),
         ("2 ack latency", lambda ctx: [ack.ack_latency(ctx)]),
         ("3 completions", lambda ctx: [completions.completions(ctx)]),
+        ("3s completions, S3 blobs", lambda ctx: [s3.completions_s3(ctx)]),
         ("4 webhook to event", completions.end_to_end),
         ("5 upstream (figures 5 and 6)", upstream.upstream),
         ("7 peak memory", lambda ctx: [completions.peak_memory(ctx)]),
+        ("7s peak memory, S3 blobs", lambda ctx: [s3.peak_memory_s3(ctx)]),
         ("8 postgres", postgres.postgres),
         ("9 settled store", store_size.settled_store),
         ("10 cpu per edit", store_size.cpu_per_edit),

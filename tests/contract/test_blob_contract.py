@@ -13,9 +13,11 @@ import pytest
 from receiver.blobs import BlobStore
 from receiver.blobs.local import LocalBlobStore
 from receiver.blobs.memory import MemoryBlobStore
-from receiver.errors import NotFound
+from receiver.blobs.s3 import S3BlobStore
+from receiver.errors import ConfigError, NotFound
 from receiver.models import Event
 from receiver.sinks.file import FileSink
+from tests.s3 import S3Server
 
 pytestmark = pytest.mark.anyio
 
@@ -71,6 +73,22 @@ class BlobContract:
             await blobs.put("job-1.png", stream(b"half an ", fail=True), "image/png")
         assert await read_all(blobs, "job-1.png") == b"complete image"
 
+    async def test_a_range_reads_just_those_bytes(self, blobs: BlobStore) -> None:
+        data = bytes(range(256)) * 4096  # 1 MiB, so a range spans several chunks of any backend
+        await blobs.put("job-1.png", stream(data), "image/png")
+        assert b"".join([c async for c in blobs.read("job-1.png", 1000, 700_001)]) == data[1000:700_001]
+        assert b"".join([c async for c in blobs.read("job-1.png", len(data) - 5)]) == data[-5:]
+        assert b"".join([c async for c in blobs.read("job-1.png", 0, 1)]) == data[:1]
+
+    async def test_delete_removes_and_skips_what_is_not_there(self, blobs: BlobStore) -> None:
+        await blobs.put("job-1.png", stream(b"one"), "image/png")
+        await blobs.put("job-2.png", stream(b"two"), "image/png")
+        await blobs.delete(["job-1.png", "job-404.png"])
+        with pytest.raises(NotFound):
+            await read_all(blobs, "job-1.png")
+        assert await read_all(blobs, "job-2.png") == b"two"
+        await blobs.delete([])
+
 
 class TestMemoryBlobStore(BlobContract):
     @pytest.fixture
@@ -117,6 +135,79 @@ class TestLocalBlobStore(BlobContract):
         async with LocalBlobStore(Path("images")) as blobs:
             await blobs.put("job-1.png", stream(b"image"), "image/png")
             assert await read_all(blobs, "job-1.png") == b"image"
+
+
+class TestS3BlobStore(BlobContract):
+    """Against moto's S3 server on loopback, in a bucket of each test's own."""
+
+    @pytest.fixture
+    def bucket(self, s3: S3Server) -> str:
+        return s3.new_bucket()
+
+    @pytest.fixture
+    async def blobs(self, s3: S3Server, bucket: str) -> AsyncIterator[BlobStore]:
+        async with S3BlobStore.from_url(s3.url(bucket)) as blobs:
+            yield blobs
+
+    async def test_url_is_the_object_and_the_content_type_is_kept(
+        self, s3: S3Server, bucket: str, blobs: BlobStore
+    ) -> None:
+        stored = await blobs.put("job-1.png", stream(b"\x89PNG image"), "image/png")
+        assert stored.url == f"s3://{bucket}/images/job-1.png"
+        head = s3.client.head_object(Bucket=bucket, Key="images/job-1.png")
+        assert head["ContentType"] == "image/png" and head["ContentLength"] == len(b"\x89PNG image")
+        assert s3.keys(bucket) == ["images/job-1.png"]  # the start-up probe is gone
+
+    async def test_a_large_blob_goes_up_in_parts_and_comes_back_whole(
+        self, s3: S3Server, bucket: str, blobs: BlobStore
+    ) -> None:
+        data = bytes(range(256)) * (48 * 1024)  # 12 MiB: three parts
+        stored = await blobs.put(
+            "job-1.png", stream(*(data[i : i + 65536] for i in range(0, len(data), 65536))), "image/png"
+        )
+        assert (stored.sha256, stored.size) == (hashlib.sha256(data).hexdigest(), len(data))
+        assert s3.read(bucket, "images/job-1.png") == data
+        assert s3.client.head_object(Bucket=bucket, Key="images/job-1.png")["ETag"].endswith('-3"')
+
+    async def test_a_large_stream_that_breaks_leaves_no_incomplete_upload(
+        self, s3: S3Server, bucket: str, blobs: BlobStore
+    ) -> None:
+        chunks = [bytes([n]) * 1024 * 1024 for n in range(12)]  # past two parts, then the stream breaks
+        with pytest.raises(StreamBroke):
+            await blobs.put("job-1.png", stream(*chunks, fail=True), "image/png")
+        assert s3.keys(bucket) == [] and s3.incomplete_uploads(bucket) == []
+
+    async def test_a_cancelled_upload_leaves_nothing(
+        self, s3: S3Server, bucket: str, blobs: BlobStore
+    ) -> None:
+        started = anyio.Event()
+
+        async def endless() -> AsyncIterator[bytes]:
+            for n in range(100):
+                if n == 8:
+                    started.set()
+                yield b"x" * 1024 * 1024
+            await anyio.sleep_forever()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(blobs.put, "job-1.png", endless(), "image/png")
+            await started.wait()
+            tasks.cancel_scope.cancel()
+        assert s3.keys(bucket) == [] and s3.incomplete_uploads(bucket) == []
+
+    async def test_start_up_fails_clearly_without_the_bucket(self, s3: S3Server) -> None:
+        with pytest.raises(ConfigError, match=r"not writable.*the bucket must exist"):
+            async with S3BlobStore.from_url(s3.url("no-such-bucket")):
+                pass
+
+    async def test_start_up_fails_clearly_with_half_a_credential(
+        self, s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "only-half-a-credential")
+        with pytest.raises(ConfigError, match=f"s3://{bucket}/images"):
+            async with S3BlobStore.from_url(s3.url(bucket)):
+                pass
 
 
 # --- the file sink -----------------------------------------------------------------------------------------

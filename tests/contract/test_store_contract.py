@@ -129,6 +129,39 @@ class StoreContract:
         assert await store.save(make_job("ghost")) is None
         assert await store.get("ghost") is None
 
+    # --- retention ----------------------------------------------------------------------------------
+
+    async def settle(self, store: Store, job_id: str, state: DeliveryState) -> None:
+        """Every delivery of the job's event delivered (or dead-lettered)."""
+        for delivery in await store.deliveries(job_id):
+            settled = dataclasses.replace(delivery, state=state, attempts=delivery.attempts + 1)
+            assert await store.save_delivery(settled, expected_attempts=delivery.attempts)
+
+    async def test_expired_jobs_are_old_final_and_delivered_oldest_first(self, store: Store) -> None:
+        for n, state in enumerate([DeliveryState.DELIVERED, DeliveryState.DEAD, DeliveryState.DELIVERED]):
+            await self.finished(store, f"old-{n}", created_at=T0 + n)
+            await self.settle(store, f"old-{n}", state)
+        await self.finished(store, "old-pending", created_at=T0)  # its event is still to be delivered
+        await store.insert(make_job("old-created", T0))  # still in flight
+        await self.finished(store, "new", created_at=T0 + 100)
+        await self.settle(store, "new", DeliveryState.DELIVERED)
+        assert [job.id for job in await store.expired_jobs(T0 + 50, 10)] == ["old-0", "old-1", "old-2"]
+        assert [job.id for job in await store.expired_jobs(T0 + 50, 2)] == ["old-0", "old-1"]
+        assert [job.id for job in await store.expired_jobs(T0 + 1, 10)] == ["old-0"]
+
+    async def test_delete_jobs_takes_their_events_and_deliveries_with_them(self, store: Store) -> None:
+        await self.finished(store, "job-1")
+        await self.finished(store, "job-2")
+        first = await store.insert(make_job("job-3", idempotency_key="key-3"))
+        assert await store.delete_jobs(["job-1", "job-3", "ghost"]) == 2
+        assert await store.get("job-1") is None and await store.event("job-1") is None
+        assert await store.deliveries("job-1") == []
+        assert await store.get("job-3") is None
+        assert await store.get("job-2") is not None and len(await store.deliveries("job-2")) == len(SINKS)
+        again = await store.insert(make_job("job-4", idempotency_key="key-3"))  # the key is free again
+        assert again.id == "job-4" != first.id
+        assert await store.delete_jobs([]) == 0
+
     # --- events and deliveries ----------------------------------------------------------------------
 
     async def test_save_with_an_event_writes_it_and_one_delivery_per_sink(self, store: Store) -> None:

@@ -44,6 +44,7 @@ def config_error(read: Any, environ: dict[str, str]) -> str:
         ("give_up_after_s", 1800.0),
         ("max_sample_bytes", 52_428_800),
         ("max_active", 24),
+        ("retention_days", None),
         ("demo", False),
     ],
 )
@@ -70,6 +71,7 @@ def test_values_are_parsed_from_the_given_mapping() -> None:
             "RECEIVER_GIVE_UP_AFTER_S": "600",
             "RECEIVER_MAX_SAMPLE_BYTES": "1048576",
             "RECEIVER_MAX_ACTIVE": "3",
+            "RECEIVER_RETENTION_DAYS": "30",
             "RECEIVER_LOG_LEVEL": "DEBUG",
             "RECEIVER_LOG_JSON": "off",
         }
@@ -89,6 +91,7 @@ def test_values_are_parsed_from_the_given_mapping() -> None:
         give_up_after_s=600.0,
         max_sample_bytes=1_048_576,
         max_active=3,
+        retention_days=30.0,
         log_level="debug",
         log_json=False,
     )
@@ -105,6 +108,10 @@ def test_values_are_parsed_from_the_given_mapping() -> None:
         ("RECEIVER_MAX_ACTIVE", "0"),
         ("RECEIVER_DOWNLOAD_TIMEOUT_S", "0"),
         ("RECEIVER_LOG_JSON", "maybe"),
+        ("RECEIVER_RETENTION_DAYS", "0"),
+        ("RECEIVER_RETENTION_DAYS", "-7"),
+        ("RECEIVER_RETENTION_DAYS", "forever"),
+        ("RECEIVER_RETENTION_DAYS", "inf"),
     ],
 )
 def test_bad_value_is_a_config_error_naming_the_variable(name: str, value: str) -> None:
