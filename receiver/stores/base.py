@@ -73,7 +73,11 @@ class Store(Resource, Protocol):
         """Take up to `limit` due jobs in `states` (and of `model`), earliest first, each saved as
         `job.claimed(now, lease_s)`. A job another worker holds is not due, so it is never taken twice."""
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int: ...
+    async def count(
+        self, states: Collection[JobState], model: Model | None = None, *, at_most: int | None = None
+    ) -> int:
+        """How many jobs are in `states` (and of `model`); with `at_most`, counted no further than that,
+        so the answer costs no more however many there are."""
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0

@@ -93,12 +93,15 @@ class MemoryStore(ResourceBase):
         self._jobs.update((job.id, job) for job in claimed)
         return claimed
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
-        return sum(
+    async def count(
+        self, states: Collection[JobState], model: Model | None = None, *, at_most: int | None = None
+    ) -> int:
+        total = sum(
             1
             for job in self._jobs.values()
             if job.state in states and (model is None or job.request.model == model)
         )
+        return total if at_most is None else min(total, at_most)
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0

@@ -180,16 +180,16 @@ class PostgresStore(ResourceBase):
                 )
         return claimed
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+    async def count(
+        self, states: Collection[JobState], model: Model | None = None, *, at_most: int | None = None
+    ) -> int:
         total = 0
-        for select, part in count_queries(states):
-            sql = select + " state = ANY($1::text[])"
-            args: list[Any] = [part]
-            if model is not None:
-                args.append(model.value)
-                sql += " AND model = $2"
-            total += int(await self.pool.fetchval(sql, *args))
-        return total
+        for select, part, bounded in count_queries(states):
+            where = "state = ANY($1::text[])" + (" AND model = $2" if model else "")
+            args: list[Any] = [part, *([model.value] if model else [])]
+            args += [at_most] if bounded else []  # NULL: no limit
+            total += int(await self.pool.fetchval(select.format(where=where, limit=f"${len(args)}"), *args))
+        return total if at_most is None else min(total, at_most)
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0

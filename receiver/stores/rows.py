@@ -23,16 +23,20 @@ def sql_list(states: Collection[JobState]) -> str:
 # The live-state condition written out: it matches the partial index `jobs_live`, and keeps even a
 # generic plan (one made blind to the parameters) on that small index.
 LIVE = sql_list(set(JobState) - SETTLED_STATES)
-COUNT_LIVE = f"SELECT count(*) FROM jobs WHERE state IN {LIVE} AND"  # noqa: S608 - constants only
-COUNT_SETTLED = "SELECT coalesce(sum(n), 0) FROM settled_counts WHERE"
+# `{where}` is the store's own condition on state and model, `{limit}` its placeholder for the most
+# worth counting (the submitter needs to know up to the active-task limit, however many there are).
+COUNT_LIVE = (
+    f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state IN {LIVE} AND {{where}} LIMIT {{limit}}) AS live"  # noqa: E501, S608 - constants only
+)
+COUNT_SETTLED = "SELECT coalesce(sum(n), 0) FROM settled_counts WHERE {where}"
 
 
-def count_queries(states: Collection[JobState]) -> list[tuple[str, list[str]]]:
-    """How to count the jobs in `states`: (a SELECT to finish with conditions on state and model, the
-    states it counts), one for the live states and one for the settled states."""
+def count_queries(states: Collection[JobState]) -> list[tuple[str, list[str], bool]]:
+    """How to count the jobs in `states`: (a SELECT to fill in, the states it counts, whether it takes
+    a limit), one for the live states and one for the settled states."""
     wanted = {JobState(state) for state in states}
-    queries = [(COUNT_LIVE, wanted - SETTLED_STATES), (COUNT_SETTLED, wanted & SETTLED_STATES)]
-    return [(select, sorted(part)) for select, part in queries if part]
+    queries = [(COUNT_LIVE, wanted - SETTLED_STATES, True), (COUNT_SETTLED, wanted & SETTLED_STATES, False)]
+    return [(select, sorted(part), bounded) for select, part, bounded in queries if part]
 
 
 DELIVERY_COLUMNS = "event_id, sink, state, attempts, next_at, last_error, delivered_at"

@@ -242,17 +242,17 @@ class SQLiteStore(ResourceBase):
 
         return await self._write(claim)
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+    async def count(
+        self, states: Collection[JobState], model: Model | None = None, *, at_most: int | None = None
+    ) -> int:
         total = 0
-        for select, part in count_queries(states):
-            sql = f"{select} state IN ({','.join('?' * len(part))})"
-            params: tuple[Any, ...] = tuple(part)
-            if model is not None:
-                sql += " AND model = ?"
-                params += (model.value,)
-            row = await self._read(sql, params)
+        for select, part, bounded in count_queries(states):
+            where = f"state IN ({','.join('?' * len(part))})" + (" AND model = ?" if model else "")
+            params: tuple[Any, ...] = (*part, *([model.value] if model else []))
+            params += (at_most if at_most is not None else -1,) if bounded else ()  # -1: no limit
+            row = await self._read(select.format(where=where, limit="?"), params)
             total += int(row[0]) if row else 0
-        return total
+        return total if at_most is None else min(total, at_most)
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0

@@ -30,10 +30,11 @@ class Submitter:
     async def step(self) -> bool:
         """Start as many submits as there are free upstream slots; True if any started."""
         svc = self.svc
-        active = await svc.store.count({JobState.SUBMITTED}) + self.in_flight.total()
-        active_max = await svc.store.count({JobState.SUBMITTED}, Model.MAX) + self.in_flight[Model.MAX]
-        free = svc.settings.max_active - active
-        free_max = min(free, svc.settings.max_active_kontext_max - active_max)
+        limit, limit_max = svc.settings.max_active, svc.settings.max_active_kontext_max
+        active = await svc.store.count({JobState.SUBMITTED}, at_most=limit) + self.in_flight.total()
+        submitted_max = await svc.store.count({JobState.SUBMITTED}, Model.MAX, at_most=limit_max)
+        free = limit - active
+        free_max = min(free, limit_max - submitted_max - self.in_flight[Model.MAX])
         if free <= 0:
             return False
         now = svc.clock()

@@ -37,7 +37,7 @@ def scenarios() -> list[tuple[str, Scenario]]:
     """The phases in order; `--only` picks them by the start of their names ("1", "5", "gen")."""
     return [
         ("0 generator ceiling", lambda ctx: [ack.generator_ceiling(ctx)]),
-        ("1 ack throughput", lambda ctx: [ack.ack_throughput(ctx)]),
+        ("1 ack throughput", ack.ack_throughputs),
         ("2 ack latency", lambda ctx: [ack.ack_latency(ctx)]),
         ("3 completions", lambda ctx: [completions.completions(ctx)]),
         ("3s completions, S3 blobs", lambda ctx: [s3.completions_s3(ctx)]),

@@ -74,9 +74,9 @@ def start_receiver(
     return Receiver(proc, port, data)
 
 
-def start_bare(procs: Processes) -> Server:
+def start_bare(procs: Processes, processes: int = 1) -> Server:
     port = free_port()
-    args = _uvicorn("tests.bench.bare:app", port)
+    args = _uvicorn("tests.bench.bare:app", port) + (["--workers", str(processes)] if processes > 1 else [])
     return Server(
         procs.start_server("bare", args, python_env(), f"http://127.0.0.1:{port}/readyz", ROOT), port
     )

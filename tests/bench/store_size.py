@@ -16,7 +16,7 @@ from typing import Any
 from tests.bench import ack, completions, postgres, settled
 from tests.bench.context import Context
 from tests.bench.launch import Receiver
-from tests.bench.report import Figure, ratio
+from tests.bench.report import Figure, ratio, relative
 from tests.bench.seed import SeededJob, insert_jobs, make_jobs
 
 TARGET = 0.9
@@ -33,23 +33,9 @@ class Backend:
 
 
 def _against_empty(ctx: Context, figure: Figure, empty_key: str, built: dict[str, Any]) -> Figure:
+    name = f"{figure.name}, {ctx.plan.settled_jobs:,} settled jobs in the store"
     empty = ctx.figures.get(empty_key)
-    baseline = empty.value if empty is not None else None
-    share = ratio(figure.value, baseline)
-    return Figure(
-        figure.key,
-        f"{figure.name}, {ctx.plan.settled_jobs:,} settled jobs in the store",
-        figure.value,
-        figure.unit,
-        baseline,
-        f"figure {empty_key}, empty store" if baseline is not None else f"figure {empty_key} not run",
-        share,
-        "full store / empty store",
-        f">= {TARGET:.0%} of the empty store",
-        None if share is None else share >= TARGET and figure.detail["receiver"]["failures"] == 0,
-        note=figure.note,
-        detail=figure.detail | {"store": built},
-    )
+    return relative(figure, name, empty, f"figure {empty_key} (empty store)", TARGET, store=built)
 
 
 def _measure(ctx: Context, backend: Backend) -> list[Figure]:

@@ -58,8 +58,8 @@ async def hot_path(store: Store) -> None:
     """What a receiver does for edits in flight, with everything a claim can find."""
     await store.insert(make_job("new"))
     await store.insert(make_job("new-max", request=EditRequest("edit", model=Model.MAX)))
-    await store.count({JobState.SUBMITTED})
-    await store.count({JobState.SUBMITTED}, Model.MAX)
+    await store.count({JobState.SUBMITTED}, at_most=24)
+    await store.count({JobState.SUBMITTED}, Model.MAX, at_most=6)
     await store.claim({JobState.CREATED}, T0, 60, 6, Model.MAX)
     await store.claim({JobState.CREATED}, T0, 60, 24, Model.PRO)
     await store.insert(make_job("sub", state=JobState.SUBMITTED, due_at=T0))

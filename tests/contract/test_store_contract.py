@@ -308,6 +308,9 @@ class StoreContract:
         assert await store.count(active, Model.PRO) == 2
         assert await store.count({JobState.PUBLISHED}, Model.PRO) == 0
         assert await store.count({JobState.FAILED}) == 0
+        assert await store.count(active, at_most=3) == 3
+        assert await store.count(active, Model.MAX, at_most=5) == 2
+        assert await store.count({*active, JobState.PUBLISHED}, at_most=4) == 4
 
     async def test_settled_jobs_are_counted_once_whichever_write_settles_them(self, store: Store) -> None:
         """The SQL stores count settled jobs from counters their triggers keep, not from the rows."""
