@@ -26,7 +26,8 @@ LIVE = sql_list(set(JobState) - SETTLED_STATES)
 # `{where}` is the store's own condition on state and model, `{limit}` its placeholder for the most
 # worth counting (the submitter needs to know up to the active-task limit, however many there are).
 COUNT_LIVE = (
-    f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state IN {LIVE} AND {{where}} LIMIT {{limit}}) AS live"  # noqa: E501, S608 - constants only
+    "SELECT count(*) FROM"  # noqa: S608 - constants only
+    f" (SELECT 1 FROM jobs WHERE state IN {LIVE} AND {{where}} LIMIT {{limit}}) AS live"
 )
 COUNT_SETTLED = "SELECT coalesce(sum(n), 0) FROM settled_counts WHERE {where}"
 

@@ -14,8 +14,8 @@ class Plan:
     ack_window_s: float = 8.0
     # Distinct jobs for one closed-loop run: the first pool, then a larger one if the receiver used
     # them all before the window ended (the run is then repeated).
-    ack_pools: tuple[int, ...] = (20_000, 100_000)
-    ack_pools_postgres: tuple[int, ...] = (10_000, 50_000)
+    ack_pools: tuple[int, ...] = (40_000, 120_000)
+    ack_pools_postgres: tuple[int, ...] = (15_000, 50_000)
     # 2: acknowledgement latency, open loop
     latency_rate: float = 500.0
     latency_warmup_s: float = 1.0
@@ -52,7 +52,7 @@ QUICK = Plan(
     quick=True,
     ack_warmup_s=1.0,
     ack_window_s=3.0,
-    ack_pools=(8_000, 40_000),
+    ack_pools=(16_000, 40_000),
     ack_pools_postgres=(4_000, 20_000),
     latency_window_s=3.0,
     completions=80,

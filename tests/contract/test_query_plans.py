@@ -54,32 +54,34 @@ def settled_rows() -> Iterator[tuple[tuple[Any, ...], tuple[str, str], list[tupl
         )
 
 
-async def hot_path(store: Store) -> None:
-    """What a receiver does for edits in flight, with everything a claim can find."""
-    await store.insert(make_job("new"))
-    await store.insert(make_job("new-max", request=EditRequest("edit", model=Model.MAX)))
+async def hot_path(store: Store, run: str = "") -> None:
+    """What a receiver does for edits in flight, with everything a claim can find (jobs named after
+    `run`, so it can be done again)."""
+    await store.insert(make_job(f"new{run}"))
+    await store.insert(make_job(f"new-max{run}", request=EditRequest("edit", model=Model.MAX)))
     await store.count({JobState.SUBMITTED}, at_most=24)
     await store.count({JobState.SUBMITTED}, Model.MAX, at_most=6)
     await store.claim({JobState.CREATED}, T0, 60, 6, Model.MAX)
     await store.claim({JobState.CREATED}, T0, 60, 24, Model.PRO)
-    await store.insert(make_job("sub", state=JobState.SUBMITTED, due_at=T0))
+    sub = f"sub{run}"
+    await store.insert(make_job(sub, state=JobState.SUBMITTED, due_at=T0))
     await store.claim({JobState.SUBMITTED}, T0 + 61, 60, 16)
-    await store.get("sub")
+    await store.get(sub)
     received = lambda job: Transition(  # noqa: E731
         dataclasses.replace(job, state=JobState.RECEIVED, due_at=T0 + 70)
     )
-    await store.update("sub", received, SINKS)
+    await store.update(sub, received, SINKS)
     await store.claim({JobState.RECEIVED}, T0 + 71, 60, 16)
     stored = lambda job: lifecycle.finish(job, JobState.STORED, T0 + 72, POLICY)  # noqa: E731
-    await store.update("sub", stored, SINKS, claimed_until=T0 + 100)
+    await store.update(sub, stored, SINKS, claimed_until=T0 + 100)
     await store.claim_deliveries(T0 + 200, 30, 10, SINKS)
-    for delivery in await store.deliveries("sub"):
+    for delivery in await store.deliveries(sub):
         done = dataclasses.replace(delivery, state=DeliveryState.DELIVERED, delivered_at=T0 + 73)
         await store.complete_delivery(
             done, expected_attempts=delivery.attempts, then=lambda job: lifecycle.published(job, T0 + 73)
         )
-    await store.event("sub")
-    await store.save_delivery(Delivery("sub", SINKS[0], attempts=9), expected_attempts=99)
+    await store.event(sub)
+    await store.save_delivery(Delivery(sub, SINKS[0], attempts=9), expected_attempts=99)
     for state in JobState:
         await store.count({state})
 
@@ -253,3 +255,18 @@ class TestPostgres:
         assert {sql: scans for sql, plan in plans.items() if (scans := full_scans(plan))} == {}
         assert {sql: rows for sql, plan in plans.items() if (rows := large_nodes(plan))} == {}
         assert await store.count({JobState.PUBLISHED}) == SETTLED + 1
+
+    async def test_the_hot_path_runs_on_statements_prepared_once(self, store: PostgresStore) -> None:
+        """asyncpg prepares each statement on first use and keeps it per connection: a second round of
+        the hot path sends no statement text to parse again."""
+
+        async def prepared() -> set[str]:
+            async with store.pool.acquire() as conn:
+                rows = await conn.fetch("SELECT statement FROM pg_prepared_statements")
+                return {row["statement"] for row in rows}
+
+        await hot_path(store, "first")
+        before = await prepared()
+        await hot_path(store, "second")
+        assert await prepared() == before
+        assert any("WITH changed AS" in sql for sql in before)  # the group commit's one write
