@@ -8,7 +8,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from receiver.bfl.sansio import Submitted, TaskReport, parse_result, parse_submit, submit_path
+from receiver.bfl.sansio import (
+    Submitted,
+    TaskReport,
+    decode_json,
+    parse_result,
+    parse_submit,
+    submit_path,
+)
 from receiver.errors import UpstreamError
 from receiver.models import Model
 from receiver.retry import parse_retry_after
@@ -53,6 +60,8 @@ class BflClient:
 
 def _json(response: httpx.Response) -> Any:
     try:
-        return response.json()
-    except ValueError:
+        return decode_json(response.content)
+    except (ValueError, UnicodeDecodeError):
+        if response.status_code == 200:  # a success we cannot read: ask again later
+            raise UpstreamError(200, "answer is not standard JSON", retryable=True) from None
         return {"detail": response.text[:500]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,19 @@ class TaskReport:
     result: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     finished_at: float | None = None
+
+
+def decode_json(content: bytes | str) -> Any:
+    """Standard JSON only, or `ValueError`: NaN and Infinity (which Python's parser takes) would be
+    stored, then fail every JSON encoder downstream; nesting past Python's limit is refused too."""
+    try:
+        return json.loads(content, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def submit_path(model: Model) -> str:
@@ -147,7 +161,7 @@ def _report(body: Mapping[str, Any], task_id: Any) -> TaskReport:
     elif report is Report.MODERATED:
         details = body.get("details")
         reasons = details.get("Moderation Reasons") if isinstance(details, Mapping) else None
-        error = {"code": "moderated", "status": status, "reasons": list(reasons or [])}
+        error = {"code": "moderated", "status": status, "reasons": _reasons(reasons)}
     return TaskReport(
         report=report,
         task_id=task_id if isinstance(task_id, str) else None,
@@ -157,6 +171,14 @@ def _report(body: Mapping[str, Any], task_id: Any) -> TaskReport:
         error=error,
         finished_at=_finished_at(body, result),
     )
+
+
+def _reasons(value: Any) -> list[str]:
+    """BFL sends a list of strings; a lone value, or a list of other things, is kept as text."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [item if isinstance(item, str) else json.dumps(item)[:200] for item in items][:20]
 
 
 def _failure_message(body: Mapping[str, Any]) -> str:

@@ -26,9 +26,9 @@ MIN_ASPECT, MAX_ASPECT = 3 / 7, 7 / 3
 MAX_WEBHOOK_URL_CHARS = 2083
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 OUTPUT_FORMATS = ("jpeg", "png")
-_ASPECT_RE = re.compile(r"^(\d{1,5}):(\d{1,5})$")
+_ASPECT_RE = re.compile(r"([0-9]{1,5}):([0-9]{1,5})")
 # base64 of MAX_IMAGE_BYTES, plus slack for line breaks: longer strings are refused before decoding.
-_MAX_BASE64_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 4096
+MAX_BASE64_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 4096
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def parse_edit(payload: Any, *, image_keys: tuple[str, ...], url_keys: tuple[str
 
 def parse_aspect_ratio(value: str) -> tuple[int, int] | None:
     """`"16:9"` as (16, 9) when well-formed and within 3:7..7:3, else None."""
-    match = _ASPECT_RE.match(value)
+    match = _ASPECT_RE.fullmatch(value)
     if not match:
         return None
     width, height = int(match[1]), int(match[2])
@@ -102,7 +102,7 @@ def parse_aspect_ratio(value: str) -> tuple[int, int] | None:
 
 def decode_image(encoded: str) -> InputImage:
     """Decode base64 and check the bytes are a JPEG, PNG or WebP within the size and pixel limits."""
-    if len(encoded) > _MAX_BASE64_CHARS:
+    if len(encoded) > MAX_BASE64_CHARS:
         raise ValueError(f"image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
     if encoded.startswith("data:"):
         raise ValueError("image must be plain base64, without a data: URI prefix")

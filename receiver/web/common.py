@@ -6,7 +6,6 @@ This is the only place where our exceptions become HTTP statuses.
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 import structlog
@@ -14,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from receiver.bfl.sansio import decode_json
 from receiver.errors import (
     BadRequest,
     Conflict,
@@ -65,18 +65,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
-    """Standard JSON only: NaN and Infinity (which Python's parser takes) would be stored, then fail
-    every JSON encoder downstream."""
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        return decode_json(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise BadRequest("body is not valid JSON: nested too deeply") from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def require_token(request: Request) -> None:

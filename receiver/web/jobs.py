@@ -9,14 +9,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from receiver.blobs import image_key
-from receiver.errors import Conflict, InvalidRequest, NotFound, Problem
-from receiver.models import FINAL_STATES, Job, JobState
+from receiver.errors import Conflict, NotFound
+from receiver.models import FINAL_STATES, Job
 from receiver.web.common import handover, require_token, services
 from receiver.web.ranges import RangeNotSatisfiable, byte_range
+from receiver.web.schemas import InputQuery, JobQuery, JobsQuery, validate
 from receiver.web.views import job_view
 from receiver.worker.handover import Work
 
-MAX_WAIT_S = 60.0
 WAIT_STEP_S = 0.25
 
 
@@ -24,9 +24,9 @@ async def get_job(request: Request) -> JSONResponse:
     """One job; with `?wait=N` the answer is held up to N seconds until the job has its outcome."""
     require_token(request)
     svc = services(request)
-    wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT_S)
+    query = validate(JobQuery, dict(request.query_params), "query")
     job = await _job(request)
-    with anyio.move_on_after(wait):
+    with anyio.move_on_after(query.wait):
         while job.state not in FINAL_STATES:
             await anyio.sleep(WAIT_STEP_S)
             job = await _job(request)
@@ -36,21 +36,13 @@ async def get_job(request: Request) -> JSONResponse:
 async def list_jobs(request: Request) -> JSONResponse:
     require_token(request)
     svc = services(request)
-    state_name = request.query_params.get("state")
-    if state_name is not None and state_name not in {s.value for s in JobState}:
-        raise InvalidRequest([Problem(("query", "state"), f"unknown state {state_name!r}", "enum")])
-    delivery = request.query_params.get("delivery")
-    if delivery not in {None, "dead"}:
-        raise InvalidRequest([Problem(("query", "delivery"), "only delivery=dead is supported", "enum")])
-    limit = int(_number(request, "limit", 50, 1, 500))
-    offset = int(_number(request, "offset", 0, 0, 10**9))
+    query = validate(JobsQuery, dict(request.query_params), "query")
     jobs = await svc.store.list_jobs(
-        state=JobState(state_name) if state_name else None,
-        dead_letter=delivery == "dead",
-        limit=limit,
-        offset=offset,
+        state=query.state, dead_letter=query.delivery == "dead", limit=query.limit, offset=query.offset
     )
-    return JSONResponse({"jobs": [job_view(job) for job in jobs], "limit": limit, "offset": offset})
+    return JSONResponse(
+        {"jobs": [job_view(job) for job in jobs], "limit": query.limit, "offset": query.offset}
+    )
 
 
 async def get_image(request: Request) -> Response:
@@ -69,7 +61,9 @@ async def get_input(request: Request) -> Response:
     job = await _job(request)
     if not job.inputs:
         raise NotFound(f"job {job.id} has no stored input image (it was given by URL, or is older)")
-    index = int(_number(request, "index", 0, 0, len(job.inputs) - 1))
+    index = validate(InputQuery, dict(request.query_params), "query").index
+    if index >= len(job.inputs):
+        raise NotFound(f"job {job.id} has {len(job.inputs)} input image(s); there is no index {index}")
     stored = job.inputs[index]
     return await _blob_response(request, stored.key, stored.content_type, stored.bytes, stored.sha256)
 
@@ -91,21 +85,6 @@ async def _job(request: Request) -> Job:
     if job is None:
         raise NotFound(f"no job {job_id}")
     return job
-
-
-def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not low <= value <= high:
-        raise InvalidRequest(
-            [Problem(("query", name), f"must be a number from {low:g} to {high:g}", "range")]
-        )
-    return value
 
 
 async def _blob_response(request: Request, key: str, content_type: str, size: int, sha256: str) -> Response:

@@ -1,226 +1,369 @@
-"""The receiver's API description, served at `/openapi.json`."""
+"""The receiver's API description, served at `/openapi.json`.
+
+Request bodies, query parameters and answers come from the pydantic models in `receiver.web.schemas`,
+the very ones the handlers validate with; this module adds what each operation answers and how it is
+authorised.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 from receiver import __version__
+from receiver.web.edits import MAX_EDIT_BODY, MAX_IDEMPOTENCY_KEY
+from receiver.web.schemas import (
+    EditBody,
+    ErrorAnswer,
+    InputQuery,
+    InvalidAnswer,
+    JobAnswer,
+    JobListAnswer,
+    JobQuery,
+    JobsQuery,
+    Query,
+    RedeliveredAnswer,
+    StatusAnswer,
+    WebhookAnswer,
+)
+from receiver.web.webhooks import MAX_WEBHOOK_BODY
+
+_REF = "#/components/schemas/{model}"
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_WEBHOOK_SECRET: list[dict[str, list[str]]] = [{"webhookSecret": []}]
+_HEADER = {"schema": {"type": "string"}}
+
+
+def _ref(model: type[BaseModel] | str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model if isinstance(model, str) else model.__name__)}
+
+
+def _json(description: str, model: type[BaseModel], headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(model)}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+    return _json(description, ErrorAnswer)
 
 
-_JOB = {
-    "200": {
-        "description": "The job",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}},
-    }
+_UNAUTHORIZED = _json(
+    "Missing or invalid bearer token",
+    ErrorAnswer,
+    {"WWW-Authenticate": _HEADER | {"required": True, "description": "`Bearer`"}},
+)
+_INVALID = _json("Invalid fields or parameters, in BFL's `{detail: [{loc, msg, type}]}` shape", InvalidAnswer)
+_NO_JOB = _error("No such job")
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
 }
-_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-_AUTHED = {"401": _error("Missing or invalid bearer token"), "404": _error("No such job")}
+
+
+_IMAGE_HEADERS: dict[str, Any] = {
+    "Content-Length": _HEADER | {"required": True},
+    "ETag": _HEADER | {"required": True, "description": "The image's sha256"},
+    "Accept-Ranges": _HEADER | {"required": True, "description": "`bytes`"},
+}
+_IMAGE: dict[str, Any] = {
+    "description": "The image",
+    "headers": _IMAGE_HEADERS,
+    "content": {
+        media: {"schema": {"type": "string", "format": "binary"}}
+        for media in ("image/jpeg", "image/png", "image/webp")
+    },
+}
+
+
 _RANGE = {
     "name": "Range",
     "in": "header",
-    "schema": {"type": "string"},
-    "description": "one byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`",
-}
-_IMAGE = {
-    "200": {"description": "The image", "content": {"image/*": {}}},
-    "206": {"description": "The byte range asked for (Content-Range)", "content": {"image/*": {}}},
-    "416": {"description": "The range starts past the end of the image"},
-    "503": _error("The blob store is unavailable"),
+    "schema": {"type": "string", "format": "byte-range"},
+    "description": "One byte range: `bytes=first-last`, `bytes=first-` or `bytes=-suffix`. One that starts "
+    "past the end of the image is a 416; a header of another form is ignored (RFC 9110) and the whole "
+    "image is sent",
 }
 
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "kontext-receiver",
-        "version": __version__,
-        "description": "Submit FLUX.1 Kontext edits; results arrive by BFL webhook, are stored, and are "
-        "announced as CloudEvents on the configured sinks.",
-    },
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "Error": {"type": "object", "properties": {"detail": {}}},
-            "EditRequest": {
-                "type": "object",
-                "required": ["prompt"],
-                "additionalProperties": False,
-                "properties": {
-                    "prompt": {"type": "string", "minLength": 1, "maxLength": 10000},
-                    "image": {
-                        "type": "string",
-                        "description": "base64 JPEG/PNG/WebP, at most 20 MB and 20 MP",
-                    },
-                    "image_url": {"type": "string", "format": "uri"},
-                    "model": {
-                        "enum": ["flux-kontext-pro", "flux-kontext-max"],
-                        "default": "flux-kontext-pro",
-                    },
-                    "aspect_ratio": {"type": "string", "pattern": "^\\d+:\\d+$", "description": "3:7 to 7:3"},
-                    "seed": {"type": "integer", "minimum": 0},
-                    "output_format": {"enum": ["jpeg", "png"]},
-                    "safety_tolerance": {"type": "integer", "minimum": 0, "maximum": 6},
-                    "prompt_upsampling": {"type": "boolean"},
-                    "metadata": {"type": "object", "description": "echoed in the event, at most 16 KiB"},
+
+def _image_answers(not_found: str) -> dict[str, Any]:
+    return {
+        "200": _IMAGE,
+        "206": _IMAGE
+        | {
+            "description": "The byte range asked for",
+            "headers": _IMAGE_HEADERS | {"Content-Range": _HEADER | {"required": True}},
+        },
+        "401": _UNAUTHORIZED,
+        "404": _error(not_found),
+        "416": {
+            "description": "The range starts past the end of the image",
+            "headers": {"Content-Range": _HEADER | {"required": True, "description": "`bytes */<size>`"}},
+        },
+        "503": _error("The blob store is unavailable"),
+    }
+
+
+def _query_parameters(model: type[Query], schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    """One parameter per field of a query model (whose own schema is dropped from the components)."""
+    schema = schemas.pop(model.__name__)
+    parameters = []
+    for name, field in schema["properties"].items():
+        field.pop("title", None)
+        if field.get("default", 0) is None:
+            del field["default"]
+        description = field.pop("description", None)
+        parameter = {
+            "name": name,
+            "in": "query",
+            "required": name in schema.get("required", ()),
+            "schema": field,
+        }
+        parameters.append(parameter | ({"description": description} if description else {}))
+    return parameters
+
+
+def build_openapi() -> dict[str, Any]:
+    models: list[type[BaseModel]] = [
+        EditBody,
+        JobQuery,
+        JobsQuery,
+        InputQuery,
+        JobAnswer,
+        JobListAnswer,
+        RedeliveredAnswer,
+        WebhookAnswer,
+        StatusAnswer,
+        ErrorAnswer,
+        InvalidAnswer,
+    ]
+    _, defs = models_json_schema([(model, "validation") for model in models], ref_template=_REF)
+    schemas: dict[str, Any] = defs["$defs"]
+    job_query = _query_parameters(JobQuery, schemas)
+    jobs_query = _query_parameters(JobsQuery, schemas)
+    input_query = _query_parameters(InputQuery, schemas)
+    schemas["BflWebhook"] = _BFL_WEBHOOK
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "kontext-receiver",
+            "version": __version__,
+            "description": "Submit FLUX.1 Kontext edits; results arrive by BFL webhook, are stored, and "
+            "are announced as CloudEvents on the configured sinks.",
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of RECEIVER_API_TOKENS",
+                },
+                "webhookSecret": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Webhook-Secret",
+                    "description": "The per-job secret the receiver gave BFL with the edit",
                 },
             },
-            "Job": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"},
-                    "state": {
-                        "enum": [
-                            "created",
-                            "submitted",
-                            "received",
-                            "stored",
-                            "published",
-                            "failed",
-                            "moderated",
-                            "expired",
-                        ]
-                    },
-                    "outcome": {"enum": ["completed", "failed", "moderated", "expired", None]},
-                    "image": {"type": ["object", "null"]},
-                    "inputs": {
-                        "type": "array",
-                        "description": "the input images as stored: sha256, bytes, content_type, width, "
-                        "height, url (empty when the edit named an image_url)",
-                        "items": {"type": "object"},
-                    },
-                    "error": {"type": ["object", "null"]},
-                },
-            },
+            "schemas": schemas,
         },
-    },
-    "security": [{"bearer": []}],
-    "paths": {
-        "/v1/edits": {
-            "post": {
-                "summary": "Submit an edit",
-                "parameters": [
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "schema": {"type": "string", "maxLength": 255},
-                    }
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EditRequest"}}},
-                },
-                "responses": {
-                    "202": {
-                        "description": "Accepted; the job",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}},
-                    },
-                    "400": _error("Body is not JSON"),
-                    "401": _error("Missing or invalid bearer token"),
-                    "413": _error("Body over 28 MiB"),
-                    "422": _error("Invalid fields, in BFL's {detail: [{loc, msg, type}]} shape"),
-                    "503": _error("The blob store could not take the input image; nothing was stored"),
-                },
-            }
-        },
-        "/v1/jobs": {
-            "get": {
-                "summary": "List jobs, newest first",
-                "parameters": [
-                    {"name": "state", "in": "query", "schema": {"type": "string"}},
-                    {"name": "delivery", "in": "query", "schema": {"enum": ["dead"]}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 500}},
-                    {"name": "offset", "in": "query", "schema": {"type": "integer"}},
-                ],
-                "responses": {
-                    "200": {"description": "Jobs"},
-                    "401": _error("Missing or invalid bearer token"),
-                },
-            }
-        },
-        "/v1/jobs/{job_id}": {
-            "get": {
-                "summary": "One job; `wait` holds the answer until its outcome (at most 60 s)",
-                "parameters": [
-                    *_ID,
-                    {"name": "wait", "in": "query", "schema": {"type": "number", "maximum": 60}},
-                ],
-                "responses": _JOB | _AUTHED,
-            }
-        },
-        "/v1/jobs/{job_id}/image": {
-            "get": {
-                "summary": "The stored result image (ETag: its sha256)",
-                "parameters": [*_ID, _RANGE],
-                "responses": _IMAGE | _AUTHED,
-            }
-        },
-        "/v1/jobs/{job_id}/input": {
-            "get": {
-                "summary": "An input image of the edit, as it was submitted",
-                "parameters": [
-                    *_ID,
-                    {
-                        "name": "index",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 0, "default": 0},
-                    },
-                    _RANGE,
-                ],
-                "responses": _IMAGE | {"422": _error("index is not one of the job's input images")} | _AUTHED,
-            }
-        },
-        "/v1/jobs/{job_id}/redeliver": {
-            "post": {
-                "summary": "Publish the job's event to every sink again (same event id)",
-                "parameters": _ID,
-                "responses": {"202": {"description": "Queued"}, "409": _error("The job has no event yet")}
-                | _AUTHED,
-            }
-        },
-        "/webhooks/bfl/{job_id}": {
-            "post": {
-                "summary": "BFL's completion webhook",
-                "security": [],
-                "parameters": [
-                    *_ID,
-                    {
-                        "name": "X-Webhook-Secret",
-                        "in": "header",
+        "paths": {
+            "/v1/edits": {
+                "post": {
+                    "operationId": "createEdit",
+                    "summary": "Submit an edit",
+                    "security": _BEARER,
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "description": "The same key and body within the store's lifetime answer "
+                            "the first job again (`Idempotent-Replayed: true`); the same key with "
+                            "another body is a 409",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+                        }
+                    ],
+                    "requestBody": {
                         "required": True,
-                        "schema": {"type": "string"},
+                        "content": {"application/json": {"schema": _ref(EditBody)}},
                     },
-                ],
-                "responses": {
-                    "200": {"description": "Persisted (or a duplicate, or a progress notice)"},
-                    "400": _error("Not JSON, or not a BFL webhook body"),
-                    "401": _error("Missing or wrong secret or signature"),
-                    "404": _error("No such job"),
-                    "413": _error("Body over 64 KiB"),
-                },
-            }
+                    "responses": {
+                        "202": _json(
+                            "Accepted; the job",
+                            JobAnswer,
+                            {
+                                "Location": _HEADER | {"required": True},
+                                "Idempotent-Replayed": _HEADER | {"description": "`true` on a replay"},
+                            },
+                        ),
+                        "400": _error("Body is not JSON (or holds NaN/Infinity, or nests too deeply)"),
+                        "401": _UNAUTHORIZED,
+                        "409": _error("The Idempotency-Key was used with a different request"),
+                        "413": _error(f"Body over {MAX_EDIT_BODY} bytes"),
+                        "422": _INVALID,
+                        "503": _error("The blob store could not take the input image; nothing was stored"),
+                    },
+                }
+            },
+            "/v1/jobs": {
+                "get": {
+                    "operationId": "listJobs",
+                    "summary": "List jobs, newest first",
+                    "security": _BEARER,
+                    "parameters": jobs_query,
+                    "responses": {
+                        "200": _json("A page of jobs", JobListAnswer),
+                        "401": _UNAUTHORIZED,
+                        "422": _INVALID,
+                    },
+                }
+            },
+            "/v1/jobs/{job_id}": {
+                "get": {
+                    "operationId": "getJob",
+                    "summary": "One job, with its deliveries",
+                    "security": _BEARER,
+                    "parameters": [_JOB_ID, *job_query],
+                    "responses": {
+                        "200": _json("The job", JobAnswer),
+                        "401": _UNAUTHORIZED,
+                        "404": _NO_JOB,
+                        "422": _INVALID,
+                    },
+                }
+            },
+            "/v1/jobs/{job_id}/image": {
+                "get": {
+                    "operationId": "getJobImage",
+                    "summary": "The stored result image",
+                    "security": _BEARER,
+                    "parameters": [_JOB_ID, _RANGE],
+                    "responses": _image_answers("No such job, or it has no stored image"),
+                }
+            },
+            "/v1/jobs/{job_id}/input": {
+                "get": {
+                    "operationId": "getJobInput",
+                    "summary": "An input image of the edit, as it was submitted",
+                    "security": _BEARER,
+                    "parameters": [_JOB_ID, *input_query, _RANGE],
+                    "responses": _image_answers("No such job, or it has no input image at that index")
+                    | {"422": _INVALID},
+                }
+            },
+            "/v1/jobs/{job_id}/redeliver": {
+                "post": {
+                    "operationId": "redeliverJob",
+                    "summary": "Publish the job's event to every sink again (same event id)",
+                    "security": _BEARER,
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "202": _json("Queued for every sink", RedeliveredAnswer),
+                        "401": _UNAUTHORIZED,
+                        "404": _NO_JOB,
+                        "409": _error("The job has no event yet"),
+                    },
+                }
+            },
+            "/webhooks/bfl/{job_id}": {
+                "post": {
+                    "operationId": "bflWebhook",
+                    "summary": "BFL's completion webhook",
+                    "security": _WEBHOOK_SECRET,
+                    "parameters": [
+                        _JOB_ID,
+                        {
+                            "name": "X-BFL-Signature",
+                            "in": "header",
+                            "description": "`sha256=<hex>`: HMAC-SHA256 of the body under the secret; "
+                            "checked when present",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("BflWebhook")}},
+                    },
+                    "responses": {
+                        "200": _json("Persisted (or a duplicate, or a progress notice)", WebhookAnswer),
+                        "400": _error("Not JSON, or not a BFL webhook body"),
+                        "401": _error("Missing or wrong secret or signature"),
+                        "404": _NO_JOB,
+                        "413": _error(f"Body over {MAX_WEBHOOK_BODY} bytes"),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "Liveness",
+                    "security": [],
+                    "responses": {"200": _json("Alive", StatusAnswer)},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Readiness: the store answers and the process is not stopping",
+                    "security": [],
+                    "responses": {
+                        "200": _json("Ready", StatusAnswer),
+                        "503": _json("Not ready", StatusAnswer),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Metrics, in the Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This description",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
         },
-        "/healthz": {
-            "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Alive"}}}
-        },
-        "/readyz": {
-            "get": {
-                "summary": "Readiness",
-                "security": [],
-                "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "security": [],
-                "responses": {"200": {"description": "Metrics"}},
-            }
-        },
+    }
+
+
+# BFL sends either shape; `receiver.bfl.sansio.parse_webhook` reads both.
+_BFL_WEBHOOK: dict[str, Any] = {
+    "type": "object",
+    "description": "BFL's webhook: observed `{task_id, status: SUCCESS, result}` or documented "
+    "`{id, status: Ready, result}`; `status` values other than a final one are acknowledged and ignored",
+    "required": ["status"],
+    "anyOf": [{"required": ["task_id"]}, {"required": ["id"]}],
+    "properties": {
+        "task_id": {"type": "string", "minLength": 1},
+        "id": {"type": "string", "minLength": 1},
+        "status": {"type": "string"},
+        "result": {"type": "object", "properties": {"sample": {"type": "string"}}},
+        "details": {"type": ["object", "null"]},
     },
 }
+
+OPENAPI = build_openapi()

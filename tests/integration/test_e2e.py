@@ -149,7 +149,7 @@ def test_idempotency_key_returns_the_same_job(tmp_path: Path) -> None:
         clash = running.post_edit(
             {"prompt": "Something else", "image": IMAGE_B64}, {"Idempotency-Key": "order-42"}
         )
-        assert clash.status_code == 422 and "different request" in clash.text
+        assert clash.status_code == 409 and "different request" in clash.text
         running.wait_event(first["id"])
         assert len(running.jobs()) == 1 and running.sim("/_sim/stats")["submits"] == 1
 
@@ -262,7 +262,7 @@ def test_the_input_image_is_kept_beside_the_result_and_served(tmp_path: Path) ->
             f"{job['id']}.input-0.jpg",
             result,
         ]
-        assert running.client.get(f"/v1/jobs/{job['id']}/input", params={"index": 1}).status_code == 422
+        assert running.client.get(f"/v1/jobs/{job['id']}/input", params={"index": 1}).status_code == 404
 
 
 def test_an_edit_by_url_has_no_input_to_serve(tmp_path: Path) -> None:

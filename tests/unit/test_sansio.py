@@ -13,6 +13,7 @@ from receiver.bfl.sansio import (
     Report,
     Submitted,
     TaskReport,
+    decode_json,
     parse_result,
     parse_submit,
     parse_webhook,
@@ -361,3 +362,19 @@ def test_finish_time_is_taken_only_when_believable(end_time: float, expected: fl
         "result": {"sample": "https://x.bfl.ai/s.jpg", "end_time": end_time},
     }
     assert parse_webhook(body).finished_at == expected
+
+
+@pytest.mark.parametrize(
+    ("reasons", "kept"),
+    [(["nsfw"], ["nsfw"]), ("nsfw", ["nsfw"]), (3, ["3"]), ([1, {"a": 1}], ["1", '{"a": 1}']), (None, [])],
+)
+def test_moderation_reasons_of_any_shape_are_kept_as_text(reasons: Any, kept: list[str]) -> None:
+    body = {"task_id": "t", "status": "Request Moderated", "details": {"Moderation Reasons": reasons}}
+    report = parse_webhook(body)
+    assert report.error is not None and report.error["reasons"] == kept
+
+
+@pytest.mark.parametrize("content", [b'{"status": NaN}', b'{"a": Infinity}', b"[" * 100_000])
+def test_decode_json_refuses_what_is_not_standard_json(content: bytes) -> None:
+    with pytest.raises(ValueError, match=r"JSON value|nested|Expecting"):
+        decode_json(content)

@@ -1,0 +1,59 @@
+"""schemathesis with every check against the receiver's own /openapi.json: 0 failures.
+
+The receiver serves HTTP only (no background loops), so nothing it accepts is sent upstream; every
+request goes to loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from receiver.web.app import create_app
+from tests.integration.stack import TOKEN, receiver_settings
+from tests.servers import free_port, serve
+
+SEED = 20261201
+MAX_EXAMPLES = 60
+ROOT = Path(__file__).parents[2]
+
+
+def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    # BFL is never called: the app runs without its background loops. Port 9 (discard) is a stand-in.
+    settings = receiver_settings(tmp_path, "http://127.0.0.1:9", port)
+    with serve(create_app(settings, workers=False), port=port) as url:
+        # Run from a scratch folder: schemathesis keeps a cache in its working directory.
+        env = os.environ | {"SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "all",
+                "--header",
+                f"Authorization: Bearer {TOKEN}",
+                "--seed",
+                str(SEED),
+                "--max-examples",
+                str(MAX_EXAMPLES),
+                "--generation-database",
+                "none",
+                "--workers",
+                "1",
+                "--no-color",
+                "--request-timeout",
+                "30",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=540,
+        )
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
