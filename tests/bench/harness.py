@@ -40,6 +40,7 @@ def scenarios() -> list[tuple[str, Scenario]]:
         ("1 ack throughput", ack.ack_throughputs),
         ("2 ack latency", lambda ctx: [ack.ack_latency(ctx)]),
         ("3 completions", lambda ctx: [completions.completions(ctx)]),
+        ("1s ack throughput, S3 blobs", lambda ctx: [s3.ack_throughput_s3(ctx)]),
         ("3s completions, S3 blobs", lambda ctx: [s3.completions_s3(ctx)]),
         ("4 webhook to event", completions.end_to_end),
         ("5 upstream (figures 5 and 6)", upstream.upstream),
