@@ -46,7 +46,7 @@ POSTGRES: tuple[tuple[str, str], ...] = (
         "CREATE INDEX IF NOT EXISTS jobs_state_model ON jobs (state, model);",
     ),
     (
-        "0003_perf_settled_counts",
+        "0005_perf_settled_counts",
         # Jobs that have settled (published, failed, moderated, expired) never change state again and
         # pile up; their per-state counts come from this table, kept by triggers, so counting them does
         # not read a row per job. Rows are spread over 32 shards per state and model, so transactions

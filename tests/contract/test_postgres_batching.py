@@ -101,7 +101,7 @@ async def test_settled_counts_are_filled_from_the_jobs_an_older_version_stored(
         await old.insert(make_job("running", state=JobState.SUBMITTED))
     monkeypatch.undo()
     async with PostgresStore.from_url(postgres_schema_url) as new:
-        assert new.applied == ["0003_perf_settled_counts"]
+        assert new.applied == ["0005_perf_settled_counts"]
         assert await new.count({JobState.PUBLISHED}) == 2
         assert await new.count({JobState.PUBLISHED, JobState.SUBMITTED}) == 3
         await new.update("running", final, SINKS)
