@@ -32,8 +32,8 @@ format: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-# Performance figures against baselines measured in the same run (about 3 minutes; not part of `test`).
-# `$(BIN)/python -m tests.bench --quick` is a shorter variant (about 1.5 minutes). Writes bench-results.json.
+# Performance figures against baselines measured in the same run (about 3.5 minutes; not part of `test`).
+# `$(BIN)/python -m tests.bench --quick` is a shorter variant (about 2 minutes). Writes bench-results.json.
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 

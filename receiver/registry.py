@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from receiver.errors import ConfigError, MissingDependency
@@ -30,8 +31,8 @@ class Registry(Generic[T]):
         self.backends = dict(backends)
         self.extras = dict(extras or {})
 
-    def from_url(self, url: str) -> T:
-        """Import the backend registered for `url`'s scheme and build it with its `from_url(url)`."""
+    def from_url(self, url: str, *options: Any) -> T:
+        """Import the backend registered for `url`'s scheme and build it with `from_url(url, *options)`."""
         scheme = scheme_of(url)
         target = self.backends.get(scheme)
         if target is None:
@@ -46,7 +47,7 @@ class Registry(Generic[T]):
                 f"the {scheme}:// {self.kind} needs an optional dependency ({exc.name}): "
                 f"pip install 'kontext-receiver[{extra}]'"
             ) from exc
-        backend: T = getattr(module, attribute).from_url(url)
+        backend: T = getattr(module, attribute).from_url(url, *options)
         return backend
 
 
@@ -64,8 +65,9 @@ def redact(url: str) -> str:
     if parts.username is None and parts.password is None and not parts.query:
         return url
     netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    with contextlib.suppress(ValueError):  # a port that is not a number is left out
+        if parts.port is not None:
+            netloc += f":{parts.port}"
     if parts.username is not None or parts.password is not None:
         netloc = f"***@{netloc}"
     return parts._replace(netloc=netloc, query="***" if parts.query else "").geturl()

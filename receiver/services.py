@@ -19,7 +19,7 @@ from receiver.lifecycle import Policy
 from receiver.metrics import Metrics
 from receiver.models import Job, Transition
 from receiver.settings import Settings
-from receiver.sinks import Sink, sinks_from_urls
+from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store, store_from_url
 from receiver.webhook_auth import WebhookSigner
 
@@ -71,7 +71,7 @@ async def open_services(
         opened_store = await stack.enter_async_context(store or store_from_url(settings.store_url))
         opened_blobs = await stack.enter_async_context(blobs or blobs_from_url(settings.blob_url))
         opened_sinks = [
-            await stack.enter_async_context(sink) for sink in sinks or sinks_from_urls(settings.sinks)
+            await stack.enter_async_context(sink) for sink in sinks or sinks_from_settings(settings)
         ]
         timeout = httpx.Timeout(30.0, read=settings.download_timeout_s)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)

@@ -98,6 +98,9 @@ class Settings:
     store_url: str = "sqlite:///data/receiver.db"
     blob_url: str = "file://data/images"
     sinks: tuple[str, ...] = ("file://data/events.jsonl",)
+    http_sink_secret: str = field(default="", repr=False)
+    sink_concurrency: int = 16
+    sink_timeout_s: float = 10.0
     sample_hosts: tuple[str, ...] = ("*.bfl.ai",)
     reconcile_after_s: float = 60.0
     give_up_after_s: float = 1800.0
@@ -129,6 +132,9 @@ class Settings:
             store_url=env.text("RECEIVER_STORE_URL", defaults.store_url),
             blob_url=env.text("RECEIVER_BLOB_URL", defaults.blob_url),
             sinks=env.items("RECEIVER_SINKS", defaults.sinks),
+            http_sink_secret=env.text("RECEIVER_HTTP_SINK_SECRET"),
+            sink_concurrency=env.integer("RECEIVER_SINK_CONCURRENCY", defaults.sink_concurrency, 1),
+            sink_timeout_s=env.number("RECEIVER_SINK_TIMEOUT_S", defaults.sink_timeout_s, 0.1),
             sample_hosts=env.items("RECEIVER_SAMPLE_HOSTS", defaults.sample_hosts),
             reconcile_after_s=env.number("RECEIVER_RECONCILE_AFTER_S", defaults.reconcile_after_s),
             give_up_after_s=env.number("RECEIVER_GIVE_UP_AFTER_S", defaults.give_up_after_s),

@@ -55,7 +55,7 @@ def run_web(settings: Settings, listen_fd: int, wake_fds: list[int]) -> None:
 
 async def run_worker(settings: Settings, wake_fd: int, submit: bool) -> None:
     async with open_services(settings) as svc:
-        sched = Scheduler.for_settings(settings)
+        sched = Scheduler.for_services(svc)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, sched.stop)

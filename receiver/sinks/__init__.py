@@ -1,26 +1,85 @@
-"""Event sinks, chosen by each `RECEIVER_SINKS` URL's scheme."""
+"""Event sinks, chosen by each `RECEIVER_SINKS` URL's scheme; broker clients are optional extras."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import anyio
+
+from receiver.errors import ConfigError
 from receiver.registry import Registry
-from receiver.sinks.base import Sink, event_line
+from receiver.settings import Settings
+from receiver.sinks.base import Sink, SinkOptions, event_line
+from receiver.sinks.signing import parse_secret
 
 SINKS: Registry[Sink] = Registry(
     "sink",
     {
         "stdout": "receiver.sinks.stdout:StdoutSink",
         "file": "receiver.sinks.file:FileSink",
+        "memory": "receiver.sinks.memory:MemorySink",
         "http": "receiver.sinks.http:HttpSink",
         "https": "receiver.sinks.http:HttpSink",
+        "redis": "receiver.sinks.redis:RedisSink",
+        "rediss": "receiver.sinks.redis:RedisSink",
+        "nats": "receiver.sinks.nats:NatsSink",
+        "amqp": "receiver.sinks.amqp:AmqpSink",
+        "amqps": "receiver.sinks.amqp:AmqpSink",
+        "mqtt": "receiver.sinks.mqtt:MqttSink",
+        "mqtts": "receiver.sinks.mqtt:MqttSink",
     },
+    extras={"rediss": "redis", "amqps": "amqp", "mqtts": "mqtt"},
 )
-sink_from_url = SINKS.from_url
 
 
-def sinks_from_urls(urls: Sequence[str]) -> list[Sink]:
-    return [sink_from_url(url) for url in urls]
+def sink_from_url(url: str, options: SinkOptions | None = None) -> Sink:
+    return SINKS.from_url(url, options or SinkOptions())
 
 
-__all__ = ["SINKS", "Sink", "event_line", "sink_from_url", "sinks_from_urls"]
+def sinks_from_urls(urls: Sequence[str], options: SinkOptions | None = None) -> list[Sink]:
+    """Every sink, parsed (not connected); two URLs that name the same sink are one configuration error."""
+    sinks = [sink_from_url(url, options) for url in urls]
+    names = [sink.name for sink in sinks]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"RECEIVER_SINKS names the same sink more than once: {', '.join(twice)}")
+    return sinks
+
+
+def sinks_from_settings(settings: Settings) -> list[Sink]:
+    if settings.http_sink_secret:
+        parse_secret(settings.http_sink_secret)  # a bad secret stops start-up, HTTP sinks or not
+    options = SinkOptions(http_secret=settings.http_sink_secret, timeout_s=settings.sink_timeout_s)
+    return sinks_from_urls(settings.sinks, options)
+
+
+async def reachability(sinks: Mapping[str, Sink], timeout_s: float = 0.5) -> dict[str, dict[str, object]]:
+    """Each sink by name: whether it answered a ping within `timeout_s`, and the error if not. Short,
+    so `/readyz` answers well within a readiness probe's timeout even while a broker hangs."""
+    answers: dict[str, dict[str, object]] = {}
+
+    async def check(name: str, sink: Sink) -> None:
+        try:
+            with anyio.fail_after(timeout_s):
+                await sink.ping()
+        except Exception as exc:  # any failure to reach a sink is reported, never raised
+            answers[name] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}".rstrip(": ")}
+        else:
+            answers[name] = {"reachable": True}
+
+    async with anyio.create_task_group() as tg:
+        for name, sink in sinks.items():
+            tg.start_soon(check, name, sink)
+    return dict(sorted(answers.items()))
+
+
+__all__ = [
+    "SINKS",
+    "Sink",
+    "SinkOptions",
+    "event_line",
+    "reachability",
+    "sink_from_url",
+    "sinks_from_settings",
+    "sinks_from_urls",
+]

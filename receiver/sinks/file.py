@@ -10,18 +10,17 @@ import anyio.to_thread
 
 from receiver.models import Event
 from receiver.registry import file_path
-from receiver.resource import ResourceBase
-from receiver.sinks.base import event_line
+from receiver.sinks.base import SinkBase, SinkOptions, event_line
 
 
-class FileSink(ResourceBase):
+class FileSink(SinkBase):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = f"file://{path}"
         self._lock = anyio.Lock()
 
     @classmethod
-    def from_url(cls, url: str) -> FileSink:
+    def from_url(cls, url: str, options: SinkOptions | None = None) -> FileSink:
         """`file://relative/events.jsonl` or `file:///absolute/events.jsonl`."""
         return cls(file_path(url, "file sink"))
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 
 from receiver.models import Event
-from receiver.resource import ResourceBase
-from receiver.sinks.base import event_line
+from receiver.sinks.base import SinkBase, event_line
 
 
-class StdoutSink(ResourceBase):
+class StdoutSink(SinkBase):
     name = "stdout://"
 
     async def publish(self, event: Event) -> None:

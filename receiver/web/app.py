@@ -15,7 +15,7 @@ from receiver.blobs import BlobStore
 from receiver.errors import ReceiverError
 from receiver.services import Clock, open_services
 from receiver.settings import Settings
-from receiver.sinks import Sink
+from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
@@ -53,13 +53,14 @@ def create_app(
     only (the background loops run elsewhere, or a test drives them): webhooks leave received jobs in
     the store for them, and `forward_wakeups` tells them there is work."""
     settings.check()
+    sinks = sinks if sinks is not None else sinks_from_settings(settings)  # a bad sink URL stops us here
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
         ) as svc:
-            scheduler = Scheduler.for_settings(settings)
+            scheduler = Scheduler.for_services(svc)
             scheduler.forward = forward_wakeups
             if not workers:
                 scheduler.download_slots = 0  # nothing here would download what a webhook hands over

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from receiver.models import JobState
+from receiver.sinks import reachability
 from receiver.web.common import handover, services
 from receiver.web.openapi import OPENAPI
 
@@ -15,14 +16,17 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """503 while shutting down or when the store cannot be reached, so traffic goes elsewhere."""
+    """503 while shutting down or when the store cannot be reached, so traffic goes elsewhere. Each
+    sink's reachability is reported by name, but a sink that is down or slow never makes this a 503:
+    webhooks are still acknowledged and kept, and the outbox delivers once the sink is back."""
     if not handover(request).ready:
         return JSONResponse({"status": "shutting down"}, status_code=503)
+    svc = services(request)
     try:
-        await services(request).store.count({JobState.CREATED})
+        await svc.store.count({JobState.CREATED})
     except Exception as exc:  # any store failure means "not ready", never a 500
         return JSONResponse({"status": "store unavailable", "error": type(exc).__name__}, status_code=503)
-    return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "ready", "sinks": await reachability(svc.sinks)})
 
 
 async def metrics(request: Request) -> PlainTextResponse:

@@ -24,6 +24,7 @@ from receiver.web.schemas import (
     JobQuery,
     JobsQuery,
     Query,
+    ReadyAnswer,
     RedeliveredAnswer,
     StatusAnswer,
     WebhookAnswer,
@@ -142,6 +143,7 @@ def build_openapi() -> dict[str, Any]:
         RedeliveredAnswer,
         WebhookAnswer,
         StatusAnswer,
+        ReadyAnswer,
         ErrorAnswer,
         InvalidAnswer,
     ]
@@ -312,11 +314,12 @@ def build_openapi() -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "operationId": "readyz",
-                    "summary": "Readiness: the store answers and the process is not stopping",
+                    "summary": "Readiness: the store answers and the process is not stopping; each sink's "
+                    "reachability by name",
                     "security": [],
                     "responses": {
-                        "200": _json("Ready", StatusAnswer),
-                        "503": _json("Not ready", StatusAnswer),
+                        "200": _json("Ready, whether or not every sink is reachable", ReadyAnswer),
+                        "503": _json("Not ready: shutting down, or the store is unreachable", StatusAnswer),
                     },
                 }
             },

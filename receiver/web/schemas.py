@@ -332,11 +332,12 @@ class LinksAnswer(Answer):
 
 
 class DeliveryAnswer(Answer):
-    sink: str
+    sink: str = Field(description="The sink's URL without credentials")
     state: Literal["pending", "delivered", "dead"]
     attempts: int
     last_error: str | None
     delivered_at: str | None
+    next_attempt_at: str | None = Field(description="When a pending delivery is tried next")
 
 
 class JobAnswer(Answer):
@@ -382,3 +383,16 @@ class StatusAnswer(Answer):
     model_config = ConfigDict(extra="allow")
 
     status: str
+
+
+class SinkReachabilityAnswer(Answer):
+    reachable: bool
+    error: str | None = Field(default=None, json_schema_extra=_not_nullable)
+
+
+class ReadyAnswer(Answer):
+    status: Literal["ready"]
+    sinks: dict[str, SinkReachabilityAnswer] = Field(
+        description="Each sink by name: did it answer a ping within half a second. A sink that is down "
+        "never makes /readyz a 503"
+    )

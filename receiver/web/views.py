@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from receiver.models import Job, isotime
-from receiver.stores import Delivery
+from receiver.stores import Delivery, DeliveryState
 
 
 def job_view(job: Job, deliveries: list[Delivery] | None = None) -> dict[str, Any]:
@@ -53,6 +53,7 @@ def job_view(job: Job, deliveries: list[Delivery] | None = None) -> dict[str, An
                 "attempts": d.attempts,
                 "last_error": d.last_error,
                 "delivered_at": isotime(d.delivered_at),
+                "next_attempt_at": isotime(d.next_at) if d.state is DeliveryState.PENDING else None,
             }
             for d in deliveries
         ]

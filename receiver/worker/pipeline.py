@@ -20,7 +20,6 @@ from receiver.services import Services
 from receiver.stores import Delivery
 from receiver.worker.fetch import fetch_sample
 from receiver.worker.handover import Work
-from receiver.worker.publisher import deliver_claimed
 from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.pipeline")
@@ -55,15 +54,16 @@ async def _fetch_and_store(svc: Services, sched: Scheduler, job: Job) -> None:
         sched.wake(Work.PUBLISH)
         return
     svc.metrics.inc("downloads", outcome="stored")
-    # The event's deliveries are written already claimed by this task, which delivers them right away.
+    # The event's deliveries are written already claimed by this process: each sink's dispatcher takes
+    # its own at once, and the download slot is free as soon as they are handed over.
     until = svc.clock() + svc.policy.lease_s
     _, changed = await svc.update(
         job.id, lambda j: lifecycle.stored(j, image, svc.clock(), svc.policy), claimed_until=until
     )
     if changed:
         log.info("job.stored", job_id=job.id, bytes=image.bytes, sha256=image.sha256)
-        await deliver_claimed(
-            svc, sched, [Delivery(job.id, sink, attempts=1, next_at=until) for sink in svc.sinks]
+        await sched.outbox.hand_over(
+            [Delivery(job.id, sink, attempts=1, next_at=until) for sink in svc.sinks]
         )
 
 

@@ -1,4 +1,5 @@
-"""Runs the background loops: submit, fetch, reconcile, publish (and retention, when configured).
+"""Runs the background loops: submit, fetch, reconcile, the outbox's dispatchers (one per sink), and
+retention when configured.
 
 On stop, the loops take no new work; what is in flight finishes (the caller bounds how long), and
 whatever is still claimed afterwards is released, so another replica or the next start resumes it at
@@ -21,7 +22,6 @@ from receiver.models import Job
 from receiver.services import Services
 from receiver.worker.handover import Work
 from receiver.worker.pipeline import claim_received, fetch_and_store
-from receiver.worker.publisher import publish_due
 from receiver.worker.reconciler import reconcile_due
 from receiver.worker.retention import run_retention
 from receiver.worker.scheduler import Scheduler
@@ -74,19 +74,16 @@ async def run_workers(
         async def reconcile_step() -> bool:
             return await reconcile_due(svc, sched) > 0
 
-        async def publish_step() -> bool:
-            return await publish_due(svc, sched) > 0
-
         steps = {
             Work.SUBMIT: submitter.step,
             Work.FETCH: fetch_step,
             Work.RECONCILE: reconcile_step,
-            Work.PUBLISH: publish_step,
         }
         async with anyio.create_task_group() as loops:
             for name, step in steps.items():
                 if submit or name is not Work.SUBMIT:
                     loops.start_soon(_loop, sched, name, step)
+            loops.start_soon(sched.outbox.run, sched.stopping)
             if svc.settings.retention_days is not None:
                 loops.start_soon(run_retention, svc, sched, svc.settings.retention_days)
             task_status.started()
@@ -101,7 +98,7 @@ async def release_claims(svc: Services, sched: Scheduler) -> int:
         job = await svc.store.get(job_id)
         if job is not None and job.version == version:  # untouched since our claim
             released += await svc.store.save(dataclasses.replace(job, due_at=now)) is not None
-    for delivery in list(sched.held_deliveries.values()):
+    for delivery in sched.outbox.held():
         released_delivery = dataclasses.replace(delivery, next_at=now)
         released += await svc.store.save_delivery(released_delivery, expected_attempts=delivery.attempts)
     if released:

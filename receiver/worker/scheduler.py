@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import anyio
 
 from receiver.models import Job
-from receiver.settings import Settings
-from receiver.stores import Delivery
+from receiver.outbox import Outbox
+from receiver.services import Services
 from receiver.worker.budget import PollBudget
 from receiver.worker.handover import Work
 from receiver.worker.wakeup import Wakeup
@@ -27,15 +27,18 @@ class Scheduler:
 
     download_slots: int  # received jobs the downloads may be handed at once
     poll_budget: PollBudget
-    wakeups: dict[Work, Wakeup] = field(default_factory=lambda: {work: Wakeup() for work in Work})
+    outbox: Outbox  # one dispatcher per sink: the `Work.PUBLISH` loops
+    wakeups: dict[Work, Wakeup] = field(
+        default_factory=lambda: {work: Wakeup() for work in Work if work is not Work.PUBLISH}
+    )
     ready: bool = True
     stopping: anyio.Event = field(default_factory=anyio.Event)
     # `time.monotonic()` at `stop()`: a signal handler may call it outside any task, where anyio's
     # clock cannot be read.
     stopped_at: float | None = None
     # Work this process has claimed and not finished, released at shutdown so nobody waits out a lease.
-    held_jobs: dict[str, int] = field(default_factory=dict)  # job id -> version when claimed
-    held_deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
+    held_jobs: dict[str, int] = field(default_factory=dict)  # job id -> version when claimed (and the
+    # outbox's held deliveries)
 
     # Received jobs a webhook handed straight to this process's downloads (claimed, so no store scan).
     handed_over: deque[Job] = field(default_factory=deque)
@@ -45,14 +48,20 @@ class Scheduler:
     forward: Callable[[tuple[Work, ...]], None] | None = None
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> Scheduler:
+    def for_services(cls, svc: Services) -> Scheduler:
+        settings = svc.settings
         return cls(
-            download_slots=settings.download_concurrency, poll_budget=PollBudget(settings.max_polls_per_s)
+            download_slots=settings.download_concurrency,
+            poll_budget=PollBudget(settings.max_polls_per_s),
+            outbox=Outbox.for_services(svc),
         )
 
     def wake(self, *work: Work) -> None:
         for name in work:
-            self.wakeups[name].set()
+            if name is Work.PUBLISH:
+                self.outbox.wake()
+            else:
+                self.wakeups[name].set()
         if self.forward is not None:
             self.forward(work)
 
@@ -73,12 +82,6 @@ class Scheduler:
         """The work on `job` (as claimed) finished; a newer claim of the same job stays held."""
         if self.held_jobs.get(job.id) == job.version:
             del self.held_jobs[job.id]
-
-    def hold_deliveries(self, deliveries: list[Delivery]) -> None:
-        self.held_deliveries.update(((d.event_id, d.sink), d) for d in deliveries)
-
-    def delivery_done(self, delivery: Delivery) -> None:
-        self.held_deliveries.pop((delivery.event_id, delivery.sink), None)
 
     @contextmanager
     def answering_webhook(self) -> Iterator[None]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.bench.context import Context
@@ -92,13 +93,16 @@ def completions(
     label: str = "SQLite store, file sink",
     name: str | None = None,
     settings: dict[str, str] | None = None,
+    start: Callable[[], tuple[Receiver, list[SeededJob]]] | None = None,
 ) -> Figure:
     """Figure 3 (and 8b with `store_url` naming a PostgreSQL schema whose jobs are `jobs`; 3s with
-    `settings` naming an S3 blob store)."""
+    `settings` naming an S3 blob store; 8d with `start` giving a receiver with other sinks, and its jobs)."""
     plan = ctx.plan
     baseline = download_baseline(ctx)
     name = name or f"completions-{'postgres' if store_url else 'sqlite'}"
-    if store_url is not None and jobs is not None:
+    if start is not None:
+        receiver, jobs = start()
+    elif store_url is not None and jobs is not None:
         receiver = ctx.receiver(name, store_url, **(settings or {}))
     else:
         receiver, jobs = ctx.seeded_receiver(name, plan.completions, **(settings or {}))

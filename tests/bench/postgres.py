@@ -64,12 +64,6 @@ def schemas() -> Iterator[Schemas]:
             asyncio.run(_drop(made.names))
 
 
-def redis_row() -> Figure:
-    return Figure(
-        "8c", "figures 1 and 3 with a Redis sink", None, "", note="not built yet (no redis:// sink)"
-    )
-
-
 def postgres(ctx: Context) -> list[Figure]:
     problem = asyncio.run(reachable())
     if problem is not None:
@@ -78,7 +72,6 @@ def postgres(ctx: Context) -> list[Figure]:
         return [
             Figure("8a", "webhooks acked/s, PostgreSQL store", None, "", note=skipped),
             Figure("8b", "completions/s, 1 MiB, PostgreSQL store", None, "", note=skipped),
-            redis_row(),
         ]
     plan = ctx.plan
     with schemas() as made:
@@ -97,4 +90,4 @@ def postgres(ctx: Context) -> list[Figure]:
         )
         done = relative(httpx_share, httpx_share.name, ctx.figures.get("3"), "figure 3 (SQLite)", 0.8)
         ctx.progress("postgres", f"dropping schemas {', '.join(made.names)}")
-    return [acks, done, redis_row()]
+    return [acks, done]

@@ -99,3 +99,23 @@ def test_serve_refuses_to_start_without_required_settings(tmp_path: Path) -> Non
     assert result.returncode == 2
     for name in ("BFL_API_KEY", "RECEIVER_PUBLIC_URL", "RECEIVER_SIGNING_KEYS", "RECEIVER_API_TOKENS"):
         assert name in result.stderr
+
+
+def test_serve_refuses_to_start_with_a_malformed_sink_url(tmp_path: Path) -> None:
+    production = {
+        "BFL_API_KEY": "key",
+        "RECEIVER_PUBLIC_URL": "http://127.0.0.1:9",
+        "RECEIVER_SIGNING_KEYS": "k",
+        "RECEIVER_API_TOKENS": "t",
+        "RECEIVER_STORE_URL": f"sqlite:///{tmp_path / 'receiver.db'}",
+    }
+    cases = {
+        "redis://:hunter2@127.0.0.1:6379/0?maxlen=10": "127.0.0.1:6379/0?***: stream= is required",
+        "nats://127.0.0.1?subject=x&stream_name=S": "unknown query parameter 'stream_name'",
+        "mqtt://127.0.0.1?topic=t&qos=3": "qos='3' must be a whole number from 1 to 2",
+    }
+    for url, message in cases.items():
+        result = run("serve", "--port", "9", cwd=tmp_path, env=production | {"RECEIVER_SINKS": url})
+        assert result.returncode == 2, result.stderr
+        assert "configuration error: sink " in result.stderr and message in result.stderr
+        assert "hunter2" not in result.stderr

@@ -264,6 +264,25 @@ def test_secrets_stay_out_of_repr() -> None:
             "BFL_API_KEY": "bfl-secret",
             "RECEIVER_SIGNING_KEYS": "sign-secret",
             "RECEIVER_API_TOKENS": "tok-secret",
+            "RECEIVER_HTTP_SINK_SECRET": "whsec_c2luay1zZWNyZXQtYnl0ZXMtMTIzNA==",
         }
     )
-    assert not any(secret in repr(settings) for secret in ("bfl-secret", "sign-secret", "tok-secret"))
+    secrets = ("bfl-secret", "sign-secret", "tok-secret", "c2luay1zZWNyZXQ")
+    assert not any(secret in repr(settings) for secret in secrets)
+    assert settings.http_sink_secret.startswith("whsec_")
+
+
+def test_sink_settings() -> None:
+    settings = Settings.from_env({"RECEIVER_SINK_CONCURRENCY": "4", "RECEIVER_SINK_TIMEOUT_S": "2.5"})
+    assert (settings.sink_concurrency, settings.sink_timeout_s) == (4, 2.5)
+    assert "RECEIVER_SINK_CONCURRENCY" in config_error(Settings.from_env, {"RECEIVER_SINK_CONCURRENCY": "0"})
+    assert "RECEIVER_SINK_TIMEOUT_S" in config_error(Settings.from_env, {"RECEIVER_SINK_TIMEOUT_S": "0"})
+
+
+def test_a_bad_http_sink_secret_stops_start_up_without_http_sinks_too() -> None:
+    from receiver.sinks import sinks_from_settings
+
+    with pytest.raises(ConfigError, match="RECEIVER_HTTP_SINK_SECRET must start with 'whsec_'"):
+        sinks_from_settings(
+            Settings(sinks=("stdout://",), http_sink_secret="MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        )
