@@ -50,12 +50,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
+        "--no-worker",
+        dest="workers",
+        action="store_false",
+        help="serve HTTP only; `kontext-receiver worker` processes sharing the store do the background work",
+    )
+    serve.add_argument(
         "--processes",
         type=_positive,
-        help="processes to run: 1 does everything in one; N >= 2 are web and worker processes "
-        "(default: the cores the CPU affinity and the container's CPU quota allow)",
+        help="processes to run: 1 does everything in one; N >= 2 are web and worker processes, or N web"
+        " processes with --no-worker (default: the cores the CPU affinity and the CPU quota allow)",
     )
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(run=_serve, api=True)
+
+    worker = commands.add_parser(
+        "worker", help="run the background work alone (submit, fetch, reconcile, publish), with health checks"
+    )
+    worker.add_argument("--host", default="127.0.0.1")
+    worker.add_argument("--port", type=int, default=8081, help="for /healthz, /readyz and /metrics")
+    worker.set_defaults(run=_serve, api=False, workers=True, processes=1)
 
     sim = commands.add_parser("sim", help="run the BFL API simulator alone")
     sim.add_argument("--host", default="127.0.0.1")
@@ -111,17 +124,19 @@ def _positive(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from receiver.processes.cores import usable_cores
 
-    settings = Settings.from_env().check()
+    settings = Settings.from_env().check(api=args.api, workers=args.workers)
     configure_logging(settings.log_level, settings.log_json)
     processes = args.processes or usable_cores()
     if processes == 1:
         from receiver.web.server import serve
 
-        serve(settings, args.host, args.port)
+        serve(settings, args.host, args.port, api=args.api, workers=args.workers)
         return 0
     from receiver.processes.supervisor import supervise
+    from receiver.sinks import sinks_from_settings
 
-    return supervise(settings, args.host, args.port, processes)
+    sinks_from_settings(settings)  # a bad sink URL stops start-up here, as it does a single process
+    return supervise(settings, args.host, args.port, processes, workers=args.workers)
 
 
 def _sim(args: argparse.Namespace) -> int:

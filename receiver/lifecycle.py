@@ -61,6 +61,7 @@ def new_job(
 def submitted(job: Job, accepted: Submitted, now: float, policy: Policy) -> Transition:
     noted = dataclasses.replace(
         job,
+        submitting_until=None,
         bfl_task_id=job.bfl_task_id or accepted.task_id,
         polling_url=job.polling_url or accepted.polling_url,
         submitted_at=job.submitted_at or now,
@@ -84,7 +85,8 @@ def submit_refused(job: Job, error: UpstreamError, now: float, policy: Policy) -
         return finish(job, JobState.FAILED, now, policy, error=problem)
     if now - job.created_at >= policy.give_up_after_s:
         return finish(job, JobState.FAILED, now, policy, error=problem | {"code": "upstream_unavailable"})
-    return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy, error.retry_after)))
+    delay = retry_delay(job, policy, error.retry_after)
+    return Transition(dataclasses.replace(job, due_at=now + delay, submitting_until=None))
 
 
 def input_unavailable(job: Job, message: str, now: float, policy: Policy) -> Transition | None:
@@ -187,7 +189,9 @@ def published(job: Job, now: float) -> Transition | None:
 def finish(
     job: Job, state: JobState, now: float, policy: Policy, error: dict[str, Any] | None = None
 ) -> Transition:
-    done = dataclasses.replace(job, state=state, error=error, finished_at=now, due_at=None, attempts=0)
+    done = dataclasses.replace(
+        job, state=state, error=error, finished_at=now, due_at=None, attempts=0, submitting_until=None
+    )
     return Transition(done, event=build_event(done, policy.source), drop_input=True)
 
 

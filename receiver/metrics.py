@@ -1,34 +1,125 @@
-"""Process-local counters, exposed in the Prometheus text format at `/metrics`."""
+"""Prometheus metrics, with prometheus-client: what each process counts of its own work (counters and
+histograms; summed over replicas they count everything once), and gauges of the shared store (jobs
+per state, the outbox per sink), which only one process reports (see `Store.figures`).
+
+Every name starts with `kontext_receiver_`; the README lists them all.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Collection
+
+import anyio
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from receiver.models import Job, JobState, Transition
+from receiver.stores import Store, StoreFigures
+
+__all__ = ["CONTENT_TYPE", "Metrics", "Step"]
+
+_NS = "kontext_receiver"
+# Seconds: from a fast loopback download or submit to BFL's slowest minutes.
+_LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_BYTES = tuple(float(2**n) for n in range(14, 27, 2))  # 16 KiB to 64 MiB
+_URL_LEFT = (0, 30, 60, 120, 180, 300, 420, 540, 600)  # BFL's URLs live 10 minutes
+
+
+class Step:
+    """A lifecycle step that notes the state change it makes (see `Metrics.count`)."""
+
+    def __init__(self, change: Callable[[Job], Transition | None]) -> None:
+        self.change = change
+        self.states: tuple[JobState, JobState] | None = None
+
+    def __call__(self, job: Job) -> Transition | None:
+        transition = self.change(job)
+        self.states = (job.state, transition.job.state) if transition is not None else None
+        return transition
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+    """One registry per app, so that several apps in one process (tests, the demo) never clash. The
+    store's gauges are read from the store at most every `figures_ttl_s`, whatever the scrape rate."""
 
-    def inc(self, name: str, amount: int = 1, **labels: str) -> None:
-        self.counters[name, tuple(sorted(labels.items()))] += amount
+    def __init__(self, figures_ttl_s: float = 10.0) -> None:
+        self.figures_ttl_s = figures_ttl_s
+        self._figures_read_at = -float("inf")  # monotonic
+        self._reading = anyio.Lock()
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.edits = Counter(f"{_NS}_edits", "Edits accepted (POST /v1/edits, not replays)", registry=r)
+        self.webhooks = Counter(
+            f"{_NS}_webhooks", "BFL webhooks answered, by outcome", ["outcome"], registry=r
+        )
+        self.transitions = Counter(
+            f"{_NS}_job_transitions", "Job state changes written", ["from_state", "to_state"], registry=r
+        )
+        self.submits = Counter(f"{_NS}_submits", "Submits to BFL, by outcome", ["outcome"], registry=r)
+        self.submit_seconds = Histogram(
+            f"{_NS}_submit_seconds", "Time BFL took to answer a submit", buckets=_LATENCY, registry=r
+        )
+        self.polls = Counter(
+            f"{_NS}_polls", "get_result calls by the reconciler, by report", ["status"], registry=r
+        )
+        self.downloads = Counter(f"{_NS}_downloads", "Result downloads, by outcome", ["outcome"], registry=r)
+        self.download_seconds = Histogram(
+            f"{_NS}_download_seconds", "Time to fetch and store a result image", buckets=_LATENCY, registry=r
+        )
+        self.download_bytes = Histogram(
+            f"{_NS}_download_bytes", "Size of the result images stored", buckets=_BYTES, registry=r
+        )
+        self.sample_url_left = Histogram(
+            f"{_NS}_sample_url_remaining_seconds",
+            "Lifetime its signed URL had left when a result download started",
+            buckets=_URL_LEFT,
+            registry=r,
+        )
+        self.deliveries = Counter(
+            f"{_NS}_deliveries", "Event deliveries, by sink and outcome", ["sink", "outcome"], registry=r
+        )
+        self.end_to_end_seconds = Histogram(
+            f"{_NS}_end_to_end_seconds",
+            "From BFL finishing a task to its event delivered to a sink",
+            ["sink"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.jobs = Gauge(f"{_NS}_jobs", "Jobs in the store, by state", ["state"], registry=r)
+        self.outbox_backlog = Gauge(
+            f"{_NS}_outbox_backlog", "Events not yet delivered to a sink", ["sink"], registry=r
+        )
+        self.outbox_oldest_seconds = Gauge(
+            f"{_NS}_outbox_oldest_age_seconds",
+            "Age of the oldest event not yet delivered",
+            ["sink"],
+            registry=r,
+        )
 
-    def render(self, gauges: Mapping[str, Mapping[str, int]] | None = None) -> str:
-        """Counters (`kontext_<name>_total`) and gauges (`kontext_<name>{label=...}`)."""
-        lines: list[str] = []
-        for name in sorted({name for name, _ in self.counters}):
-            lines.append(f"# TYPE kontext_{name}_total counter")
-            for (counter, labels), value in sorted(self.counters.items()):
-                if counter == name:
-                    lines.append(f"kontext_{name}_total{_labels(labels)} {value}")
-        for name, series in (gauges or {}).items():
-            lines.append(f"# TYPE kontext_{name} gauge")
-            for label, value in sorted(series.items()):
-                lines.append(f'kontext_{name}{{state="{label}"}} {value}')
-        return "\n".join(lines) + "\n"
+    def count(self, step: Step) -> None:
+        """Count the state change `step` made, once the store has written it."""
+        if step.states is not None and step.states[0] is not step.states[1]:
+            self.transitions.labels(step.states[0].value, step.states[1].value).inc()
 
+    async def render(self, store: Store, sinks: Collection[str], now: float) -> bytes:
+        """The text format of every metric, the store's gauges refreshed when they are older than
+        `figures_ttl_s`."""
+        async with self._reading:  # one read of the store for scrapes arriving together
+            if time.monotonic() - self._figures_read_at >= self.figures_ttl_s:
+                self._show_figures(await store.figures(), sinks, now)
+                self._figures_read_at = time.monotonic()
+        return generate_latest(self.registry)
 
-def _labels(labels: tuple[tuple[str, str], ...]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{key}="{value}"' for key, value in labels) + "}"
+    def _show_figures(self, figures: StoreFigures | None, sinks: Collection[str], now: float) -> None:
+        """The store's gauges from `figures`, or none when another process reports them."""
+        for gauge in (self.jobs, self.outbox_backlog, self.outbox_oldest_seconds):
+            gauge.clear()
+        if figures is None:
+            return
+        for state in JobState:
+            self.jobs.labels(state.value).set(figures.jobs.get(state, 0))
+        for sink in {*sinks, *figures.outbox}:
+            backlog, oldest = figures.outbox.get(sink, (0, now))
+            self.outbox_backlog.labels(sink).set(backlog)
+            self.outbox_oldest_seconds.labels(sink).set(max(0.0, now - oldest))

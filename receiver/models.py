@@ -96,6 +96,9 @@ class Job:
     # whose worker died simply falls due again.
     due_at: float | None = None
     attempts: int = 0  # tries of the current step
+    # Claimed for a submit: until then (or until the submit's outcome is written) the job holds one of
+    # the account's active-task slots, whichever process submits it.
+    submitting_until: float | None = None
     bfl_task_id: str | None = None
     polling_url: str | None = None
     submitted_at: float | None = None
@@ -113,6 +116,15 @@ class Job:
     def claimed(self, now: float, lease_s: float) -> Job:
         """This job taken for its next step: not due again until the lease runs out."""
         return dataclasses.replace(self, due_at=now + lease_s, attempts=self.attempts + 1)
+
+    def claimed_for_submit(self, now: float, lease_s: float) -> Job:
+        return dataclasses.replace(self.claimed(now, lease_s), submitting_until=now + lease_s)
+
+    def holds_upstream_slot(self, now: float) -> bool:
+        """BFL has the task, or a submit of it may be on its way."""
+        if self.state is JobState.SUBMITTED:
+            return True
+        return self.state is JobState.CREATED and (self.submitting_until or 0.0) > now
 
     @property
     def outcome(self) -> Outcome | None:
@@ -201,6 +213,11 @@ class Transition:
     job: Job
     event: Event | None = None
     drop_input: bool = False
+
+
+def epoch(iso: str) -> float:
+    """The inverse of `isotime`: an RFC 3339 time as epoch seconds."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def isotime(timestamp: float | None) -> str | None:

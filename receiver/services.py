@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 import httpx
 
 from receiver.bfl.client import BflClient
+from receiver.bfl.sansio import SAMPLE_URL_LIFETIME_S
 from receiver.blobs import BlobStore, blobs_from_url
 from receiver.downloads import FetchPolicy, download_client
 from receiver.http_transport import BackpressureTransport
 from receiver.lifecycle import Policy
-from receiver.metrics import Metrics
+from receiver.metrics import Metrics, Step
 from receiver.models import Job, Transition
 from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_settings
@@ -49,7 +50,11 @@ class Services:
     ) -> tuple[Job | None, bool]:
         """Apply a lifecycle step to the job (see `Store.update`); an event it emits is queued for
         every configured sink (already claimed by the caller, with `claimed_until`)."""
-        return await self.store.update(job_id, change, list(self.sinks), claimed_until=claimed_until)
+        step = Step(change)
+        job, changed = await self.store.update(job_id, step, list(self.sinks), claimed_until=claimed_until)
+        if changed:
+            self.metrics.count(step)
+        return job, changed
 
 
 def event_source(settings: Settings) -> str:
@@ -102,8 +107,9 @@ async def open_services(
                 retry_base_s=settings.retry_base_s,
                 lease_s=settings.lease_s,
                 # A result reported ready late keeps its URL's 10 minutes, unless giving up comes sooner.
-                received_grace_s=min(600.0, settings.give_up_after_s),
+                received_grace_s=min(SAMPLE_URL_LIFETIME_S, settings.give_up_after_s),
             ),
             fetch_policy=fetch_policy,
             clock=clock,
+            metrics=Metrics(settings.metrics_store_ttl_s),
         )

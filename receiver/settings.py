@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
 from receiver.errors import ConfigError
+from receiver.registry import redact
 
 T = TypeVar("T")
 
@@ -88,7 +89,8 @@ def _bool(raw: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    """The receiver's configuration. Field names follow the `RECEIVER_*`/`BFL_*` variables."""
+    """The receiver's configuration. Field names follow the `RECEIVER_*`/`BFL_*` variables. Its repr
+    shows no key, token, or URL credentials and query strings (where DSN passwords and tokens go)."""
 
     bfl_api_url: str = "https://api.bfl.ai"
     bfl_api_key: str = field(default="", repr=False)
@@ -114,9 +116,10 @@ class Settings:
     lease_s: float = 120.0
     max_polls_per_s: float = 10.0
     shutdown_grace_s: float = 20.0
+    metrics_store_ttl_s: float = 10.0
     retention_days: float | None = None  # None: keep finished jobs and their images forever
     log_level: str = "info"
-    log_json: bool = True
+    log_json: bool | None = None  # None: JSON lines unless stderr is a terminal
     demo: bool = False
 
     @classmethod
@@ -150,24 +153,26 @@ class Settings:
             lease_s=env.number("RECEIVER_LEASE_S", defaults.lease_s, 1.0),
             max_polls_per_s=env.number("RECEIVER_MAX_POLLS_PER_S", defaults.max_polls_per_s, 0.01),
             shutdown_grace_s=env.number("RECEIVER_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
+            metrics_store_ttl_s=env.number("RECEIVER_METRICS_STORE_TTL_S", defaults.metrics_store_ttl_s),
             retention_days=env.get("RECEIVER_RETENTION_DAYS", defaults.retention_days, _positive),
             log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),
             log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
         )
 
-    def check(self) -> Settings:
-        """Refuse to run a production receiver with required settings missing."""
+    def check(self, *, api: bool = True, workers: bool = True) -> Settings:
+        """Refuse to run a production receiver with required settings missing: the API needs its
+        tokens, the background work BFL's key; both sign or verify webhook secrets."""
         if self.demo:
             return self
         missing = [
             name
-            for name, value in (
-                ("BFL_API_KEY", self.bfl_api_key),
-                ("RECEIVER_PUBLIC_URL", self.public_url),
-                ("RECEIVER_SIGNING_KEYS", self.signing_keys),
-                ("RECEIVER_API_TOKENS", self.api_tokens),
+            for name, value, needed in (
+                ("BFL_API_KEY", self.bfl_api_key, workers),
+                ("RECEIVER_PUBLIC_URL", self.public_url, True),
+                ("RECEIVER_SIGNING_KEYS", self.signing_keys, True),
+                ("RECEIVER_API_TOKENS", self.api_tokens, api),
             )
-            if not value
+            if needed and not value
         ]
         if missing:
             raise ConfigError(
@@ -180,10 +185,22 @@ class Settings:
             raise ConfigError("RECEIVER_SINKS names no sink")
         return self
 
+    def __repr__(self) -> str:
+        shown = (f"{f.name}={_redacted(getattr(self, f.name))!r}" for f in fields(self) if f.repr)
+        return f"Settings({', '.join(shown)})"
+
     @property
     def max_active_kontext_max(self) -> int:
         """BFL allows at most 6 active kontext-max tasks per account."""
         return min(self.max_active, 6)
+
+
+def _redacted(value: object) -> object:
+    if isinstance(value, str) and "://" in value:
+        return redact(value)
+    if isinstance(value, tuple):
+        return tuple(_redacted(item) for item in value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from receiver.errors import BadRequest, UpstreamError
-from receiver.models import EditRequest, Model
+from receiver.models import EditRequest, Model, epoch
 
 # Statuses after which BFL does not retry a submit on its own; ours would fail the same way.
 _FINAL_SUBMIT_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
@@ -41,6 +42,23 @@ class TaskReport:
     result: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     finished_at: float | None = None
+
+
+SAMPLE_URL_LIFETIME_S = 600.0  # what BFL documents for its signed result URLs
+
+
+def sample_expires_at(url: str) -> float | None:
+    """When a signed result URL stops working, if it says: BFL's Azure-style `se=` (RFC 3339), or the
+    simulator's `exp=` (epoch seconds)."""
+    query = dict(parse_qsl(urlsplit(url).query))
+    try:
+        if "se" in query:
+            return epoch(query["se"])
+        if "exp" in query:
+            return float(query["exp"])
+    except ValueError:
+        return None
+    return None
 
 
 def decode_json(content: bytes | str) -> Any:

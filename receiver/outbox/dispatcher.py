@@ -24,8 +24,9 @@ import structlog
 
 from receiver import lifecycle
 from receiver.errors import SinkError
-from receiver.metrics import Metrics
-from receiver.models import Event
+from receiver.logs import about_job
+from receiver.metrics import Metrics, Step
+from receiver.models import Event, epoch
 from receiver.outbox.failures import as_sink_error
 from receiver.retry import backoff, is_retryable
 from receiver.sinks import Sink
@@ -144,8 +145,9 @@ class Dispatcher:
                     deliveries.append(delivery)
                     events.append(event)
             errors = await self._publish(events)
-            for delivery, error in zip(deliveries, errors, strict=True):
-                await self._record(delivery, error)
+            for delivery, event, error in zip(deliveries, events, errors, strict=True):
+                with about_job(event.id, event.data.get("bfl_task_id")):  # an event has its job's id
+                    await self._record(delivery, error, event)
             self._note(errors)
         except Exception:  # recording failed: the claims lapse and the deliveries are taken again
             log.exception("outbox.record_failed", sink=self.sink.name)
@@ -188,20 +190,25 @@ class Dispatcher:
             pass
         return errors
 
-    async def _record(self, delivery: Delivery, error: SinkError | None) -> None:
+    async def _record(self, delivery: Delivery, error: SinkError | None, event: Event | None = None) -> None:
         now, sink = self.clock(), self.sink.name
         if error is None:
-            self.metrics.inc("deliveries", sink=sink, outcome="delivered")
+            self.metrics.deliveries.labels(sink, "delivered").inc()
+            finished = event.data["timings"]["bfl_finished_at"] if event is not None else None
+            if finished is not None:
+                self.metrics.end_to_end_seconds.labels(sink).observe(max(0.0, now - epoch(finished)))
             delivered = dataclasses.replace(
                 delivery, state=DeliveryState.DELIVERED, last_error=None, next_at=now, delivered_at=now
             )
-            await self.store.complete_delivery(
-                delivered, expected_attempts=delivery.attempts, then=lambda job: lifecycle.published(job, now)
-            )
+            publish = Step(lambda job: lifecycle.published(job, now))
+            if await self.store.complete_delivery(
+                delivered, expected_attempts=delivery.attempts, then=publish
+            ):
+                self.metrics.count(publish)
             log.info("event.delivered", event_id=delivery.event_id, sink=sink)
             return
         dead = not error.retryable or delivery.attempts >= self.policy.attempts
-        self.metrics.inc("deliveries", sink=sink, outcome="dead" if dead else "failed")
+        self.metrics.deliveries.labels(sink, "dead" if dead else "failed").inc()
         log.warning(
             "event.delivery_failed",
             event_id=delivery.event_id,

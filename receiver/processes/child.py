@@ -34,17 +34,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--listen-fd", type=int, help="web: the listening socket")
     parser.add_argument("--wake-fds", default="", help="web: a pipe to each worker, comma-separated")
     parser.add_argument("--wake-fd", type=int, help="worker: its pipe")
-    parser.add_argument("--submit", action="store_true", help="worker: submit queued edits to BFL")
     args = parser.parse_args(argv)
     if os.getppid() != args.parent:  # the supervisor died before this process could watch for it
         sys.exit(1)
-    settings = Settings.from_env().check()
+    settings = Settings.from_env().check(api=args.role == "web", workers=args.role == "worker")
     configure_logging(settings.log_level, settings.log_json)
     if args.role == "web":
         wake_fds = [int(fd) for fd in args.wake_fds.split(",") if fd]
-        run_web(settings, args.listen_fd, wake_fds)
+        run_web(settings, args.listen_fd, wake_fds)  # (none with `serve --no-worker`)
     else:
-        anyio.run(run_worker, settings, args.wake_fd, args.submit, backend_options={"use_uvloop": True})
+        anyio.run(run_worker, settings, args.wake_fd, backend_options={"use_uvloop": True})
 
 
 def run_web(settings: Settings, listen_fd: int, wake_fds: list[int]) -> None:
@@ -53,14 +52,14 @@ def run_web(settings: Settings, listen_fd: int, wake_fds: list[int]) -> None:
     server(settings, app).run(sockets=[listener])
 
 
-async def run_worker(settings: Settings, wake_fd: int, submit: bool) -> None:
+async def run_worker(settings: Settings, wake_fd: int) -> None:
     async with open_services(settings) as svc:
         sched = Scheduler.for_services(svc)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, sched.stop)
         listen(wake_fd, sched.wake)
-        async with running_workers(svc, sched, submit=submit):
+        async with running_workers(svc, sched):
             await sched.stopping.wait()
 
 

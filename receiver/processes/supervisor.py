@@ -1,13 +1,14 @@
 """`serve --processes N`: the supervisor of web and worker processes, started and stopped together.
 
 The supervisor binds the listening socket and starts N processes: web processes, which answer HTTP on
-that socket and do no background work, and worker processes, which download, store, publish and
-reconcile, woken at once through a pipe each (`wakebus`). One worker alone submits queued edits to BFL,
-so the active-task limits hold across processes. The supervisor does nothing else: SIGTERM (or SIGINT)
-is passed to every process, each drains as a single `serve` does, and the supervisor exits when all
-have, re-raising the signal. A process that exits by itself stops the others, and the supervisor
-exits 1 for whatever restarts it. A SIGKILL of the supervisor kills every process (PR_SET_PDEATHSIG on
-Linux; elsewhere a process finding its parent gone at start exits).
+that socket and do no background work, and worker processes, which submit, download, store, publish
+and reconcile, woken at once through a pipe each (`wakebus`; on PostgreSQL also by LISTEN/NOTIFY, as
+`kontext-receiver worker` processes elsewhere are). With `--no-worker`, every process answers HTTP.
+The supervisor does nothing else: SIGTERM (or SIGINT) is passed to every process, each drains as a
+single `serve` does, and the supervisor exits when all have, re-raising the signal. A process that
+exits by itself stops the others, and the supervisor exits 1 for whatever restarts it. A SIGKILL of
+the supervisor kills every process (PR_SET_PDEATHSIG on Linux; elsewhere a process finding its parent
+gone at start exits).
 """
 
 from __future__ import annotations
@@ -43,10 +44,13 @@ class Split:
     workers: int
 
     @classmethod
-    def of(cls, processes: int) -> Split:
-        """Half the processes (rounded up) answer HTTP; the rest work, at least one each."""
+    def of(cls, processes: int, *, workers: bool = True) -> Split:
+        """Half the processes (rounded up) answer HTTP, the rest work, at least one each; without
+        `workers` (`serve --no-worker`), every process answers HTTP."""
         if processes < 2:
             raise ConfigError(f"a multi-process serve needs at least 2 processes, not {processes}")
+        if not workers:
+            return cls(web=processes, workers=0)
         return cls(web=processes - processes // 2, workers=processes // 2)
 
 
@@ -72,9 +76,9 @@ def bind(host: str, port: int, wait_s: float = BIND_WAIT_S) -> socket.socket:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, host: str, port: int, processes: int) -> None:
+    def __init__(self, settings: Settings, host: str, port: int, processes: int, *, workers: bool) -> None:
         self.settings = settings
-        self.split = Split.of(processes)
+        self.split = Split.of(processes, workers=workers)
         self.host, self.port = host, port
         self.children: list[subprocess.Popen[bytes]] = []
 
@@ -83,9 +87,8 @@ class Supervisor:
         listener = bind(self.host, self.port)
         pipes = [os.pipe() for _ in range(self.split.workers)]
         try:
-            for n, (read_end, _) in enumerate(pipes):
-                extra = ["--wake-fd", str(read_end), *(["--submit"] if n == 0 else [])]
-                self._start("worker", extra, (read_end,))
+            for read_end, _ in pipes:
+                self._start("worker", ["--wake-fd", str(read_end)], (read_end,))
             writers = [write_end for _, write_end in pipes]
             web = ["--listen-fd", str(listener.fileno()), "--wake-fds", ",".join(map(str, writers))]
             for _ in range(self.split.web):
@@ -145,5 +148,5 @@ class Supervisor:
         log.info("serve.stopped")
 
 
-def supervise(settings: Settings, host: str, port: int, processes: int) -> int:
-    return Supervisor(settings, host, port, processes).run()
+def supervise(settings: Settings, host: str, port: int, processes: int, *, workers: bool = True) -> int:
+    return Supervisor(settings, host, port, processes, workers=workers).run()

@@ -162,7 +162,8 @@ class Stats:
     """Counters for `/_sim/stats`. `get_result` counts every call, `get_result_errors` those answered
     500; `webhooks_sent` counts POSTs (retries too); `webhooks_failed` counts deliveries given up after
     the last retry; `downloads` counts downloads served whole, `downloads_truncated` those cut off and
-    `download_errors` every refused one; `urls_expired_early` counts result URLs minted expired."""
+    `download_errors` every refused one; `urls_expired_early` counts result URLs minted expired;
+    `peak_active` and `peak_active_kontext_max` are the most tasks one account had active at once."""
 
     submits: int = 0
     rejected: int = 0
@@ -175,6 +176,8 @@ class Stats:
     downloads_truncated: int = 0
     download_errors: int = 0
     urls_expired_early: int = 0
+    peak_active: int = 0
+    peak_active_kontext_max: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -261,6 +264,10 @@ class SimState:
         if task.webhook_url is not None and task.webhook_copies == 0:
             self.stats.webhooks_dropped += 1
         self._active[account].append(task)
+        self.stats.peak_active = max(self.stats.peak_active, len(active))  # `task` included
+        self.stats.peak_active_kontext_max = max(
+            self.stats.peak_active_kontext_max, active_max + (model is Model.MAX)
+        )
         self._records[task.id] = TaskRecord(task, submission.image.data)
         heapq.heappush(self._forget_at, (task.ready_at + self.settings.task_ttl_s, task.id))
         self.stats.submits += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from receiver.registry import Registry
-from receiver.stores.base import Delivery, DeliveryState, Store
+from receiver.stores.base import Change, Delivery, DeliveryState, Store, StoreFigures, UpstreamLimits
 
 STORES: Registry[Store] = Registry(
     "store",
@@ -17,4 +17,13 @@ STORES: Registry[Store] = Registry(
 )
 store_from_url = STORES.from_url
 
-__all__ = ["STORES", "Delivery", "DeliveryState", "Store", "store_from_url"]
+__all__ = [
+    "STORES",
+    "Change",
+    "Delivery",
+    "DeliveryState",
+    "Store",
+    "StoreFigures",
+    "UpstreamLimits",
+    "store_from_url",
+]

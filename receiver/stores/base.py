@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -32,6 +33,54 @@ class Delivery:
 
     def claimed(self, now: float, lease_s: float) -> Delivery:
         return dataclasses.replace(self, attempts=self.attempts + 1, next_at=now + lease_s)
+
+
+@dataclass(frozen=True)
+class UpstreamLimits:
+    """How many tasks the BFL account may have active at once: in all, and per model."""
+
+    total: int
+    per_model: Mapping[Model, int] = field(default_factory=dict)
+
+    def room(self, active: Mapping[Model, int]) -> tuple[int, list[tuple[Model, int]]]:
+        """The free slots in all, and how many more of each model may start, given what is active.
+        Models with a limit of their own come first, so jobs waiting for their smaller quota never
+        block the rest."""
+        free = self.total - sum(active.values())
+        models = sorted(Model, key=lambda model: model not in self.per_model)
+        return free, [(model, self._room_for(model, free, active)) for model in models]
+
+    def fill(self, active: Mapping[Model, int], claim: Callable[[Model, int], list[Job]]) -> list[Job]:
+        """Claim, with `claim(model, at_most)`, as many jobs as the free slots allow, model by model."""
+        free, room = self.room(active)
+        claimed: list[Job] = []
+        for model, slots in room:
+            if (wanted := min(slots, free - len(claimed))) > 0:
+                claimed += claim(model, wanted)
+        return claimed
+
+    def _room_for(self, model: Model, free: int, active: Mapping[Model, int]) -> int:
+        if model not in self.per_model:
+            return free
+        return min(free, self.per_model[model] - active.get(model, 0))
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    """What the store holds, for the metrics: jobs per state, and per sink the events not yet delivered
+    with the time (epoch seconds) of the oldest."""
+
+    jobs: Mapping[JobState, int]
+    outbox: Mapping[str, tuple[int, float]]
+
+
+class Change(StrEnum):
+    """A change committed to the store that may make background work due."""
+
+    JOB_CREATED = "job_created"
+    SLOT_FREED = "slot_freed"  # a task left `submitted`: BFL has one active task fewer
+    RESULT_READY = "result_ready"  # a job is `received`: its image is to be fetched
+    DELIVERY_DUE = "delivery_due"  # an event is to be delivered (new, or redelivered)
 
 
 class Store(Resource, Protocol):
@@ -73,11 +122,12 @@ class Store(Resource, Protocol):
         """Take up to `limit` due jobs in `states` (and of `model`), earliest first, each saved as
         `job.claimed(now, lease_s)`. A job another worker holds is not due, so it is never taken twice."""
 
-    async def count(
-        self, states: Collection[JobState], model: Model | None = None, *, at_most: int | None = None
-    ) -> int:
-        """How many jobs are in `states` (and of `model`); with `at_most`, counted no further than that,
-        so the answer costs no more however many there are."""
+    async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
+        """Take due created jobs to submit (each `job.claimed_for_submit(now, lease_s)`), as many as
+        `limits` leave room for. What is active is counted in the same transaction, over every process
+        sharing the store: jobs BFL has and jobs claimed for a submit (`Job.holds_upstream_slot`)."""
+
+    async def count(self, states: Collection[JobState], model: Model | None = None) -> int: ...
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
@@ -105,6 +155,15 @@ class Store(Resource, Protocol):
 
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
         """Make the event due again for every sink; return how many deliveries were reset."""
+
+    def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
+        """While open, call `on_change` for the changes processes sharing the store commit (this one's
+        included), so their background work starts at once instead of at its next look at the store.
+        A store only one process can use does nothing: that process wakes its own loops."""
+
+    async def figures(self) -> StoreFigures | None:
+        """The store's figures, or None when another process sharing the store reports them: summed over
+        every process, each job and event then counts once."""
 
     async def expired_jobs(self, before: float, limit: int) -> list[Job]:
         """Up to `limit` jobs created before `before` that are done with: in a final state, and with no

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 
-from receiver.models import FINAL_STATES, Event, Job, JobState, Model, Transition
+from receiver.models import FINAL_STATES, Event, Job, JobState, Model, Transition, epoch
 from receiver.resource import ResourceBase
-from receiver.stores.base import Delivery, DeliveryState
+from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
 
 
 class MemoryStore(ResourceBase):
@@ -78,6 +81,25 @@ class MemoryStore(ResourceBase):
     async def claim(
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
     ) -> list[Job]:
+        return self._claim(states, now, limit, model, lambda job: job.claimed(now, lease_s))
+
+    async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
+        active = Counter(job.request.model for job in self._jobs.values() if job.holds_upstream_slot(now))
+        return limits.fill(
+            active,
+            lambda model, wanted: self._claim(
+                {JobState.CREATED}, now, wanted, model, lambda job: job.claimed_for_submit(now, lease_s)
+            ),
+        )
+
+    def _claim(
+        self,
+        states: Collection[JobState],
+        now: float,
+        limit: int,
+        model: Model | None,
+        claimed_as: Callable[[Job], Job],
+    ) -> list[Job]:
         due = [
             job
             for job in self._jobs.values()
@@ -87,21 +109,16 @@ class MemoryStore(ResourceBase):
             and (model is None or job.request.model is model)
         ]
         due.sort(key=lambda job: (job.due_at or 0.0, job.created_at))
-        claimed = [
-            dataclasses.replace(job.claimed(now, lease_s), version=job.version + 1) for job in due[:limit]
-        ]
+        claimed = [dataclasses.replace(claimed_as(job), version=job.version + 1) for job in due[:limit]]
         self._jobs.update((job.id, job) for job in claimed)
         return claimed
 
-    async def count(
-        self, states: Collection[JobState], model: Model | None = None, *, at_most: int | None = None
-    ) -> int:
-        total = sum(
+    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+        return sum(
             1
             for job in self._jobs.values()
             if job.state in states and (model is None or job.request.model == model)
         )
-        return total if at_most is None else min(total, at_most)
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
@@ -157,6 +174,17 @@ class MemoryStore(ResourceBase):
         for sink in sinks:
             self._deliveries[event_id, sink] = Delivery(event_id, sink, next_at=now)
         return len(sinks)
+
+    def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+    async def figures(self) -> StoreFigures | None:
+        pending = [d for d in self._deliveries.values() if d.state is DeliveryState.PENDING]
+        outbox: dict[str, tuple[int, float]] = {}
+        for delivery in pending:
+            count, oldest = outbox.get(delivery.sink, (0, float("inf")))
+            outbox[delivery.sink] = (count + 1, min(oldest, epoch(self._events[delivery.event_id].time)))
+        return StoreFigures(Counter(job.state for job in self._jobs.values()), outbox)
 
     async def expired_jobs(self, before: float, limit: int) -> list[Job]:
         pending = {d.event_id for d in self._deliveries.values() if d.state is DeliveryState.PENDING}

@@ -8,6 +8,8 @@ Times are epoch seconds in double precision, as the models hold them; `doc` and 
 
 from __future__ import annotations
 
+CHANNEL = "kontext_receiver"  # NOTIFY payloads: "<schema> <Change>"
+
 POSTGRES: tuple[tuple[str, str], ...] = (
     (
         "0001_jobs_events_deliveries",
@@ -44,6 +46,41 @@ POSTGRES: tuple[tuple[str, str], ...] = (
         "0002_jobs_state_model",
         # The submitter counts active tasks per model on every wake-up.
         "CREATE INDEX IF NOT EXISTS jobs_state_model ON jobs (state, model);",
+    ),
+    (
+        "0003_jobs_submitting_until",
+        # The active-task count of every replica's submit claims: jobs BFL has, and jobs being submitted.
+        """
+        ALTER TABLE jobs ADD COLUMN IF NOT EXISTS submitting_until double precision;
+        CREATE INDEX IF NOT EXISTS jobs_upstream ON jobs (model)
+            WHERE state = 'submitted' OR submitting_until IS NOT NULL;
+        """,
+    ),
+    (
+        "0004_notify_changes",
+        # Each committed change that makes work due wakes the background work of every replica.
+        f"""
+        CREATE OR REPLACE FUNCTION notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('{CHANNEL}', TG_TABLE_SCHEMA || ' ' || TG_ARGV[0]);
+            RETURN NULL;
+        END $$;
+        DROP TRIGGER IF EXISTS jobs_created ON jobs;
+        CREATE TRIGGER jobs_created AFTER INSERT ON jobs
+            FOR EACH ROW EXECUTE FUNCTION notify_change('job_created');
+        DROP TRIGGER IF EXISTS jobs_result_ready ON jobs;
+        CREATE TRIGGER jobs_result_ready AFTER UPDATE OF state ON jobs
+            FOR EACH ROW WHEN (NEW.state = 'received' AND OLD.state <> 'received')
+            EXECUTE FUNCTION notify_change('result_ready');
+        DROP TRIGGER IF EXISTS jobs_slot_freed ON jobs;
+        CREATE TRIGGER jobs_slot_freed AFTER UPDATE OF state ON jobs
+            FOR EACH ROW WHEN (OLD.state = 'submitted' AND NEW.state <> 'submitted')
+            EXECUTE FUNCTION notify_change('slot_freed');
+        DROP TRIGGER IF EXISTS deliveries_due ON deliveries;
+        CREATE TRIGGER deliveries_due AFTER INSERT OR UPDATE ON deliveries
+            FOR EACH ROW WHEN (NEW.state = 'pending' AND NEW.attempts = 0)
+            EXECUTE FUNCTION notify_change('delivery_due');
+        """,
     ),
     (
         "0005_perf_settled_counts",

@@ -1,14 +1,18 @@
-"""PostgreSQL store (asyncpg) for several replicas: compare-and-set writes, claims with SKIP LOCKED."""
+"""PostgreSQL store (asyncpg) for several replicas: compare-and-set writes, claims with SKIP LOCKED,
+and LISTEN/NOTIFY to wake every replica's background work when another commits something to do."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import anyio
+import anyio.abc
 import asyncpg
 import structlog
 
@@ -17,14 +21,19 @@ from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
-from receiver.stores.base import Delivery, DeliveryState
+from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
 from receiver.stores.postgres_batch import Update, UpdateBatcher
 from receiver.stores.rows import (
     FINAL_STATE_NAMES,
     JOB_TABLES,
+    JOBS_BY_STATE,
+    OUTBOX_BY_SINK,
     SELECT_DELIVERIES,
+    UPSTREAM_SLOTS,
+    active_upstream,
     count_queries,
     delivery_from_row,
+    figures_from_rows,
     job_columns,
     job_doc,
     job_from_doc,
@@ -35,6 +44,8 @@ from receiver.stores.urgency import is_urgent
 log = structlog.get_logger("receiver.stores.postgres")
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+CHANGES = frozenset(Change)
+LISTEN_RETRY_S = 1.0  # between attempts to listen again after the connection was lost
 
 
 class PostgresStore(ResourceBase):
@@ -44,6 +55,9 @@ class PostgresStore(ResourceBase):
         self.max_connections = max_connections
         self.applied: list[str] = []  # the migrations `open` applied
         self._pool: asyncpg.Pool | None = None
+        self._schema_in_use = schema or ""  # the tables' schema (found at `open` when not named)
+        self._listening: asyncpg.Connection | None = None  # while `watch` is open
+        self._reporting = False  # this replica reports the store's figures (see `figures`)
         self._batcher = UpdateBatcher(lambda: self.pool, self._update_alone)
 
     @classmethod
@@ -69,6 +83,7 @@ class PostgresStore(ResourceBase):
             try:
                 async with pool.acquire() as conn:
                     self.applied = await apply_migrations(conn, self.schema)
+                    self._schema_in_use = await conn.fetchval("SELECT current_schema()")
             except BaseException:
                 await pool.close()
                 raise
@@ -99,8 +114,8 @@ class PostgresStore(ResourceBase):
         async with self.pool.acquire() as conn, conn.transaction():
             # ON CONFLICT rather than look-then-insert: two requests with one key may race.
             inserted = await conn.fetchval(
-                "INSERT INTO jobs (id, state, model, version, idempotency_key, due_at, created_at, doc)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                "INSERT INTO jobs (id, state, model, version, idempotency_key, due_at, submitting_until,"
+                " created_at, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
                 job.id,
                 *job_columns(job),
@@ -160,36 +175,44 @@ class PostgresStore(ResourceBase):
     async def claim(
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
     ) -> list[Job]:
-        sql = "SELECT doc FROM jobs WHERE state = ANY($1::text[]) AND due_at <= $2"
-        args: list[Any] = [_states(states), now]
-        if model is not None:
-            args.append(model.value)
-            sql += f" AND model = ${len(args)}"
-        args.append(limit)
-        # SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for.
-        sql += f" ORDER BY due_at, created_at, id LIMIT ${len(args)} FOR UPDATE SKIP LOCKED"
         async with self.pool.acquire() as conn, conn.transaction():
-            claimed = []
-            for row in await conn.fetch(sql, *args):
-                job = job_from_doc(row["doc"])
-                claimed.append(dataclasses.replace(job.claimed(now, lease_s), version=job.version + 1))
-            if claimed:
-                await conn.executemany(
-                    "UPDATE jobs SET version = $2, due_at = $3, doc = $4 WHERE id = $1",
-                    [(job.id, job.version, job.due_at, job_doc(job)) for job in claimed],
-                )
-        return claimed
+            return await _claim(conn, states, now, limit, model, lambda job: job.claimed(now, lease_s))
 
-    async def count(
-        self, states: Collection[JobState], model: Model | None = None, *, at_most: int | None = None
-    ) -> int:
+    async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
+        # Asked first without the lock: with no job waiting, or every slot taken, a wake-up takes none.
+        # The state written out, not a parameter: a generic plan blind to it would read the table
+        # from the start looking for one row (with a million settled jobs, a million rows).
+        due = "SELECT 1 FROM jobs WHERE state = 'created' AND due_at <= $1 LIMIT 1"
+        if await self.pool.fetchval(due, now) is None:
+            return []
+        active_sql = UPSTREAM_SLOTS.format(now="$1")
+        if limits.room(active_upstream(await self.pool.fetch(active_sql, now)))[0] <= 0:
+            return []
+        async with self.pool.acquire() as conn, conn.transaction():
+            # One submit claim at a time in all replicas: the count and the claims it allows are one
+            # step, and the count sees every claim committed before (READ COMMITTED, after the lock).
+            lock = f"kontext-receiver.submit:{self._schema_in_use}"
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock)
+            free, room = limits.room(active_upstream(await conn.fetch(active_sql, now)))
+            claimed: list[Job] = []
+            for model, slots in room:
+                if (wanted := min(slots, free - len(claimed))) > 0:
+                    claimed += await _claim(
+                        conn,
+                        {JobState.CREATED},
+                        now,
+                        wanted,
+                        model,
+                        lambda j: j.claimed_for_submit(now, lease_s),
+                    )
+            return claimed
+
+    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
         total = 0
-        for select, part, bounded in count_queries(states):
-            where = "state = ANY($1::text[])" + (" AND model = $2" if model else "")
-            args: list[Any] = [part, *([model.value] if model else [])]
-            args += [at_most] if bounded else []  # NULL: no limit
-            total += int(await self.pool.fetchval(select.format(where=where, limit=f"${len(args)}"), *args))
-        return total if at_most is None else min(total, at_most)
+        for select, part in count_queries(states):
+            sql = select + " state = ANY($1::text[])" + (" AND model = $2" if model else "")
+            total += int(await self.pool.fetchval(sql, part, *([model.value] if model else [])))
+        return total
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
@@ -267,6 +290,72 @@ class PostgresStore(ResourceBase):
             )
         return len(sinks)
 
+    @asynccontextmanager
+    async def watch(self, on_change: Callable[[Change], None]) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._listen, on_change)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _listen(
+        self, on_change: Callable[[Change], None], *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        """LISTEN on a connection of its own, again after it is lost (meanwhile the background loops
+        still look at the store every second or so). Started once the first try is over."""
+
+        def notified(conn: object, pid: int, channel: str, payload: str) -> None:
+            schema, _, change = payload.partition(" ")
+            # Replicas of other schemas share the channel; a newer release may notify more changes.
+            if schema == self._schema_in_use and change in CHANGES:
+                on_change(Change(change))
+
+        while True:
+            try:
+                conn = await asyncpg.connect(self.dsn)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("store.listen_failed", error=str(exc))
+                task_status.started()
+            else:
+                await self._listen_until_lost(conn, notified, task_status)
+                log.warning("store.listen_lost")
+            task_status = anyio.TASK_STATUS_IGNORED
+            await anyio.sleep(LISTEN_RETRY_S)
+
+    async def _listen_until_lost(
+        self, conn: asyncpg.Connection, notified: Callable[..., None], task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        lost = anyio.Event()
+        try:
+            conn.add_termination_listener(lambda _: lost.set())
+            await conn.add_listener(migrations.CHANNEL, notified)
+            self._listening = conn
+            task_status.started()
+            await lost.wait()
+        finally:
+            self._listening, self._reporting = None, False
+            with anyio.CancelScope(shield=True):
+                await conn.close(timeout=5)
+
+    async def figures(self) -> StoreFigures | None:
+        if not await self._reports_figures():
+            return None
+        async with self.pool.acquire() as conn:
+            jobs = await conn.fetch(JOBS_BY_STATE)
+            outbox = await conn.fetch(OUTBOX_BY_SINK.format(time="e.body->>'time'"))
+        return figures_from_rows(jobs, outbox)
+
+    async def _reports_figures(self) -> bool:
+        """One replica reports the store's figures: the first whose listening connection takes the
+        advisory lock. A replica that stops or loses its connection lets the lock go with it, and the
+        next to ask takes over. Replicas that do not watch the store (no background work) never report."""
+        conn = self._listening
+        if conn is not None and not self._reporting:
+            key = f"kontext-receiver.figures:{self._schema_in_use}"
+            self._reporting = await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key)
+        return self._reporting
+
     async def expired_jobs(self, before: float, limit: int) -> list[Job]:
         rows = await self.pool.fetch(
             "SELECT doc FROM jobs WHERE created_at < $1 AND state = ANY($2::text[]) AND NOT EXISTS"
@@ -288,6 +377,34 @@ class PostgresStore(ResourceBase):
         return int(status.split()[-1])
 
 
+async def _claim(
+    conn: asyncpg.Connection,
+    states: Collection[JobState],
+    now: float,
+    limit: int,
+    model: Model | None,
+    claimed_as: Callable[[Job], Job],
+) -> list[Job]:
+    sql = "SELECT doc FROM jobs WHERE state = ANY($1::text[]) AND due_at <= $2"
+    args: list[Any] = [_states(states), now]
+    if model is not None:
+        args.append(model.value)
+        sql += f" AND model = ${len(args)}"
+    args.append(limit)
+    # SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for.
+    sql += f" ORDER BY due_at, created_at, id LIMIT ${len(args)} FOR UPDATE SKIP LOCKED"
+    claimed = []
+    for row in await conn.fetch(sql, *args):
+        job = job_from_doc(row["doc"])
+        claimed.append(dataclasses.replace(claimed_as(job), version=job.version + 1))
+    if claimed:
+        await conn.executemany(
+            "UPDATE jobs SET version = $2, due_at = $3, submitting_until = $4, doc = $5 WHERE id = $1",
+            [(job.id, job.version, *job_columns(job)[4:], job_doc(job)) for job in claimed],
+        )
+    return claimed
+
+
 async def _save(
     conn: asyncpg.Connection,
     job: Job,
@@ -299,7 +416,7 @@ async def _save(
     saved = dataclasses.replace(job, version=job.version + 1)
     status = await conn.execute(
         "UPDATE jobs SET state = $3, model = $4, version = $5, idempotency_key = $6, due_at = $7,"
-        " doc = $8 WHERE id = $1 AND version = $2",
+        " submitting_until = $8, doc = $9 WHERE id = $1 AND version = $2",
         job.id,
         job.version,
         *job_columns(saved),

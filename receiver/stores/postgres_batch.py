@@ -32,19 +32,20 @@ LOCK_JOBS = "SELECT id, doc FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR
 WRITE_BATCH = """
 WITH changed AS (
     UPDATE jobs SET state = v.state, model = v.model, version = v.version, idempotency_key = v.key,
-        due_at = v.due_at, doc = v.doc
+        due_at = v.due_at, submitting_until = v.submitting_until, doc = v.doc
     FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[], $6::text[], $7::float8[],
-                $8::json[]) AS v(id, old_version, state, model, version, key, due_at, doc)
+                $8::float8[], $9::json[])
+        AS v(id, old_version, state, model, version, key, due_at, submitting_until, doc)
     WHERE jobs.id = v.id AND jobs.version = v.old_version
     RETURNING jobs.id
 ), dropped AS (
-    DELETE FROM job_inputs WHERE job_id = ANY($9::text[])
+    DELETE FROM job_inputs WHERE job_id = ANY($10::text[])
 ), new_events AS (
-    INSERT INTO events (id, body) SELECT * FROM unnest($10::text[], $11::json[])
+    INSERT INTO events (id, body) SELECT * FROM unnest($11::text[], $12::json[])
 ), new_deliveries AS (
     INSERT INTO deliveries (event_id, sink, state, attempts, next_at)
     SELECT d.event_id, d.sink, 'pending', d.attempts, d.next_at
-    FROM unnest($12::text[], $13::text[], $14::int[], $15::float8[]) AS d(event_id, sink, attempts, next_at)
+    FROM unnest($13::text[], $14::text[], $15::int[], $16::float8[]) AS d(event_id, sink, attempts, next_at)
 )
 SELECT count(*) FROM changed
 """
@@ -74,7 +75,7 @@ class _Writes:
             (job.id, self.read_versions[job.id], *job_columns(job), job_doc(job))
             for job in self.jobs.values()
         ]
-        job_args = [list(column) for column in zip(*rows, strict=True)] or [[]] * 8
+        job_args = [list(column) for column in zip(*rows, strict=True)] or [[]] * 9
         event_args = [list(column) for column in zip(*self.events, strict=True)] or [[], []]
         delivery_args = [list(column) for column in zip(*self.deliveries, strict=True)] or [[]] * 4
         return [*job_args, self.dropped_inputs, *event_args, *delivery_args]

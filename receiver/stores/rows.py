@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Iterable
 from typing import Any
 
-from receiver.models import FINAL_STATES, Job, JobState
-from receiver.stores.base import Delivery, DeliveryState
+from receiver.models import FINAL_STATES, Job, JobState, Model, epoch
+from receiver.stores.base import Delivery, DeliveryState, StoreFigures
 
 # States a job never leaves, where jobs pile up: the stores count them from a table of counters (kept
 # by triggers), not one row per job. The other states hold only the jobs in progress (and `stored`
@@ -23,21 +24,16 @@ def sql_list(states: Collection[JobState]) -> str:
 # The live-state condition written out: it matches the partial index `jobs_live`, and keeps even a
 # generic plan (one made blind to the parameters) on that small index.
 LIVE = sql_list(set(JobState) - SETTLED_STATES)
-# `{where}` is the store's own condition on state and model, `{limit}` its placeholder for the most
-# worth counting (the submitter needs to know up to the active-task limit, however many there are).
-COUNT_LIVE = (
-    "SELECT count(*) FROM"  # noqa: S608 - constants only
-    f" (SELECT 1 FROM jobs WHERE state IN {LIVE} AND {{where}} LIMIT {{limit}}) AS live"
-)
-COUNT_SETTLED = "SELECT coalesce(sum(n), 0) FROM settled_counts WHERE {where}"
+COUNT_LIVE = f"SELECT count(*) FROM jobs WHERE state IN {LIVE} AND"  # noqa: S608 - constants only
+COUNT_SETTLED = "SELECT coalesce(sum(n), 0) FROM settled_counts WHERE"
 
 
-def count_queries(states: Collection[JobState]) -> list[tuple[str, list[str], bool]]:
-    """How to count the jobs in `states`: (a SELECT to fill in, the states it counts, whether it takes
-    a limit), one for the live states and one for the settled states."""
+def count_queries(states: Collection[JobState]) -> list[tuple[str, list[str]]]:
+    """How to count the jobs in `states`: (a SELECT to finish with conditions on state and model, the
+    states it counts), one for the live states and one for the settled states."""
     wanted = {JobState(state) for state in states}
-    queries = [(COUNT_LIVE, wanted - SETTLED_STATES, True), (COUNT_SETTLED, wanted & SETTLED_STATES, False)]
-    return [(select, sorted(part), bounded) for select, part, bounded in queries if part]
+    queries = [(COUNT_LIVE, wanted - SETTLED_STATES), (COUNT_SETTLED, wanted & SETTLED_STATES)]
+    return [(select, sorted(part)) for select, part in queries if part]
 
 
 DELIVERY_COLUMNS = "event_id, sink, state, attempts, next_at, last_error, delivered_at"
@@ -47,9 +43,52 @@ JOB_TABLES = (("deliveries", "event_id"), ("events", "id"), ("job_inputs", "job_
 SELECT_DELIVERIES = f"SELECT {DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - constants only
 
 
-def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None]:
-    """state, model, version, idempotency_key, due_at: what the queries filter and order on."""
-    return job.state.value, job.request.model.value, job.version, job.idempotency_key, job.due_at
+# Tasks active upstream per model: jobs BFL has, and jobs claimed for a submit whose lease runs ({now}
+# is the current time's parameter). The first condition is the partial index's, which keeps this to
+# the few rows that may hold a slot.
+UPSTREAM_SLOTS = (
+    "SELECT model, count(*) FROM jobs WHERE (state = 'submitted' OR submitting_until IS NOT NULL)"
+    " AND (state = 'submitted' OR submitting_until > {now}) GROUP BY model"
+)
+
+
+def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None, float | None]:
+    """state, model, version, idempotency_key, due_at, submitting_until: what the queries filter and
+    order on. `submitting_until` only counts while the job is created, so it is NULL in every other
+    state, and the index of upstream slots stays small."""
+    submitting_until = job.submitting_until if job.state is JobState.CREATED else None
+    return (
+        job.state.value,
+        job.request.model.value,
+        job.version,
+        job.idempotency_key,
+        job.due_at,
+        submitting_until,
+    )
+
+
+# Per state; the settled ones from their counters, so `/metrics` reads no row per finished job.
+JOBS_BY_STATE = (
+    f"SELECT state, count(*) FROM jobs WHERE state IN {LIVE} GROUP BY state"  # noqa: S608 - constants only
+    " UNION ALL SELECT state, sum(n) FROM settled_counts GROUP BY state"
+)
+# Per sink: undelivered events and the time of the oldest ({time} reads `time` from an event's JSON).
+OUTBOX_BY_SINK = (
+    "SELECT d.sink, count(*), min({time}) FROM deliveries d JOIN events e ON e.id = d.event_id"
+    " WHERE d.state = 'pending' GROUP BY d.sink"
+)
+
+
+def figures_from_rows(jobs: Iterable[Any], outbox: Iterable[Any]) -> StoreFigures:
+    return StoreFigures(
+        jobs={JobState(state): int(count) for state, count in jobs},
+        outbox={sink: (int(count), epoch(oldest)) for sink, count, oldest in outbox},
+    )
+
+
+def active_upstream(rows: Iterable[Any]) -> Counter[Model]:
+    """`UPSTREAM_SLOTS` rows as counts per model."""
+    return Counter({Model(model): int(count) for model, count in rows})
 
 
 def job_doc(job: Job) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,14 +17,19 @@ import anyio.to_thread
 from receiver.errors import ConfigError
 from receiver.models import Event, Job, JobState, Model, Transition
 from receiver.resource import ResourceBase
-from receiver.stores.base import Delivery, DeliveryState
+from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
 from receiver.stores.rows import (
     DELIVERY_COLUMNS,
     FINAL_STATE_NAMES,
     JOB_TABLES,
+    JOBS_BY_STATE,
+    OUTBOX_BY_SINK,
     SELECT_DELIVERIES,
+    UPSTREAM_SLOTS,
+    active_upstream,
     count_queries,
     delivery_from_row,
+    figures_from_rows,
     job_columns,
     job_doc,
     job_from_doc,
@@ -42,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT UNIQUE,
     due_at REAL,
     created_at REAL NOT NULL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    submitting_until REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, due_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
@@ -117,6 +125,7 @@ class SQLiteStore(ResourceBase):
     async def open(self) -> None:
         writer = await anyio.to_thread.run_sync(self._connect)
         writer.executescript(_SCHEMA)
+        _upgrade(writer)
         writer.executescript(_SETTLED_COUNTS)
         self._writer = WriterThread(writer, None if self.path == ":memory:" else f"{self.path}-writer.lock")
         # An in-memory database exists only on its one connection: there, reads queue with the writes.
@@ -168,8 +177,8 @@ class SQLiteStore(ResourceBase):
                 if row is not None:
                     return job_from_doc(row[0])
             conn.execute(
-                "INSERT INTO jobs (id, state, model, version, idempotency_key, due_at, created_at, doc)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, state, model, version, idempotency_key, due_at, submitting_until,"
+                " created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.id, *job_columns(job), job.created_at, job_doc(job)),
             )
             return job
@@ -216,43 +225,39 @@ class SQLiteStore(ResourceBase):
     async def claim(
         self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
     ) -> list[Job]:
-        marks = ",".join("?" * len(states))
-        due = f"FROM jobs WHERE state IN ({marks}) AND due_at <= ?"
-        params: tuple[Any, ...] = (*states, now)
-        if model is not None:
-            due += " AND model = ?"
-            params += (model.value,)
+        due, params = _due(states, now, model)
         if not await self._any_due(due, params):
+            return []
+        return await self._write(
+            lambda conn: _claim(conn, due, params, limit, lambda job: job.claimed(now, lease_s))
+        )
+
+    async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
+        # Asked on the read connection first: with every slot taken, a wake-up writes nothing.
+        due, params = _due({JobState.CREATED}, now, None)
+        if not await self._any_due(due, params):
+            return []
+        slots = UPSTREAM_SLOTS.format(now="?")
+        free, _ = limits.room(active_upstream(await self._read(slots, (now,), many=True)))
+        if free <= 0:
             return []
 
         def claim(conn: sqlite3.Connection) -> list[Job]:
-            claimed = []
-            for (doc,) in conn.execute(
-                f"SELECT doc {due} ORDER BY due_at, created_at LIMIT ?",
-                (*params, limit),
-            ).fetchall():
-                job = job_from_doc(doc)
-                taken = dataclasses.replace(job.claimed(now, lease_s), version=job.version + 1)
-                conn.execute(
-                    "UPDATE jobs SET version = ?, due_at = ?, doc = ? WHERE id = ?",
-                    (taken.version, taken.due_at, job_doc(taken), taken.id),
-                )
-                claimed.append(taken)
-            return claimed
+            def of_model(model: Model, wanted: int) -> list[Job]:
+                due, params = _due({JobState.CREATED}, now, model)
+                return _claim(conn, due, params, wanted, lambda job: job.claimed_for_submit(now, lease_s))
+
+            return limits.fill(active_upstream(conn.execute(slots, (now,)).fetchall()), of_model)
 
         return await self._write(claim)
 
-    async def count(
-        self, states: Collection[JobState], model: Model | None = None, *, at_most: int | None = None
-    ) -> int:
+    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
         total = 0
-        for select, part, bounded in count_queries(states):
-            where = f"state IN ({','.join('?' * len(part))})" + (" AND model = ?" if model else "")
-            params: tuple[Any, ...] = (*part, *([model.value] if model else []))
-            params += (at_most if at_most is not None else -1,) if bounded else ()  # -1: no limit
-            row = await self._read(select.format(where=where, limit="?"), params)
+        for select, part in count_queries(states):
+            sql = f"{select} state IN ({','.join('?' * len(part))})" + (" AND model = ?" if model else "")
+            row = await self._read(sql, (*part, *([model.value] if model else [])))
             total += int(row[0]) if row else 0
-        return total if at_most is None else min(total, at_most)
+        return total
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
@@ -341,6 +346,14 @@ class SQLiteStore(ResourceBase):
 
         return await self._write(reset)
 
+    def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+    async def figures(self) -> StoreFigures | None:
+        jobs = await self._read(JOBS_BY_STATE, (), many=True)
+        outbox = await self._read(OUTBOX_BY_SINK.format(time="json_extract(e.body, '$.time')"), (), many=True)
+        return figures_from_rows(jobs, outbox)
+
     async def expired_jobs(self, before: float, limit: int) -> list[Job]:
         marks = ",".join("?" * len(FINAL_STATE_NAMES))
         rows = await self._read(
@@ -365,6 +378,44 @@ class SQLiteStore(ResourceBase):
         return await self._write(delete) if ids else 0
 
 
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a database created by an earlier release up to this schema."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "submitting_until" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN submitting_until REAL")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS jobs_upstream ON jobs (model)"
+        " WHERE state = 'submitted' OR submitting_until IS NOT NULL"
+    )
+
+
+def _due(states: Collection[JobState], now: float, model: Model | None) -> tuple[str, tuple[Any, ...]]:
+    """The FROM and WHERE of due jobs in `states` (and of `model`), with their parameters."""
+    marks = ",".join("?" * len(states))
+    due = f"FROM jobs WHERE state IN ({marks}) AND due_at <= ?"
+    params: tuple[Any, ...] = (*states, now)
+    if model is not None:
+        due += " AND model = ?"
+        params += (model.value,)
+    return due, params
+
+
+def _claim(
+    conn: sqlite3.Connection, due: str, params: tuple[Any, ...], limit: int, claimed_as: Callable[[Job], Job]
+) -> list[Job]:
+    claimed = []
+    for (doc,) in conn.execute(f"SELECT doc {due} ORDER BY due_at, created_at LIMIT ?", (*params, limit)):
+        job = job_from_doc(doc)
+        taken = dataclasses.replace(claimed_as(job), version=job.version + 1)
+        *_, due_at, submitting_until = job_columns(taken)
+        conn.execute(
+            "UPDATE jobs SET version = ?, due_at = ?, submitting_until = ?, doc = ? WHERE id = ?",
+            (taken.version, due_at, submitting_until, job_doc(taken), taken.id),
+        )
+        claimed.append(taken)
+    return claimed
+
+
 def _save(
     conn: sqlite3.Connection,
     job: Job,
@@ -374,11 +425,10 @@ def _save(
     claimed_until: float | None = None,
 ) -> Job | None:
     saved = dataclasses.replace(job, version=job.version + 1)
-    state, model, version, key, due_at = job_columns(saved)
     updated = conn.execute(
-        "UPDATE jobs SET state = ?, model = ?, version = ?, idempotency_key = ?, due_at = ?, doc = ?"
-        " WHERE id = ? AND version = ?",
-        (state, model, version, key, due_at, job_doc(saved), job.id, job.version),
+        "UPDATE jobs SET state = ?, model = ?, version = ?, idempotency_key = ?, due_at = ?,"
+        " submitting_until = ?, doc = ? WHERE id = ? AND version = ?",
+        (*job_columns(saved), job_doc(saved), job.id, job.version),
     ).rowcount
     if updated != 1:
         return None

@@ -23,7 +23,7 @@ from receiver.worker.handover import Work
 from receiver.worker.runner import running_workers
 from receiver.worker.scheduler import Scheduler
 
-ROUTES = [
+API_ROUTES = [
     Route("/v1/edits", edits.create_edit, methods=["POST"]),
     Route("/v1/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
@@ -31,10 +31,13 @@ ROUTES = [
     Route("/v1/jobs/{job_id}/input", jobs.get_input, methods=["GET"]),
     Route("/v1/jobs/{job_id}/redeliver", jobs.redeliver, methods=["POST"]),
     Route("/webhooks/bfl/{job_id}", webhooks.bfl_webhook, methods=["POST"]),
+    Route("/openapi.json", health.openapi, methods=["GET"]),
+]
+# What every process answers, the worker alone included.
+HEALTH_ROUTES = [
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
     Route("/metrics", health.metrics, methods=["GET"]),
-    Route("/openapi.json", health.openapi, methods=["GET"]),
 ]
 
 
@@ -47,12 +50,16 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.time,
     workers: bool = True,
+    api: bool = True,
     forward_wakeups: Callable[[tuple[Work, ...]], None] | None = None,
 ) -> Starlette:
-    """The receiver app. Resources not given are built from `settings`; `workers=False` serves HTTP
-    only (the background loops run elsewhere, or a test drives them): webhooks leave received jobs in
-    the store for them, and `forward_wakeups` tells them there is work."""
-    settings.check()
+    """The receiver app. Resources not given are built from `settings`. `workers=False` serves HTTP
+    only: the background work runs in other processes sharing the store (`kontext-receiver worker`, or
+    the worker processes of a multi-process `serve`, which `forward_wakeups` tells there is work).
+    `api=False` runs the background work with only `/healthz`, `/readyz` and `/metrics` to answer."""
+    if not (workers or api):
+        raise ValueError("a receiver serves the API, runs the background work, or both")
+    settings.check(api=api, workers=workers)
     sinks = sinks if sinks is not None else sinks_from_settings(settings)  # a bad sink URL stops us here
 
     @asynccontextmanager
@@ -60,10 +67,8 @@ def create_app(
         async with open_services(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
         ) as svc:
-            scheduler = Scheduler.for_services(svc)
+            scheduler = Scheduler.for_services(svc, downloads=workers)
             scheduler.forward = forward_wakeups
-            if not workers:
-                scheduler.download_slots = 0  # nothing here would download what a webhook hands over
             app.state.services, app.state.scheduler = svc, scheduler
             if workers:
                 async with running_workers(svc, scheduler):
@@ -72,7 +77,7 @@ def create_app(
                 yield
 
     return Starlette(
-        routes=ROUTES,
+        routes=(API_ROUTES if api else []) + HEALTH_ROUTES,
         lifespan=lifespan,
         exception_handlers={
             ReceiverError: on_receiver_error,

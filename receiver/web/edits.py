@@ -69,7 +69,7 @@ async def create_edit(request: Request) -> JSONResponse:
         return JSONResponse(
             job_view(stored), status_code=202, headers=headers | {"Idempotent-Replayed": "true"}
         )
-    svc.metrics.inc("edits_accepted")
+    svc.metrics.edits.inc()
     log.info("job.created", job_id=job.id, model=edit.model.value)
     handover(request).wake(Work.SUBMIT)
     return JSONResponse(job_view(stored), status_code=202, headers=headers)

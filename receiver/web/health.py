@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, Response
 
+from receiver.metrics import CONTENT_TYPE
 from receiver.models import JobState
 from receiver.sinks import reachability
 from receiver.web.common import handover, services
@@ -29,10 +30,10 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "sinks": await reachability(svc.sinks)})
 
 
-async def metrics(request: Request) -> PlainTextResponse:
+async def metrics(request: Request) -> Response:
     svc = services(request)
-    states = {state.value: await svc.store.count({state}) for state in JobState}
-    return PlainTextResponse(svc.metrics.render({"jobs": states}), media_type="text/plain; version=0.0.4")
+    body = await svc.metrics.render(svc.store, list(svc.sinks), svc.clock())
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> JSONResponse:

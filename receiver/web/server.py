@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 
 from receiver.settings import Settings
 from receiver.web.app import create_app
+from receiver.worker.scheduler import Scheduler
 
 
 class ReceiverServer(uvicorn.Server):
@@ -36,14 +37,20 @@ class ReceiverServer(uvicorn.Server):
             scheduler.ready = False
             if self.loop is not None:
                 # Background work stops taking new jobs now, while the requests in flight are answered.
-                self.loop.call_soon_threadsafe(scheduler.stop)
+                # (In a task of the loop: `stop` reads the event loop's clock.)
+                asyncio.run_coroutine_threadsafe(_stop(scheduler), self.loop)
         super().handle_exit(sig, frame)
+
+
+async def _stop(scheduler: Scheduler) -> None:
+    scheduler.stop()
 
 
 def server(settings: Settings, app: Starlette, **options: Any) -> ReceiverServer:
     config = uvicorn.Config(
         app,
         access_log=False,
+        log_config=None,  # uvicorn's lines go through our handler (see `configure_logging`)
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
         lifespan="on",
@@ -52,6 +59,7 @@ def server(settings: Settings, app: Starlette, **options: Any) -> ReceiverServer
     return ReceiverServer(config, app)
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    """One process: the HTTP app and the background work (`receiver.processes` runs several)."""
-    server(settings, create_app(settings), host=host, port=port).run()
+def serve(settings: Settings, host: str, port: int, *, api: bool = True, workers: bool = True) -> None:
+    """Serve in this one process until SIGTERM/SIGINT: the API, the background work, or both (see
+    `create_app`; `receiver.processes` runs several processes)."""
+    server(settings, create_app(settings, api=api, workers=workers), host=host, port=port).run()

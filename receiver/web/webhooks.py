@@ -30,19 +30,19 @@ async def _answer(request: Request, svc: Services, work: Handover) -> JSONRespon
     job_id = request.path_params["job_id"]
     secret = request.headers.get("x-webhook-secret")
     if secret is None or not svc.signer.verify(job_id, secret):
-        svc.metrics.inc("webhooks", result="unauthorized")
+        svc.metrics.webhooks.labels("unauthorized").inc()
         log.warning("webhook.unauthorized", job_id=job_id, secret_present=secret is not None)
         raise Unauthorized("missing or wrong X-Webhook-Secret")
     body = await read_body(request, MAX_WEBHOOK_BODY)
     signature = request.headers.get("x-bfl-signature")
     if signature is not None and not svc.signer.verify_body_signature(secret, body, signature):
-        svc.metrics.inc("webhooks", result="bad_signature")
+        svc.metrics.webhooks.labels("bad_signature").inc()
         raise Unauthorized("X-BFL-Signature does not match the body")
     report = parse_webhook(parse_json(body))
     if report.report is Report.RUNNING:
         if await svc.store.get(job_id) is None:
             raise NotFound(f"no job {job_id}")
-        svc.metrics.inc("webhooks", result="progress")
+        svc.metrics.webhooks.labels("progress").inc()
         return JSONResponse({"status": "ignored", "reason": f"non-terminal status {report.status!r}"})
     now = svc.clock()
     take = work.can_take_download()
@@ -52,13 +52,21 @@ async def _answer(request: Request, svc: Services, work: Handover) -> JSONRespon
     if job is None:
         raise NotFound(f"no job {job_id}")
     if not changed:
-        svc.metrics.inc("webhooks", result="duplicate")
-        log.info("webhook.duplicate", job_id=job_id, state=job.state.value)
+        svc.metrics.webhooks.labels("duplicate").inc()
+        log.info("webhook.duplicate", job_id=job_id, bfl_task_id=job.bfl_task_id, state=job.state.value)
         return JSONResponse({"status": "duplicate", "state": job.state.value})
     if report.task_id and job.bfl_task_id and report.task_id != job.bfl_task_id:
-        log.warning("webhook.task_mismatch", job_id=job_id, expected=job.bfl_task_id, got=report.task_id)
-    svc.metrics.inc("webhooks", result="accepted")
-    log.info("webhook.accepted", job_id=job_id, status=report.status, state=job.state.value)
+        log.warning(
+            "webhook.task_mismatch", job_id=job_id, bfl_task_id=job.bfl_task_id, reported=report.task_id
+        )
+    svc.metrics.webhooks.labels("accepted").inc()
+    log.info(
+        "webhook.accepted",
+        job_id=job_id,
+        bfl_task_id=job.bfl_task_id,
+        status=report.status,
+        state=job.state.value,
+    )
     if take and job.state is JobState.RECEIVED:
         work.take_download(job)
     else:

@@ -12,8 +12,9 @@ import stamina
 import structlog
 
 from receiver import lifecycle
-from receiver.bfl.sansio import Report
+from receiver.bfl.sansio import SAMPLE_URL_LIFETIME_S, Report, sample_expires_at
 from receiver.errors import DownloadError, UpstreamError
+from receiver.logs import about_job
 from receiver.models import ImageInfo, Job, JobState
 from receiver.retry import is_retryable
 from receiver.services import Services
@@ -33,12 +34,13 @@ async def claim_received(svc: Services, limit: int) -> list[Job]:
 
 
 async def fetch_and_store(svc: Services, sched: Scheduler, job: Job) -> None:
-    try:
-        await _fetch_and_store(svc, sched, job)
-    except Exception as exc:  # a failure outside the download itself: try again later, within the deadline
-        log.exception("job.fetch_crashed", job_id=job.id)
-        failure = DownloadError(f"{type(exc).__name__}: {exc}", retryable=True)
-        await svc.update(job.id, lambda j: lifecycle.download_failed(j, failure, svc.clock(), svc.policy))
+    with about_job(job.id, job.bfl_task_id):
+        try:
+            await _fetch_and_store(svc, sched, job)
+        except Exception as exc:  # outside the download itself: try again later, within the deadline
+            log.exception("job.fetch_crashed", job_id=job.id)
+            failure = DownloadError(f"{type(exc).__name__}: {exc}", retryable=True)
+            await svc.update(job.id, lambda j: lifecycle.download_failed(j, failure, svc.clock(), svc.policy))
 
 
 async def _fetch_and_store(svc: Services, sched: Scheduler, job: Job) -> None:
@@ -46,14 +48,15 @@ async def _fetch_and_store(svc: Services, sched: Scheduler, job: Job) -> None:
         image = await _fetch(svc, job)
     except DownloadError as exc:
         failure = exc
-        svc.metrics.inc("downloads", outcome="expired_url" if exc.url_expired else "failed")
+        svc.metrics.downloads.labels("expired_url" if exc.url_expired else "failed").inc()
         log.warning("job.download_failed", job_id=job.id, attempt=job.attempts, error=str(exc))
         if exc.url_expired and await _refresh_sample(svc, sched, job):
             return
         await svc.update(job.id, lambda j: lifecycle.download_failed(j, failure, svc.clock(), svc.policy))
         sched.wake(Work.PUBLISH)
         return
-    svc.metrics.inc("downloads", outcome="stored")
+    svc.metrics.downloads.labels("stored").inc()
+    svc.metrics.download_bytes.observe(image.bytes)
     # The event's deliveries are written already claimed by this process: each sink's dispatcher takes
     # its own at once, and the download slot is free as soon as they are handed over.
     until = svc.clock() + svc.policy.lease_s
@@ -73,8 +76,12 @@ async def _fetch(svc: Services, job: Job) -> ImageInfo:
     # All tries end well within the claim, so no other worker starts the same download meanwhile.
     budget = svc.policy.lease_s * 0.8
     retrying = stamina.AsyncRetryingCaller(attempts=INLINE_ATTEMPTS, timeout=budget / 2)
+    expires_at = sample_expires_at(job.sample_url)
+    if expires_at is None:  # BFL's URLs live 10 minutes from the result
+        expires_at = (job.bfl_finished_at or svc.clock()) + SAMPLE_URL_LIFETIME_S
+    svc.metrics.sample_url_left.observe(max(0.0, expires_at - svc.clock()))
     try:
-        with anyio.fail_after(budget):
+        with anyio.fail_after(budget), svc.metrics.download_seconds.time():
             return await retrying(
                 is_retryable, fetch_sample, svc.downloads, job.sample_url, job.id, svc.blobs, svc.fetch_policy
             )

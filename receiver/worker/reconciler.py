@@ -7,6 +7,7 @@ import structlog
 from receiver import lifecycle
 from receiver.bfl.sansio import Report
 from receiver.errors import UpstreamError
+from receiver.logs import about_job
 from receiver.models import Job, JobState, Via
 from receiver.services import Services
 from receiver.worker.handover import Work
@@ -30,9 +31,14 @@ async def reconcile_due(svc: Services, sched: Scheduler, limit: int = 20) -> int
 async def poll(svc: Services, sched: Scheduler, job: Job) -> None:
     if job.bfl_task_id is None:  # cannot happen: `submitted` records the id with the state
         raise ValueError(f"job {job.id} was submitted without a task id")
+    with about_job(job.id, job.bfl_task_id):
+        await _poll(svc, sched, job, job.bfl_task_id)
+
+
+async def _poll(svc: Services, sched: Scheduler, job: Job, bfl_task_id: str) -> None:
     try:
-        report = await svc.bfl.get_result(job.bfl_task_id, job.polling_url)
-        svc.metrics.inc("polls", status=report.report.value)
+        report = await svc.bfl.get_result(bfl_task_id, job.polling_url)
+        svc.metrics.polls.labels(report.report.value).inc()
     except UpstreamError as exc:
         log.warning("job.poll_failed", job_id=job.id, error=str(exc))
         report = None

@@ -12,7 +12,6 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 
 import anyio
 import anyio.abc
@@ -33,11 +32,11 @@ IDLE_S = 1.0  # how long a loop with nothing to do waits before looking at the s
 
 
 @asynccontextmanager
-async def running_workers(svc: Services, sched: Scheduler, *, submit: bool = True) -> AsyncIterator[None]:
+async def running_workers(svc: Services, sched: Scheduler) -> AsyncIterator[None]:
     """The background loops run while the block does; then they stop, the work in flight gets what is
     left of the grace period (counted from the stop signal), and what is still held is released."""
     async with anyio.create_task_group() as tg:
-        await tg.start(partial(run_workers, submit=submit), svc, sched)
+        await tg.start(run_workers, svc, sched)
         yield
         sched.stop()  # (already done at the stop signal when served by ReceiverServer)
         # What is still running at the deadline is cancelled, and its claims released below.
@@ -49,14 +48,9 @@ async def running_workers(svc: Services, sched: Scheduler, *, submit: bool = Tru
 
 
 async def run_workers(
-    svc: Services,
-    sched: Scheduler,
-    *,
-    submit: bool = True,
-    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    svc: Services, sched: Scheduler, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run until `sched.stop()`, then until the work in flight is done. Without `submit`, the loop that
-    submits queued edits to BFL runs elsewhere (it alone keeps the active-task limits)."""
+    """Run until `sched.stop()`, then until the work in flight is done."""
     async with anyio.create_task_group() as work:
         submitter = Submitter(svc, sched, work)
         fetch_slots = anyio.Semaphore(svc.settings.download_concurrency)
@@ -79,10 +73,9 @@ async def run_workers(
             Work.FETCH: fetch_step,
             Work.RECONCILE: reconcile_step,
         }
-        async with anyio.create_task_group() as loops:
+        async with svc.store.watch(sched.changed), anyio.create_task_group() as loops:
             for name, step in steps.items():
-                if submit or name is not Work.SUBMIT:
-                    loops.start_soon(_loop, sched, name, step)
+                loops.start_soon(_loop, sched, name, step)
             loops.start_soon(sched.outbox.run, sched.stopping)
             if svc.settings.retention_days is not None:
                 loops.start_soon(run_retention, svc, sched, svc.settings.retention_days)
@@ -97,7 +90,8 @@ async def release_claims(svc: Services, sched: Scheduler) -> int:
     for job_id, version in list(sched.held_jobs.items()):
         job = await svc.store.get(job_id)
         if job is not None and job.version == version:  # untouched since our claim
-            released += await svc.store.save(dataclasses.replace(job, due_at=now)) is not None
+            released_job = dataclasses.replace(job, due_at=now, submitting_until=None)
+            released += await svc.store.save(released_job) is not None
     for delivery in sched.outbox.held():
         released_delivery = dataclasses.replace(delivery, next_at=now)
         released += await svc.store.save_delivery(released_delivery, expected_attempts=delivery.attempts)

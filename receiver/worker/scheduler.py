@@ -14,11 +14,19 @@ import anyio
 from receiver.models import Job
 from receiver.outbox import Outbox
 from receiver.services import Services
+from receiver.stores import Change
 from receiver.worker.budget import PollBudget
 from receiver.worker.handover import Work
 from receiver.worker.wakeup import Wakeup
 
 MAX_DEFER_S = 0.05
+# The loops each change another process commits may have given work (see `Store.watch`).
+WORK_FOR = {
+    Change.JOB_CREATED: Work.SUBMIT,
+    Change.SLOT_FREED: Work.SUBMIT,
+    Change.RESULT_READY: Work.FETCH,
+    Change.DELIVERY_DUE: Work.PUBLISH,
+}
 
 
 @dataclass
@@ -48,10 +56,11 @@ class Scheduler:
     forward: Callable[[tuple[Work, ...]], None] | None = None
 
     @classmethod
-    def for_services(cls, svc: Services) -> Scheduler:
+    def for_services(cls, svc: Services, *, downloads: bool = True) -> Scheduler:
+        """Without `downloads` (no background work in this process) nothing is handed over."""
         settings = svc.settings
         return cls(
-            download_slots=settings.download_concurrency,
+            download_slots=settings.download_concurrency if downloads else 0,
             poll_budget=PollBudget(settings.max_polls_per_s),
             outbox=Outbox.for_services(svc),
         )
@@ -64,6 +73,9 @@ class Scheduler:
                 self.wakeups[name].set()
         if self.forward is not None:
             self.forward(work)
+
+    def changed(self, change: Change) -> None:
+        self.wake(WORK_FOR[change])
 
     def can_take_download(self) -> bool:
         return len(self.handed_over) < self.download_slots

@@ -1,9 +1,9 @@
-"""Hands queued edits to BFL, never more at once than the account may have active."""
+"""Hands queued edits to BFL, never more at once than the account may have active: the store counts
+the active tasks of every process that shares it as it hands out the jobs to submit."""
 
 from __future__ import annotations
 
 import base64
-from collections import Counter
 
 import anyio
 import structlog
@@ -12,8 +12,10 @@ from receiver import lifecycle
 from receiver.bfl.sansio import submit_body
 from receiver.blobs.inputs import read_input
 from receiver.errors import InputUnavailable, UpstreamError
-from receiver.models import Job, JobState, Model
+from receiver.logs import about_job
+from receiver.models import Job, Model
 from receiver.services import Services
+from receiver.stores import UpstreamLimits
 from receiver.worker.handover import Work
 from receiver.worker.scheduler import Scheduler
 
@@ -25,40 +27,27 @@ class Submitter:
         self.svc = svc
         self.sched = sched
         self.task_group = task_group
-        self.in_flight: Counter[Model] = Counter()
+        settings = svc.settings
+        self.limits = UpstreamLimits(settings.max_active, {Model.MAX: settings.max_active_kontext_max})
 
     async def step(self) -> bool:
         """Start as many submits as there are free upstream slots; True if any started."""
         svc = self.svc
-        limit, limit_max = svc.settings.max_active, svc.settings.max_active_kontext_max
-        active = await svc.store.count({JobState.SUBMITTED}, at_most=limit) + self.in_flight.total()
-        submitted_max = await svc.store.count({JobState.SUBMITTED}, Model.MAX, at_most=limit_max)
-        free = limit - active
-        free_max = min(free, limit_max - submitted_max - self.in_flight[Model.MAX])
-        if free <= 0:
-            return False
-        now = svc.clock()
-        # Asked for per model, so kontext-max jobs waiting for their smaller quota never block the rest.
-        lease = svc.policy.lease_s
-        claimed = (
-            await svc.store.claim({JobState.CREATED}, now, lease, free_max, Model.MAX) if free_max > 0 else []
-        )
-        claimed += await svc.store.claim({JobState.CREATED}, now, lease, free - len(claimed), Model.PRO)
+        claimed = await svc.store.claim_submits(svc.clock(), svc.policy.lease_s, self.limits)
         for job in self.sched.hold(claimed):
-            self.in_flight[job.request.model] += 1
             self.task_group.start_soon(self._submit, job)
         return bool(claimed)
 
     async def _submit(self, job: Job) -> None:
-        try:
-            await self._submit_claimed(job)
-        except Exception:  # the claim lapses and the job is tried again; the loop must live on
-            log.exception("job.submit_crashed", job_id=job.id)
-        else:
-            self.sched.done(job)
-        finally:
-            self.in_flight[job.request.model] -= 1
-            self.sched.wake(Work.SUBMIT)
+        with about_job(job.id, job.bfl_task_id):
+            try:
+                await self._submit_claimed(job)
+            except Exception:  # the claim lapses and the job is tried again; the loop must live on
+                log.exception("job.submit_crashed", job_id=job.id)
+            else:
+                self.sched.done(job)
+            finally:
+                self.sched.wake(Work.SUBMIT)
 
     async def _submit_claimed(self, job: Job) -> None:
         svc = self.svc
@@ -77,17 +66,18 @@ class Submitter:
         # its id even while shutting down, or the next start would submit the edit a second time.
         with anyio.CancelScope(shield=True):
             try:
-                accepted = await svc.bfl.submit(job.request.model, body)
+                with svc.metrics.submit_seconds.time():
+                    accepted = await svc.bfl.submit(job.request.model, body)
             except UpstreamError as exc:
                 refusal = exc
                 log.warning("job.submit_refused", job_id=job.id, status=exc.status, detail=exc.detail)
-                svc.metrics.inc("submits", outcome="retry" if exc.retryable else "refused")
+                svc.metrics.submits.labels("retry" if exc.retryable else "refused").inc()
                 await svc.update(
                     job.id, lambda j: lifecycle.submit_refused(j, refusal, svc.clock(), svc.policy)
                 )
                 self.sched.wake(Work.PUBLISH)
                 return
-            svc.metrics.inc("submits", outcome="accepted")
+            svc.metrics.submits.labels("accepted").inc()
             log.info(
                 "job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=job.request.model.value
             )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from receiver import lifecycle
-from receiver.models import EditRequest, JobState
+from receiver.models import EditRequest, Job, JobState
 from receiver.stores import store_from_url
 from receiver.stores.rows import job_columns, job_doc
 from receiver.webhook_auth import WebhookSigner
@@ -53,7 +53,7 @@ async def insert_jobs(store_url: str, jobs: list[SeededJob]) -> None:
         conn = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None, timeout=60)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(f"INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(INSERT_JOB, rows)
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -66,7 +66,14 @@ async def insert_jobs(store_url: str, jobs: list[SeededJob]) -> None:
         await pg.close()
 
 
-COLUMNS = "id, state, model, version, idempotency_key, due_at, created_at, doc"
+# The columns of `job_row`'s values, in order.
+COLUMNS = "id, state, model, version, idempotency_key, due_at, submitting_until, created_at, doc"
+INSERT_JOB = f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * 9)})"
+
+
+def job_row(job: Job) -> tuple[object, ...]:
+    """`job` as the stores write its row."""
+    return (job.id, *job_columns(job), job.created_at, job_doc(job))
 
 
 def _row(seeded: SeededJob, request: EditRequest, now: float) -> tuple[object, ...]:
@@ -74,4 +81,4 @@ def _row(seeded: SeededJob, request: EditRequest, now: float) -> tuple[object, .
     job = dataclasses.replace(
         job, state=JobState.SUBMITTED, bfl_task_id=seeded.task_id, submitted_at=now, due_at=now + 3600
     )
-    return (job.id, *job_columns(job), job.created_at, job_doc(job))
+    return job_row(job)

@@ -24,7 +24,8 @@ import asyncpg
 from receiver import lifecycle
 from receiver.models import EditRequest, ImageInfo, JobState, Via
 from receiver.stores import store_from_url
-from receiver.stores.rows import LIVE, job_columns, job_doc
+from receiver.stores.rows import LIVE
+from tests.bench.seed import COLUMNS, INSERT_JOB, job_row
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".bench-cache"
@@ -34,8 +35,11 @@ _T = 1_700_000_000.0
 SINK = "file://events.jsonl"  # a delivery to the bench receivers' sink (delivered long ago)
 
 
-def _template() -> tuple[tuple[str, str, int, str | None, None], str, str]:
-    """One settled job: its indexed columns, its document and its event, with `_ID` and `_T` marks."""
+Row = tuple[object, ...]
+
+
+def _template() -> tuple[Row, str]:
+    """One settled job: its row (`seed.COLUMNS`) and its event, with `_ID` and `_T` marks."""
     job = lifecycle.new_job(_ID, EditRequest(prompt="bench settled", metadata={"bench": True}), _T)
     image = ImageInfo(f"file:///data/images/{_ID}.png", "ab" * 32, 1_048_576, "image/png", 1024, 1024)
     job = dataclasses.replace(
@@ -52,25 +56,21 @@ def _template() -> tuple[tuple[str, str, int, str | None, None], str, str]:
     )
     event = lifecycle.build_event(dataclasses.replace(job, state=JobState.STORED), "urn:kontext-receiver")
     settled = dataclasses.replace(job, state=JobState.PUBLISHED, due_at=None, published_at=_T, version=4)
-    state, model, version, _, _ = job_columns(settled)
-    return (state, model, version, None, None), job_doc(settled), json.dumps(event.to_dict())
-
-
-Row = tuple[object, ...]
+    return job_row(settled), json.dumps(event.to_dict())
 
 
 def settled_rows(count: int, start: int = 0) -> Iterator[tuple[Row, Row, Row]]:
     """(job row, event row, delivery row) of settled jobs `start`.. `start + count`, a second apart."""
-    (state, model, version, key, due_at), doc, event = _template()
+    (_, state, model, version, key, due_at, submitting_until, _, doc), event = _template()
     t0 = time.time() - 3 * 365 * 86400 - count
     for n in range(start, start + count):
         job_id = str(uuid.UUID(int=n, version=4))
         at = t0 + n
         times = repr(at)
-        job_doc_n = doc.replace(_ID, job_id).replace(repr(_T), times)
+        job_doc_n = str(doc).replace(_ID, job_id).replace(repr(_T), times)
         event_n = event.replace(_ID, job_id).replace(repr(_T), times)
         yield (
-            (job_id, state, model, version, key, due_at, at, job_doc_n),
+            (job_id, state, model, version, key, due_at, submitting_until, at, job_doc_n),
             (job_id, event_n),
             (job_id, SINK, "delivered", 1, at, None, at),
         )
@@ -96,7 +96,7 @@ def build_sqlite(count: int) -> float:
         conn.execute("BEGIN")
         for chunk_start in range(0, count, CHUNK):
             rows = list(settled_rows(min(CHUNK, count - chunk_start), chunk_start))
-            conn.executemany("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [r[0] for r in rows])
+            conn.executemany(INSERT_JOB, [r[0] for r in rows])
             conn.executemany("INSERT INTO events VALUES (?, ?)", [r[1] for r in rows])
             conn.executemany("INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?)", [r[2] for r in rows])
         conn.execute("COMMIT")
@@ -132,7 +132,9 @@ async def build_postgres(dsn: str, count: int) -> float:
         await conn.execute("ALTER TABLE jobs DISABLE TRIGGER USER")  # counted once at the end instead
         for chunk_start in range(0, count, CHUNK):
             rows = list(settled_rows(min(CHUNK, count - chunk_start), chunk_start))
-            await conn.copy_records_to_table("jobs", records=[r[0] for r in rows])
+            await conn.copy_records_to_table(
+                "jobs", records=[r[0] for r in rows], columns=COLUMNS.split(", ")
+            )
             await conn.copy_records_to_table("events", records=[r[1] for r in rows])
             await conn.copy_records_to_table("deliveries", records=[r[2] for r in rows])
         await conn.execute("ALTER TABLE jobs ENABLE TRIGGER USER")

@@ -13,12 +13,14 @@ from typing import TypeVar
 import anyio
 import pytest
 
+from receiver import lifecycle
+from receiver.bfl.sansio import Report, TaskReport
 from receiver.errors import ConfigError, ReceiverError
-from receiver.models import Job, JobState
-from receiver.stores import store_from_url
+from receiver.models import EditRequest, Job, JobState, Model, Via
+from receiver.stores import Change, UpstreamLimits, store_from_url
 from receiver.stores.migrations import POSTGRES as MIGRATIONS
 from receiver.stores.postgres import PostgresStore, migrate
-from tests.contract.test_store_contract import SINKS, T0, final, legacy_doc, make_job
+from tests.contract.test_store_contract import POLICY, SINKS, T0, final, legacy_doc, make_job
 
 pytestmark = pytest.mark.anyio
 
@@ -174,6 +176,92 @@ async def test_concurrent_inserts_with_one_idempotency_key_make_one_job(
         assert first == second
         assert await a.get(first.id) == first
     assert await a.count({JobState.CREATED}) == 20
+
+
+async def test_replicas_claiming_submits_at_once_stay_within_the_limits(
+    replicas: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = replicas
+    limits = UpstreamLimits(24, {Model.MAX: 6})
+    for n in range(100):
+        request = EditRequest(f"edit {n}", model=Model.MAX if n % 3 == 0 else Model.PRO)
+        await a.insert(make_job(f"job-{n:03}", T0 + n, request=request))
+
+    def claimer(store: PostgresStore) -> Callable[[], Awaitable[list[Job]]]:
+        return lambda: drain(lambda: store.claim_submits(T0 + 200, 60, limits))
+
+    batches = await concurrently(*(claimer(store) for store in (a, b, a, b, a, b)))
+    taken = [job for batch in batches for job in batch]
+    assert len(taken) == len({job.id for job in taken}) == 24
+    assert sum(job.request.model is Model.MAX for job in taken) == 6
+
+
+async def test_changes_committed_by_one_replica_wake_the_other(
+    replicas: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = replicas
+    seen = Seen()
+    async with b.watch(seen):  # listening once entered
+        await a.insert(make_job("job-1"))
+        await seen.wait_for(Change.JOB_CREATED)
+        job = await a.insert(make_job("job-2", state=JobState.SUBMITTED))
+        report = TaskReport(Report.READY, "task-2", "Ready", sample="https://delivery.bfl.ai/s.jpg")
+        await a.update(job.id, lambda j: lifecycle.reported(j, report, Via.WEBHOOK, T0 + 1, POLICY))
+        await seen.wait_for(Change.RESULT_READY)
+        await seen.wait_for(Change.SLOT_FREED)
+        assert Change.DELIVERY_DUE not in seen.changes
+        transition = final(await a.insert(make_job("job-3")))
+        await a.save(transition.job, event=transition.event, sinks=SINKS)
+        await seen.wait_for(Change.DELIVERY_DUE)
+
+
+async def test_one_watching_replica_reports_the_figures_and_another_takes_over(
+    replicas: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = replicas
+    await a.insert(make_job("job-1"))
+    assert await a.figures() is None  # not watching: a web process, say
+    async with a.watch(lambda change: None):
+        async with b.watch(lambda change: None):
+            reports = [await a.figures(), await b.figures()]
+            assert reports[0] is not None and reports[0].jobs == {JobState.CREATED: 1}
+            assert reports[1] is None  # so that a sum over replicas counts each job once
+        figures = await a.figures()
+        assert figures is not None
+    async with b.watch(lambda change: None):  # the reporter stopped: its lock went with it
+        assert await b.figures() is not None
+
+
+async def test_a_watch_ignores_the_changes_of_other_schemas(postgres_schemas: Callable[[], str]) -> None:
+    async with (
+        PostgresStore.from_url(postgres_schemas()) as a,
+        PostgresStore.from_url(postgres_schemas()) as b,
+    ):
+        seen_by_a, seen_by_b = Seen(), Seen()
+        async with a.watch(seen_by_a), b.watch(seen_by_b):
+            await a.insert(make_job("job-a"))
+            await seen_by_a.wait_for(Change.JOB_CREATED)
+            await b.insert(make_job("job-b"))
+            await seen_by_b.wait_for(Change.JOB_CREATED)
+        assert seen_by_a.changes == seen_by_b.changes == [Change.JOB_CREATED]
+
+
+class Seen:
+    """The changes a watch reported, in order; `wait_for` one with a deadline."""
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+        self._arrived = anyio.Event()
+
+    def __call__(self, change: Change) -> None:
+        self.changes.append(change)
+        self._arrived.set()
+
+    async def wait_for(self, change: Change) -> None:
+        with anyio.fail_after(10):
+            while change not in self.changes:
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
 
 
 # --- migrations ----------------------------------------------------------------------------------------

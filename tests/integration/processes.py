@@ -1,4 +1,5 @@
-"""The receiver as a real process (`kontext-receiver serve`), to be stopped, killed and restarted."""
+"""The receiver as a real process (`kontext-receiver serve`, or `serve --no-worker` and `worker` apart),
+to be stopped, killed and restarted."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,8 +41,16 @@ def receiver_env(sim_url: str, port: int, data: Path, **overrides: str) -> dict[
 
 
 class ReceiverProcess:
-    def __init__(self, env: Mapping[str, str], port: int, log: Path, processes: int = 1) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        port: int,
+        log: Path,
+        command: Sequence[str] = ("serve",),
+        processes: int = 1,
+    ) -> None:
         self.env = dict(env)
+        self.command = list(command)
         self.port = port
         self.processes = processes
         self.url = f"http://127.0.0.1:{port}"
@@ -49,7 +58,9 @@ class ReceiverProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        args = ["serve", "--port", str(self.port), "--processes", str(self.processes)]
+        args = [*self.command, "--port", str(self.port)]
+        if self.command[0] == "serve":
+            args += ["--processes", str(self.processes)]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "receiver", *args],
@@ -81,10 +92,11 @@ class ReceiverProcess:
 
 @contextmanager
 def receiver_process(
-    env: Mapping[str, str], port: int, log: Path, processes: int = 1
+    env: Mapping[str, str], port: int, log: Path, command: Sequence[str] = ("serve",), processes: int = 1
 ) -> Iterator[ReceiverProcess]:
-    """`kontext-receiver serve`: one process, or a supervisor with `processes` web and worker ones."""
-    receiver = ReceiverProcess(env, port, log, processes)
+    """`kontext-receiver serve` (or `command`): `serve` in one process, or a supervisor with
+    `processes` web and worker ones."""
+    receiver = ReceiverProcess(env, port, log, command, processes)
     receiver.start()
     try:
         yield receiver

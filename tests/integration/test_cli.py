@@ -101,6 +101,16 @@ def test_serve_refuses_to_start_without_required_settings(tmp_path: Path) -> Non
         assert name in result.stderr
 
 
+def test_web_and_worker_processes_each_require_the_settings_of_their_part(tmp_path: Path) -> None:
+    web = run("serve", "--no-worker", cwd=tmp_path)
+    worker = run("worker", cwd=tmp_path)
+    assert web.returncode == worker.returncode == 2
+    assert "RECEIVER_API_TOKENS" in web.stderr and "BFL_API_KEY" not in web.stderr
+    assert "BFL_API_KEY" in worker.stderr and "RECEIVER_API_TOKENS" not in worker.stderr
+    for result in (web, worker):
+        assert "RECEIVER_PUBLIC_URL" in result.stderr and "RECEIVER_SIGNING_KEYS" in result.stderr
+
+
 def test_serve_refuses_to_start_with_a_malformed_sink_url(tmp_path: Path) -> None:
     production = {
         "BFL_API_KEY": "key",

@@ -205,7 +205,7 @@ def test_health_metrics_and_openapi(tmp_path: Path) -> None:
         assert httpx.get(f"{running.url}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"{running.url}/readyz").status_code == 200
         metrics = httpx.get(f"{running.url}/metrics").text
-        assert 'kontext_webhooks_total{result="accepted"} 1' in metrics
+        assert 'kontext_receiver_webhooks_total{outcome="accepted"} 1.0' in metrics
         spec = httpx.get(f"{running.url}/openapi.json").json()
         assert "/v1/edits" in spec["paths"] and "/webhooks/bfl/{job_id}" in spec["paths"]
 

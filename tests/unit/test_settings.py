@@ -198,6 +198,20 @@ def test_check_passes_a_complete_configuration() -> None:
     assert settings.check() is settings
 
 
+@pytest.mark.parametrize(
+    ("part", "not_needed"),
+    [
+        ({"api": True, "workers": False}, "BFL_API_KEY"),
+        ({"api": False, "workers": True}, "RECEIVER_API_TOKENS"),
+    ],
+)
+def test_a_process_with_one_part_needs_only_its_settings(part: dict[str, bool], not_needed: str) -> None:
+    settings = Settings.from_env({k: v for k, v in REQUIRED.items() if k != not_needed})
+    assert settings.check(**part) is settings
+    with pytest.raises(ConfigError, match=not_needed):
+        settings.check()
+
+
 def test_demo_needs_no_required_settings() -> None:
     settings = dataclasses.replace(Settings(), demo=True)
     assert settings.check() is settings
@@ -286,3 +300,25 @@ def test_a_bad_http_sink_secret_stops_start_up_without_http_sinks_too() -> None:
         sinks_from_settings(
             Settings(sinks=("stdout://",), http_sink_secret="MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
         )
+
+
+def test_repr_shows_no_key_token_or_url_credentials() -> None:
+    settings = Settings.from_env(
+        REQUIRED
+        | {
+            "RECEIVER_STORE_URL": "postgresql://app:dsn-secret@db:5432/jobs?sslmode=require",
+            "RECEIVER_SINKS": "http://hook:sink-secret@sink.internal/events?token=query-secret,stdout://",
+        }
+    )
+    shown = repr(settings)
+    for name, value in REQUIRED.items():
+        if name != "RECEIVER_PUBLIC_URL":
+            assert value not in shown, name
+    for secret in ("dsn-secret", "sink-secret", "query-secret", "sslmode"):
+        assert secret not in shown
+    assert "postgresql://***@db:5432/jobs?***" in shown and "stdout://" in shown
+
+
+def test_log_json_is_chosen_by_the_terminal_unless_set() -> None:
+    assert Settings.from_env({}).log_json is None
+    assert Settings.from_env({"RECEIVER_LOG_JSON": "false"}).log_json is False

@@ -185,6 +185,7 @@ def test_active_tasks_are_limited_per_account_until_they_finish(clock: FakeClock
     clock.advance(2.0)
     state.submit(submission(Model.MAX))
     assert state.stats.submits == 5
+    assert (state.stats.peak_active, state.stats.peak_active_kontext_max) == (3, 2)  # what was seen
 
 
 def test_sample_urls_expire_and_refuse_tampering(clock: FakeClock) -> None:
