@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format clean bench
+.PHONY: venv demo test lint format clean bench image
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check receiver tests
 	$(BIN)/ruff format --check receiver tests
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 format: $(STAMP)
 	$(BIN)/ruff format receiver tests
@@ -37,5 +38,10 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
+# The container image, built offline with buildah (no Docker daemon): deploy/build-image.sh.
+# IMAGE=name:tag overrides the default localhost/kontext-receiver:dev.
+image: $(STAMP)
+	PYTHON=$(BIN)/python deploy/build-image.sh
+
 clean:
-	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) data build .mypy_cache .ruff_cache .pytest_cache
