@@ -14,13 +14,15 @@ from typing import Any
 import anyio
 import httpx
 
+from receiver.catalog import CATALOG
 from receiver.errors import ConfigError, ReceiverError
 from receiver.logs import configure_logging
 from receiver.models import FINAL_STATES, JobState
 from receiver.progress import Progress
 from receiver.settings import ClientSettings, Settings, SimSettings
 
-MODELS = {"pro": "flux-kontext-pro", "max": "flux-kontext-max"}
+# Short names for the two Kontext models; every catalog name is accepted as well.
+MODELS = {"pro": "flux-kontext-pro", "max": "flux-kontext-max"} | {name: name for name in CATALOG}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -78,7 +80,23 @@ def _parser() -> argparse.ArgumentParser:
     edit = commands.add_parser("edit", help="submit an edit through a running receiver and wait for it")
     edit.add_argument("image", type=Path)
     edit.add_argument("prompt")
-    edit.add_argument("--model", choices=sorted(MODELS), default="pro")
+    edit.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default="pro",
+        metavar="MODEL",
+        help=f"pro, max, or a model name: {', '.join(CATALOG)} (default: pro)",
+    )
+    edit.add_argument(
+        "--ref",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="a reference image, after the one to edit (repeatable, up to the model's limit)",
+    )
+    for option, kind in (("width", int), ("height", int), ("steps", int), ("guidance", float)):
+        edit.add_argument(f"--{option}", type=kind, help=f"{option} (only for the models that take it)")
     edit.add_argument("--out", type=Path, help="write the edited image here")
     edit.add_argument(
         "--receiver", help="receiver base URL (default: $RECEIVER_URL or http://127.0.0.1:8080)"
@@ -153,16 +171,13 @@ def _edit(args: argparse.Namespace) -> int:
     client = ClientSettings.from_env()
     url = (args.receiver or client.receiver_url).rstrip("/")
     headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
-    image = args.image.read_bytes()
+    images = [base64.b64encode(path.read_bytes()).decode() for path in (args.image, *args.ref)]
+    options = {key: getattr(args, key) for key in ("width", "height", "steps", "guidance")}
+    body = {"prompt": args.prompt, "images": images, "model": MODELS[args.model]}
     progress = Progress()
     with httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(30.0, read=90.0)) as http:
         answer = http.post(
-            "/v1/edits",
-            json={
-                "prompt": args.prompt,
-                "image": base64.b64encode(image).decode(),
-                "model": MODELS[args.model],
-            },
+            "/v1/edits", json=body | {key: value for key, value in options.items() if value is not None}
         )
         job = _ok(answer, 202)
         progress.update(f"job {job['id']}: {job['state']}")
@@ -203,7 +218,7 @@ def _jobs_list(args: argparse.Namespace) -> int:
             state = JobState(args.state) if args.state else None
             for job in await store.list_jobs(state=state, dead_letter=args.dead_letter, limit=args.limit):
                 error = (job.error or {}).get("code", "")
-                model = job.request.model.value
+                model = job.request.model
                 print(f"{job.id}  {job.state.value:<10} {model:<17} {error:<16} {job.request.prompt[:40]}")
 
     anyio.run(run)

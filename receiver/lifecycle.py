@@ -14,6 +14,7 @@ from receiver.bfl.sansio import Report, Submitted, TaskReport
 from receiver.errors import DownloadError, UpstreamError
 from receiver.models import (
     AWAITING_UPSTREAM,
+    Cost,
     EditRequest,
     Event,
     ImageInfo,
@@ -37,6 +38,10 @@ class Policy:
     retry_base_s: float = 1.0
     retry_cap_s: float = 300.0
     poll_cap_s: float = 60.0
+    # A model that sends no webhooks is polled from this long after submit, and never less often.
+    follow_poll_s: float = 2.0
+    # `Task not found` this soon after submit means BFL does not know the task yet, not that it is gone.
+    not_found_grace_s: float = 60.0
 
 
 def new_job(
@@ -58,23 +63,41 @@ def new_job(
     )
 
 
-def submitted(job: Job, accepted: Submitted, now: float, policy: Policy) -> Transition:
+def submitted(
+    job: Job,
+    accepted: Submitted,
+    now: float,
+    policy: Policy,
+    *,
+    estimate: float | None = None,
+    webhooks: bool = True,
+) -> Transition:
+    """BFL took the task. Its cost is what BFL answered (else `estimate`, the credits expected); without
+    `webhooks` the task is followed by polling from the start."""
     noted = dataclasses.replace(
         job,
         submitting_until=None,
         bfl_task_id=job.bfl_task_id or accepted.task_id,
         polling_url=job.polling_url or accepted.polling_url,
         submitted_at=job.submitted_at or now,
+        cost=job.cost or accepted.cost or (Cost(estimate) if estimate is not None else None),
+        hold=None,
     )
     if job.state is not JobState.CREATED:
         # The webhook beat our own record of the submit: keep its outcome, just note the task.
         return Transition(noted, drop_input=True)
+    first_poll = policy.reconcile_after_s if webhooks else policy.follow_poll_s
     return Transition(
-        dataclasses.replace(
-            noted, state=JobState.SUBMITTED, due_at=now + policy.reconcile_after_s, attempts=0
-        ),
+        dataclasses.replace(noted, state=JobState.SUBMITTED, due_at=now + first_poll, attempts=0),
         drop_input=True,
     )
+
+
+def held(job: Job, reason: dict[str, Any], until: float) -> Transition | None:
+    """The job stays queued until `until`, for `reason` (shown with the job), holding no upstream slot."""
+    if job.state is not JobState.CREATED:
+        return None
+    return Transition(dataclasses.replace(job, hold=reason, due_at=until, attempts=0, submitting_until=None))
 
 
 def submit_refused(job: Job, error: UpstreamError, now: float, policy: Policy) -> Transition | None:
@@ -107,12 +130,18 @@ def reported(
         return None
     if report.report is Report.READY and report.sample is None:
         return None  # nothing to fetch yet; the reconciler asks again
+    if not_known_yet(job, report, now, policy):
+        return None
+    settled = job.cost
+    if report.cost is not None:
+        settled = dataclasses.replace(job.cost, credits=report.cost) if job.cost else Cost(report.cost)
     job = dataclasses.replace(
         job,
         bfl_task_id=job.bfl_task_id or report.task_id,
         via=via,
         received_at=now,
         bfl_finished_at=report.finished_at or now,
+        cost=settled,
     )
     if report.report is Report.READY:
         received = dataclasses.replace(
@@ -131,13 +160,21 @@ def reported(
     return expire(job, now, policy, "task_not_found", "BFL no longer knows the task")
 
 
-def still_running(job: Job, now: float, policy: Policy) -> Transition | None:
-    """A poll found the task unfinished: poll again later, or give up at the deadline."""
+def not_known_yet(job: Job, report: TaskReport, now: float, policy: Policy) -> bool:
+    """`Task not found` so soon after submit: BFL does not know the task it has just taken yet (the
+    live API, for a task submitted with a webhook); ask again, as for one still running."""
+    return report.report is Report.NOT_FOUND and now - (job.submitted_at or now) < policy.not_found_grace_s
+
+
+def still_running(job: Job, now: float, policy: Policy, *, webhooks: bool = True) -> Transition | None:
+    """A poll found the task unfinished: poll again later (soon, for a model that sends no webhooks),
+    or give up at the deadline."""
     if job.state is not JobState.SUBMITTED:
         return None
     if _past_deadline(job, now, policy):
         return expire(job, now, policy, "timeout", "no result before the deadline")
-    delay = backoff(job.attempts + 1, policy.retry_base_s, policy.poll_cap_s, job.id)
+    cap = policy.poll_cap_s if webhooks else policy.follow_poll_s
+    delay = backoff(job.attempts + 1, policy.retry_base_s, cap, job.id)
     return Transition(dataclasses.replace(job, due_at=now + delay))
 
 
@@ -207,7 +244,7 @@ def build_event(job: Job, source: str) -> Event:
     data = {
         "job_id": job.id,
         "bfl_task_id": job.bfl_task_id,
-        "model": job.request.model.value,
+        "model": job.request.model,
         "outcome": outcome.value,
         "prompt": job.request.prompt,
         "seed": job.result.get("seed", job.request.seed),
@@ -215,6 +252,7 @@ def build_event(job: Job, source: str) -> Event:
         "error": job.error,
         "metadata": job.request.metadata,
         "via": job.via.value if job.via else None,
+        "cost": dataclasses.asdict(job.cost) if job.cost else None,
         "timings": {
             "submitted_at": isotime(job.submitted_at),
             "bfl_finished_at": isotime(job.bfl_finished_at),

@@ -79,6 +79,12 @@ class Metrics:
         self.deliveries = Counter(
             f"{_NS}_deliveries", "Event deliveries, by sink and outcome", ["sink", "outcome"], registry=r
         )
+        self.credits = Counter(
+            f"{_NS}_credits",
+            "Credits of the edits that reached their outcome (as BFL charged them), by model and outcome",
+            ["model", "outcome"],
+            registry=r,
+        )
         self.end_to_end_seconds = Histogram(
             f"{_NS}_end_to_end_seconds",
             "From BFL finishing a task to its event delivered to a sink",
@@ -101,6 +107,13 @@ class Metrics:
         """Count the state change `step` made, once the store has written it."""
         if step.states is not None and step.states[0] is not step.states[1]:
             self.transitions.labels(step.states[0].value, step.states[1].value).inc()
+
+    def count_credits(self, job: Job) -> None:
+        """Count what a job that has just reached its outcome cost."""
+        if job.outcome is not None:
+            self.credits.labels(job.request.model, job.outcome.value).inc(
+                job.cost.credits if job.cost else 0.0
+            )
 
     async def render(self, store: Store, sinks: Collection[str], now: float) -> bytes:
         """The text format of every metric, the store's gauges refreshed when they are older than

@@ -8,10 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-
-class Model(StrEnum):
-    PRO = "flux-kontext-pro"
-    MAX = "flux-kontext-max"
+DEFAULT_MODEL = "flux-kontext-pro"
 
 
 class JobState(StrEnum):
@@ -50,14 +47,32 @@ class EditRequest:
     """What the backend asked for, minus the input image bytes (those go to the blob store)."""
 
     prompt: str
-    model: Model = Model.PRO
-    image_url: str | None = None
+    model: str = DEFAULT_MODEL  # a name in `receiver.catalog`
+    image_url: str | None = None  # the single image by URL of requests from before `image_urls`
+    # One entry per input image, in BFL's order: the URL of an image given by URL, None for one given
+    # inline (those are stored, in the same order: `Job.inputs`).
+    image_urls: tuple[str | None, ...] = ()
     aspect_ratio: str | None = None
     seed: int | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
     output_format: str | None = None
     safety_tolerance: int | None = None
     prompt_upsampling: bool | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Megapixels of the input images, when known before submit (not for images given by URL).
+    input_mp: float | None = None
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What an edit costs in credits (1 credit = 0.01 USD), as BFL answered the submit, or settled."""
+
+    credits: float
+    input_mp: float | None = None
+    output_mp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,9 @@ class Job:
     error: dict[str, Any] | None = None
     finished_at: float | None = None
     published_at: float | None = None
+    cost: Cost | None = None
+    # Why a job waits in `created` beyond the queue, e.g. {"code": "credit_cap", "message", "until"}.
+    hold: dict[str, Any] | None = None
 
     def claimed(self, now: float, lease_s: float) -> Job:
         """This job taken for its next step: not due again until the lease runs out."""
@@ -143,22 +161,25 @@ class Job:
         doc["request"] = dict(self.request.__dict__)
         doc["image"] = dict(self.image.__dict__) if self.image else None
         doc["inputs"] = [dict(stored.__dict__) for stored in self.inputs]
+        doc["cost"] = dict(self.cost.__dict__) if self.cost else None
         return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Job:
         values = dict(doc)
         request = dict(values.pop("request"))
-        request["model"] = Model(request["model"])
         image = values.pop("image")
         via = values.pop("via")
         inputs = values.pop("inputs", ())  # absent from jobs written before inputs went to blobs
+        cost = values.pop("cost", None)  # absent from jobs written before costs were kept
+        request["image_urls"] = tuple(request.get("image_urls", ()))
         return cls(
             **values | {"state": JobState(values["state"])},
             request=EditRequest(**request),
             image=ImageInfo(**image) if image else None,
             inputs=tuple(StoredInput(**stored) for stored in inputs),
             via=Via(via) if via else None,
+            cost=Cost(**cost) if cost else None,
         )
 
 

@@ -14,11 +14,12 @@ import httpx
 from receiver.bfl.client import BflClient
 from receiver.bfl.sansio import SAMPLE_URL_LIFETIME_S
 from receiver.blobs import BlobStore, blobs_from_url
+from receiver.catalog import CATALOG, Catalog
 from receiver.downloads import FetchPolicy, download_client
 from receiver.http_transport import BackpressureTransport
 from receiver.lifecycle import Policy
 from receiver.metrics import Metrics, Step
-from receiver.models import Job, Transition
+from receiver.models import FINAL_STATES, Job, Transition
 from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store, store_from_url
@@ -41,6 +42,7 @@ class Services:
     fetch_policy: FetchPolicy
     clock: Clock = time.time
     metrics: Metrics = field(default_factory=Metrics)
+    catalog: Catalog = field(default_factory=lambda: CATALOG)
 
     def webhook_url(self, job_id: str) -> str:
         return f"{self.settings.public_url}/webhooks/bfl/{job_id}"
@@ -49,11 +51,14 @@ class Services:
         self, job_id: str, change: Callable[[Job], Transition | None], *, claimed_until: float | None = None
     ) -> tuple[Job | None, bool]:
         """Apply a lifecycle step to the job (see `Store.update`); an event it emits is queued for
-        every configured sink (already claimed by the caller, with `claimed_until`)."""
+        every configured sink (already claimed by the caller, with `claimed_until`); the state change,
+        and the credits of a job that reached its outcome, are counted."""
         step = Step(change)
         job, changed = await self.store.update(job_id, step, list(self.sinks), claimed_until=claimed_until)
         if changed:
             self.metrics.count(step)
+            if job is not None and step.states is not None and step.states[0] not in FINAL_STATES:
+                self.metrics.count_credits(job)
         return job, changed
 
 
@@ -70,6 +75,7 @@ async def open_services(
     sinks: list[Sink] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.time,
+    catalog: Catalog = CATALOG,
 ) -> AsyncIterator[Services]:
     """Open every resource the settings name (or use the ones given) and close them all on exit."""
     async with AsyncExitStack() as stack:
@@ -111,5 +117,6 @@ async def open_services(
             ),
             fetch_policy=fetch_policy,
             clock=clock,
+            catalog=catalog,
             metrics=Metrics(settings.metrics_store_ttl_s),
         )

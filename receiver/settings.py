@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
+from receiver.catalog import ModelSpec
 from receiver.errors import ConfigError
 from receiver.registry import redact
 
@@ -108,6 +109,7 @@ class Settings:
     give_up_after_s: float = 1800.0
     max_sample_bytes: int = 52_428_800
     max_active: int = 24
+    max_credits_per_day: float | None = None  # None: no cap
     max_sample_pixels: int = 40_000_000
     download_concurrency: int = 16
     download_timeout_s: float = 60.0
@@ -143,6 +145,11 @@ class Settings:
             give_up_after_s=env.number("RECEIVER_GIVE_UP_AFTER_S", defaults.give_up_after_s),
             max_sample_bytes=env.integer("RECEIVER_MAX_SAMPLE_BYTES", defaults.max_sample_bytes, 1),
             max_active=env.integer("RECEIVER_MAX_ACTIVE", defaults.max_active, 1),
+            max_credits_per_day=env.get(
+                "RECEIVER_MAX_CREDITS_PER_DAY",
+                defaults.max_credits_per_day,
+                lambda raw: _at_least(float(raw), 0.0),
+            ),
             max_sample_pixels=env.integer("RECEIVER_MAX_SAMPLE_PIXELS", defaults.max_sample_pixels, 1),
             download_concurrency=env.integer(
                 "RECEIVER_DOWNLOAD_CONCURRENCY", defaults.download_concurrency, 1
@@ -189,10 +196,10 @@ class Settings:
         shown = (f"{f.name}={_redacted(getattr(self, f.name))!r}" for f in fields(self) if f.repr)
         return f"Settings({', '.join(shown)})"
 
-    @property
-    def max_active_kontext_max(self) -> int:
-        """BFL allows at most 6 active kontext-max tasks per account."""
-        return min(self.max_active, 6)
+    def max_active_for(self, model: ModelSpec) -> int:
+        """Tasks of `model` that may be active at once: the account's limit, or the model's if lower
+        (BFL allows at most 6 active kontext-max tasks per account)."""
+        return min(self.max_active, model.active_limit or self.max_active)
 
 
 def _redacted(value: object) -> object:
@@ -231,6 +238,14 @@ class SimSettings:
     max_active_kontext_max: int = 6
     seed: int | None = None
     public_url: str = ""
+    # "seed": exactly as the seed spec says; "live": as BFL's live API is known to answer.
+    flavor: str = "seed"
+    not_found_window_s: float = 1.0  # live: how long get_result does not know a task with a webhook
+
+    @property
+    def model_limits(self) -> dict[str, int]:
+        """Active-task limits per model that override the catalog's."""
+        return {"flux-kontext-max": self.max_active_kontext_max}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SimSettings:
@@ -239,7 +254,12 @@ class SimSettings:
         shape = env.text("SIM_WEBHOOK_SHAPE", d.webhook_shape)
         if shape not in {"observed", "documented"}:
             raise ConfigError(f"SIM_WEBHOOK_SHAPE={shape!r} is invalid: must be observed or documented")
+        flavor = env.text("SIM_FLAVOR", d.flavor)
+        if flavor not in {"seed", "live"}:
+            raise ConfigError(f"SIM_FLAVOR={flavor!r} is invalid: must be seed or live")
         return cls(
+            flavor=flavor,
+            not_found_window_s=env.number("SIM_NOT_FOUND_WINDOW_S", d.not_found_window_s),
             api_keys=env.items("SIM_API_KEYS"),
             latency_s=env.number("SIM_LATENCY_S", d.latency_s),
             latency_max_s=env.get(

@@ -8,16 +8,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from receiver.bfl.sansio import (
-    Submitted,
-    TaskReport,
-    decode_json,
-    parse_result,
-    parse_submit,
-    submit_path,
-)
+from receiver.bfl.sansio import Submitted, TaskReport, decode_json, parse_result, parse_submit
+from receiver.catalog import ModelSpec
 from receiver.errors import UpstreamError
-from receiver.models import Model
 from receiver.retry import parse_retry_after
 
 
@@ -27,8 +20,8 @@ class BflClient:
         self.base_url = base_url.rstrip("/")
         self._headers = {"x-key": api_key, "accept": "application/json"}
 
-    async def submit(self, model: Model, body: dict[str, Any]) -> Submitted:
-        response = await self._send("POST", self.base_url + submit_path(model), json=body)
+    async def submit(self, model: ModelSpec, body: dict[str, Any]) -> Submitted:
+        response = await self._send("POST", self.base_url + model.path, json=body)
         try:
             return parse_submit(response.status_code, _json(response))
         except UpstreamError as exc:

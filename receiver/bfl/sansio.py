@@ -10,8 +10,9 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from receiver.catalog import ModelSpec
 from receiver.errors import BadRequest, UpstreamError
-from receiver.models import EditRequest, Model, epoch
+from receiver.models import Cost, EditRequest, epoch
 
 # Statuses after which BFL does not retry a submit on its own; ours would fail the same way.
 _FINAL_SUBMIT_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
@@ -29,6 +30,7 @@ class Report(StrEnum):
 class Submitted:
     task_id: str
     polling_url: str | None
+    cost: Cost | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class TaskReport:
     result: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     finished_at: float | None = None
+    cost: float | None = None  # the settled credits, when BFL says
 
 
 SAMPLE_URL_LIFETIME_S = 600.0  # what BFL documents for its signed result URLs
@@ -74,24 +77,27 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def submit_path(model: Model) -> str:
-    return f"/v1/{model.value}"
-
-
 def submit_body(
-    request: EditRequest, images_base64: Sequence[str], webhook_url: str, webhook_secret: str
+    spec: ModelSpec,
+    request: EditRequest,
+    images_base64: Sequence[str],
+    webhook_url: str,
+    webhook_secret: str,
 ) -> dict[str, Any]:
-    """The submit body; the images go to `input_image`, `input_image_2`, ... in order (with none, the
-    request's `image_url` goes to `input_image`)."""
-    body: dict[str, Any] = {
-        "prompt": request.prompt,
-        "input_image": images_base64[0] if images_base64 else request.image_url,
-    }
-    body.update({f"input_image_{n}": image for n, image in enumerate(images_base64[1:], start=2)})
-    body |= {"webhook_url": webhook_url, "webhook_secret": webhook_secret}
+    """The submit body for `spec`: the images go to `input_image`, `input_image_2`, ... in the order
+    they were given (see `input_sources`); a model that sends no webhooks is given no webhook fields."""
+    sources = input_sources(request, images_base64)
+    body: dict[str, Any] = {"prompt": request.prompt, "input_image": sources[0] if sources else None}
+    body.update({f"input_image_{n}": source for n, source in enumerate(sources[1:], start=2)})
+    if spec.webhooks:
+        body |= {"webhook_url": webhook_url, "webhook_secret": webhook_secret}
     optional = {
         "aspect_ratio": request.aspect_ratio,
         "seed": request.seed,
+        "width": request.width,
+        "height": request.height,
+        "steps": request.steps,
+        "guidance": request.guidance,
         "output_format": request.output_format,
         "safety_tolerance": request.safety_tolerance,
         "prompt_upsampling": request.prompt_upsampling,
@@ -100,11 +106,26 @@ def submit_body(
     return body
 
 
+def input_sources(request: EditRequest, images_base64: Sequence[str]) -> list[str]:
+    """Every input image as BFL takes it, in order: the stored ones (base64) where the request has no
+    URL, the URLs where it has. Requests from before `image_urls` have one image, stored or by URL."""
+    if not request.image_urls:
+        return list(images_base64) or ([request.image_url] if request.image_url else [])
+    stored = iter(images_base64)
+    return [url if url is not None else next(stored) for url in request.image_urls]
+
+
 def parse_submit(status: int, body: Any) -> Submitted:
     """The task id of an accepted submit, or `UpstreamError` saying whether a retry can help."""
     if status == 200 and isinstance(body, Mapping) and isinstance(body.get("id"), str) and body["id"]:
         polling_url = body.get("polling_url")
-        return Submitted(body["id"], polling_url if isinstance(polling_url, str) else None)
+        credits = _number(body.get("cost"))
+        cost = (
+            Cost(credits, _number(body.get("input_mp")), _number(body.get("output_mp")))
+            if credits is not None
+            else None
+        )
+        return Submitted(body["id"], polling_url if isinstance(polling_url, str) else None, cost)
     detail = error_detail(body) if status != 200 else "answer without a task id"
     raise UpstreamError(status, detail, retryable=status not in _FINAL_SUBMIT_STATUSES)
 
@@ -188,7 +209,15 @@ def _report(body: Mapping[str, Any], task_id: Any) -> TaskReport:
         result={k: v for k, v in result.items() if k != "sample"},
         error=error,
         finished_at=_finished_at(body, result),
+        cost=_number(body.get("cost")) if report is not Report.RUNNING else None,
     )
+
+
+def _number(value: Any) -> float | None:
+    """A finite, non-negative JSON number, or None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < float("inf"):
+        return float(value)
+    return None
 
 
 def _reasons(value: Any) -> list[str]:

@@ -1,4 +1,4 @@
-"""BFL's input limits for Kontext edits, as pure checks shared by the receiver and the simulator.
+"""BFL's input limits for edits, per catalog model: pure checks shared by the receiver and the simulator.
 
 Every check reports a `Problem` in the `{"loc", "msg", "type"}` shape of BFL's 422 bodies, and all
 problems of a request are reported at once.
@@ -11,12 +11,26 @@ import binascii
 import io
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
+from receiver.catalog import (
+    ASPECT_RATIO,
+    GUIDANCE,
+    GUIDANCE_RANGE,
+    HEIGHT,
+    MIN_SIDE,
+    OPTIONAL_FIELDS,
+    PROMPT_UPSAMPLING,
+    SIDE_MULTIPLE,
+    STEPS,
+    STEPS_RANGE,
+    WIDTH,
+    ModelSpec,
+)
 from receiver.errors import InvalidRequest, Problem
 
 MAX_PROMPT_CHARS = 10_000
@@ -24,8 +38,8 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 20_000_000
 MIN_ASPECT, MAX_ASPECT = 3 / 7, 7 / 3
 MAX_WEBHOOK_URL_CHARS = 2083
+MAX_SEED = 2**63 - 1
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-OUTPUT_FORMATS = ("jpeg", "png")
 _ASPECT_RE = re.compile(r"([0-9]{1,5}):([0-9]{1,5})")
 # base64 of MAX_IMAGE_BYTES, plus slack for line breaks: longer strings are refused before decoding.
 MAX_BASE64_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 4096
@@ -40,16 +54,37 @@ class InputImage:
     width: int
     height: int
 
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1_000_000
+
+
+ImageRef = InputImage | str  # a decoded input image, or an http(s) URL it is to be fetched from
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class ImageSlot:
+    """One input image as given: where it sits in the body, and its value."""
+
+    loc: Loc
+    value: Any
+
+
+# Finds the input images in a body: (where to report that none was given, the images given).
+ImageSlotFinder = Callable[[Mapping[str, Any]], tuple[Loc, list[ImageSlot]]]
+
 
 @dataclass(frozen=True)
 class EditFields:
-    """The validated fields of a Kontext edit request (None where the caller left a field out)."""
+    """The validated fields of an edit request (None where the caller left a field out)."""
 
     prompt: str
-    image: InputImage | None
-    image_url: str | None
+    images: tuple[ImageRef, ...]  # the image to edit first, then the references
     aspect_ratio: str | None = None
     seed: int | None = None
+    width: int | None = None
+    height: int | None = None
     steps: int | None = None
     guidance: float | None = None
     safety_tolerance: int | None = None
@@ -58,35 +93,71 @@ class EditFields:
     webhook_url: str | None = None
     webhook_secret: str | None = None
 
+    @property
+    def input_mp(self) -> float | None:
+        """Megapixels of every input image together, or None while some are URLs not yet fetched."""
+        if any(isinstance(image, str) for image in self.images):
+            return None
+        return round(sum(image.megapixels for image in self.images if isinstance(image, InputImage)), 2)
 
-def parse_edit(payload: Any, *, image_keys: tuple[str, ...], url_keys: tuple[str, ...] = ()) -> EditFields:
-    """Validate an edit request body; raise `InvalidRequest` listing every problem.
 
-    `image_keys` name fields holding base64 (or an http(s) URL); `url_keys` name fields holding a URL only.
+def parse_edit(
+    payload: Any,
+    spec: ModelSpec,
+    slots: ImageSlotFinder,
+    *,
+    accepts: frozenset[str] | None = None,
+) -> EditFields:
+    """Validate an edit for `spec`; raise `InvalidRequest` listing every problem.
+
+    `slots` finds the input images in the body (and names where to report that none was given).
+    Of the optional fields (`catalog.OPTIONAL_FIELDS`) only those in `accepts` (default: the model's)
+    are read; the others are ignored, as BFL ignores them.
     """
     if not isinstance(payload, Mapping):
         raise InvalidRequest([Problem(("body",), "Input should be a JSON object", "dict_type")])
     problems: list[Problem] = []
     checker = _Checker(payload, problems)
+    accepts = spec.fields if accepts is None else accepts
+    taken = {key: payload.get(key) if key in accepts else None for key in OPTIONAL_FIELDS}
     prompt = checker.prompt()
-    image, image_url = checker.image(image_keys, url_keys)
+    required_loc, found = slots(payload)
+    images = checker.images(spec, required_loc, found)
+    width, height = checker.size(spec, taken[WIDTH], taken[HEIGHT])
     fields = EditFields(
         prompt=prompt,
-        image=image,
-        image_url=image_url,
-        aspect_ratio=checker.aspect_ratio(),
-        seed=checker.integer("seed", 0, 2**63 - 1),
-        steps=checker.integer("steps", 1, 50),
-        guidance=checker.number("guidance", 1.5, 10.0),
-        safety_tolerance=checker.integer("safety_tolerance", 0, 6),
-        output_format=checker.choice("output_format", OUTPUT_FORMATS),
-        prompt_upsampling=checker.boolean("prompt_upsampling"),
+        images=images,
+        aspect_ratio=checker.aspect_ratio(taken[ASPECT_RATIO]),
+        seed=checker.integer("seed", payload.get("seed"), 0, MAX_SEED, high_kind="too_large"),
+        width=width,
+        height=height,
+        steps=checker.integer(STEPS, taken[STEPS], *STEPS_RANGE),
+        guidance=checker.number(GUIDANCE, taken[GUIDANCE], *GUIDANCE_RANGE),
+        safety_tolerance=checker.integer(
+            "safety_tolerance", payload.get("safety_tolerance"), 0, spec.max_safety
+        ),
+        output_format=checker.choice("output_format", spec.output_formats),
+        prompt_upsampling=checker.boolean(PROMPT_UPSAMPLING, taken[PROMPT_UPSAMPLING]),
         webhook_url=checker.webhook_url(),
         webhook_secret=checker.string("webhook_secret", 1, 1024),
     )
     if problems:
         raise InvalidRequest(problems)
     return fields
+
+
+def bfl_image_slots(spec: ModelSpec, first_keys: tuple[str, ...] = ("input_image",)) -> ImageSlotFinder:
+    """BFL's own image fields: the first of `first_keys` given (the live API's `input_image`, the seed
+    spec's `image`), then `input_image_2` .. `input_image_<max>`; higher ones are unknown fields to
+    BFL, so ignored."""
+
+    def find(payload: Mapping[str, Any]) -> tuple[Loc, list[ImageSlot]]:
+        first = next((key for key in first_keys if payload.get(key) is not None), first_keys[0])
+        keys = [first, *(f"input_image_{n}" for n in range(2, spec.max_images + 1))]
+        slots = [ImageSlot(("body", key), payload[key]) for key in keys if payload.get(key) is not None]
+        return ("body", first_keys[0]), slots
+
+    return find
 
 
 def parse_aspect_ratio(value: str) -> tuple[int, int] | None:
@@ -166,34 +237,72 @@ class _Checker:
             return value
         return ""
 
-    def image(
-        self, image_keys: tuple[str, ...], url_keys: tuple[str, ...]
-    ) -> tuple[InputImage | None, str | None]:
-        present = [key for key in (*image_keys, *url_keys) if self.payload.get(key) is not None]
-        if not present:
-            self.fail(image_keys[0], "Field required", "missing")
-            return None, None
-        key = present[0]
-        value = self.payload[key]
-        if not isinstance(value, str) or not value:
-            self.fail(key, "Input should be a non-empty string", "string_type")
-            return None, None
+    def images(self, spec: ModelSpec, required_loc: Loc, slots: list[ImageSlot]) -> tuple[ImageRef, ...]:
+        if not slots:
+            self.problems.append(Problem(required_loc, "Field required", "missing"))
+            return ()
+        if len(slots) > spec.max_images:
+            self.problems.append(
+                Problem(
+                    slots[spec.max_images].loc,
+                    f"{spec.name} takes at most {spec.max_images} images",
+                    "too_many_images",
+                )
+            )
+            return ()
+        images = tuple(image for slot in slots if (image := self.image(slot)) is not None)
+        if len(images) == len(slots) and spec.max_input_mp is not None:
+            total = sum(image.megapixels for image in images if isinstance(image, InputImage))
+            if total > spec.max_input_mp:
+                self.problems.append(
+                    Problem(
+                        slots[0].loc[:-1] or ("body",),
+                        f"the input images have {total:.2f} megapixels together; "
+                        f"{spec.name} takes at most {spec.max_input_mp:g}",
+                        "input_too_large",
+                    )
+                )
+        return images
+
+    def image(self, slot: ImageSlot) -> ImageRef | None:
+        value = slot.value
+        if not isinstance(value, str):
+            self.problems.append(Problem(slot.loc, "Input should be a valid string", "string_type"))
+            return None
         if value.startswith(("http://", "https://")):
             if len(value) > MAX_WEBHOOK_URL_CHARS:
-                self.fail(key, f"URL should have at most {MAX_WEBHOOK_URL_CHARS} characters", "url_too_long")
-                return None, None
-            return None, value
-        if key in url_keys:
-            self.fail(key, "Input should be an http or https URL", "url_scheme")
-            return None, None
+                msg = f"URL should have at most {MAX_WEBHOOK_URL_CHARS} characters"
+                self.problems.append(Problem(slot.loc, msg, "url_too_long"))
+                return None
+            return value
         try:
-            return decode_image(value), None
+            return decode_image(value)
         except ValueError as exc:
-            self.fail(key, str(exc), "image_invalid")
-            return None, None
+            self.problems.append(Problem(slot.loc, str(exc), "image_invalid"))
+            return None
 
-    def aspect_ratio(self) -> str | None:
-        value = self.payload.get("aspect_ratio")
+    def size(self, spec: ModelSpec, width: Any, height: Any) -> tuple[int | None, int | None]:
+        """Output width and height: 0 (the input's) or at least 64 and a multiple of 16, within the
+        model's megapixel cap."""
+        sides = [self.side(key, value) for key, value in ((WIDTH, width), (HEIGHT, height))]
+        if spec.max_output_mp is not None and all(sides):
+            area = (sides[0] or 0) * (sides[1] or 0)
+            if area > spec.max_output_mp * 1_000_000:
+                msg = f"width x height is {area / 1e6:.2f} megapixels; at most {spec.max_output_mp:g}"
+                self.fail(WIDTH, msg, "output_too_large")
+                return None, None
+        return sides[0], sides[1]
+
+    def side(self, key: str, value: Any) -> int | None:
+        side = self.integer(key, value, 0, 2**31)
+        if side and (side < MIN_SIDE or side % SIDE_MULTIPLE):
+            self.fail(
+                key, f"{key} should be 0 or a multiple of {SIDE_MULTIPLE} of at least {MIN_SIDE}", "side"
+            )
+            return None
+        return side
+
+    def aspect_ratio(self, value: Any) -> str | None:
         if value is None:
             return None
         if not isinstance(value, str) or parse_aspect_ratio(value) is None:
@@ -201,20 +310,22 @@ class _Checker:
             return None
         return value
 
-    def integer(self, key: str, low: int, high: int) -> int | None:
-        value = self.payload.get(key)
+    def integer(self, key: str, value: Any, low: int, high: int, *, high_kind: str = "range") -> int | None:
+        """`high_kind` tells a bound of our own (the seed's int64) from one BFL documents. A number with
+        no fraction (`3.0`) is an integer, as JSON Schema and BFL's validation have it."""
         if value is None:
             return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(key, "Input should be a valid integer", "int_type")
         elif not low <= value <= high:
-            self.fail(key, f"Input should be between {low} and {high}", "range")
+            self.fail(key, f"Input should be between {low} and {high}", "range" if value < low else high_kind)
         else:
             return value
         return None
 
-    def number(self, key: str, low: float, high: float) -> float | None:
-        value = self.payload.get(key)
+    def number(self, key: str, value: Any, low: float, high: float) -> float | None:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -234,8 +345,7 @@ class _Checker:
             return None
         return str(value)
 
-    def boolean(self, key: str) -> bool | None:
-        value = self.payload.get(key)
+    def boolean(self, key: str, value: Any) -> bool | None:
         if value is None or isinstance(value, bool):
             return value
         self.fail(key, "Input should be a valid boolean", "bool_type")

@@ -1,8 +1,17 @@
 """The BFL simulator over HTTP: Starlette routes around `SimState`, result downloads, webhook delivery.
 
-Routes (the API ones also under `/v1`): `POST /flux-kontext-pro`, `POST /flux-kontext-max`,
-`GET /get_result?id=`; `GET /results/{task_id}/sample.{jpeg|png}?exp=&sig=` (signed, no key);
-`GET /_sim/tasks/{id}` and `GET /_sim/stats` for tests and benchmarks.
+Routes (the API ones also under `/v1`): `POST /<model>` for every catalog model, `GET /get_result?id=`;
+`GET /results/{task_id}/sample.{jpeg|png|webp}?exp=&sig=` (signed, no key); `GET /_sim/tasks/{id}` and
+`GET /_sim/stats` for tests and benchmarks.
+
+`SIM_FLAVOR` picks whose word the answers follow where the two differ. `seed` (the default) is the seed
+spec: 401 for a missing or unknown key, 404 for an unknown task, `result` only once Ready, 400 for a
+request the schema admits but that cannot be run (an empty prompt, bytes that are not an image), and
+only the status codes it documents (402 and 429 need their limits configured or reached). `live` is
+BFL's live API as far as it is known: 403 `Not authenticated`, `Task not found` with 200, every
+validation error a 422, no `polling_url` in the answer to a submit with `webhook_url` (and a short
+window in which `get_result` does not know that task yet), FLUX.2 tasks going `Pending`, `Reasoning`,
+`Generating`, and the settled `cost` in the `get_result` of a finished task.
 
 A truncated download (`SIM_DOWNLOAD_TRUNCATE_RATE`) is a raw ASGI response that announces the full
 `Content-Length`, sends about half the body and returns without finishing: uvicorn then logs
@@ -32,7 +41,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from receiver.bfl.validation import MAX_IMAGE_BYTES, InputImage, check_image_bytes, parse_edit
+from receiver.bfl.validation import (
+    MAX_IMAGE_BYTES,
+    EditFields,
+    InputImage,
+    bfl_image_slots,
+    check_image_bytes,
+    parse_edit,
+)
+from receiver.catalog import CATALOG, GUIDANCE, STEPS, Catalog, ModelSpec
 from receiver.errors import InvalidRequest, PayloadTooLarge, Problem, Unauthorized
 from receiver.settings import SimSettings
 from receiver.simulator.images import edit_image
@@ -40,7 +57,6 @@ from receiver.simulator.state import (
     Access,
     Delivery,
     InsufficientCredits,
-    Model,
     SimState,
     Status,
     Submission,
@@ -52,10 +68,31 @@ from receiver.webhook_auth import body_signature
 
 log = structlog.get_logger(__name__)
 
-IMAGE_KEYS = ("input_image", "image")
-MAX_BODY_BYTES = 32 * 1024 * 1024  # a 20 MB image in base64, plus the other fields
+# The image field: the seed spec calls it `image`, the live API `input_image`; both are accepted.
+IMAGE_KEYS = {"seed": ("image", "input_image"), "live": ("input_image", "image")}
+# Fields the seed spec documents for its two Kontext paths beyond what the live API takes.
+SEED_SPEC_EXTRAS = {
+    "flux-kontext-pro": frozenset({STEPS, GUIDANCE}),
+    "flux-kontext-max": frozenset({STEPS, GUIDANCE}),
+}
+# Problem kinds that break the seed spec's schema (422); any other problem of a request is a 400.
+SCHEMA_PROBLEMS = frozenset(
+    {
+        "missing",
+        "string_type",
+        "int_type",
+        "float_type",
+        "bool_type",
+        "dict_type",
+        "json_invalid",
+        "enum",
+        "string_too_long",
+        "range",
+    }
+)
+MAX_BODY_BYTES = 96 * 1024 * 1024  # up to 8 images of 20 MB in base64, plus the other fields
 WEBHOOK_TIMEOUT_S = 30.0
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _REFUSAL_STATUS: dict[type[Exception], int] = {
     Unauthorized: 401,
     InvalidRequest: 422,
@@ -75,15 +112,19 @@ def create_sim_app(
     *,
     clock: Callable[[], float] = time.time,
     transport: httpx.AsyncBaseTransport | None = None,
+    catalog: Catalog = CATALOG,
 ) -> Starlette:
-    """The simulator app; its pure state is `app.state.sim`. Run its lifespan (uvicorn does)."""
+    """The simulator app, serving every model of `catalog`; its pure state is `app.state.sim`. Run its
+    lifespan (uvicorn does)."""
     state = SimState(
         settings, clock=clock, rng=random.Random(settings.seed), url_secret=secrets.token_urlsafe(32)
     )
     sim = _Simulator(settings, state, transport)
     api: list[BaseRoute] = [
-        Route("/flux-kontext-pro", partial(sim.submit, Model.PRO), methods=["POST"]),
-        Route("/flux-kontext-max", partial(sim.submit, Model.MAX), methods=["POST"]),
+        *(
+            Route(f"/{model.name}", partial(sim.submit, model), methods=["POST"])
+            for model in catalog.values()
+        ),
         Route("/get_result", sim.get_result, methods=["GET"]),
     ]
     routes: list[BaseRoute] = [
@@ -93,7 +134,7 @@ def create_sim_app(
         Route("/_sim/tasks/{task_id}", sim.describe, methods=["GET"]),
         Route("/_sim/stats", sim.stats, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=sim.lifespan)
+    app = Starlette(routes=routes, lifespan=sim.lifespan, exception_handlers={404: _not_found})
     app.state.sim = state
     return app
 
@@ -125,51 +166,53 @@ class _Simulator:
 
     # -- API ------------------------------------------------------------------------------------
 
-    async def submit(self, model: Model, request: Request) -> Response:
+    async def submit(self, model: ModelSpec, request: Request) -> Response:
+        flavor = self.settings.flavor
         try:
             account = self._account(request)
             payload = await _read_json(request)
-            fields = parse_edit(payload, image_keys=IMAGE_KEYS)
-            image = fields.image
-            if image is None:
-                assert fields.image_url is not None
-                key = next(key for key in IMAGE_KEYS if payload.get(key) is not None)
-                image = await self._fetch_image(fields.image_url, key)
+            find_images = bfl_image_slots(model, IMAGE_KEYS[flavor])
+            accepts = model.fields | (
+                SEED_SPEC_EXTRAS.get(model.name, frozenset()) if flavor == "seed" else frozenset()
+            )
+            fields = parse_edit(payload, model, find_images, accepts=accepts)
+            images = await self._input_images(fields, [slot.loc for slot in find_images(payload)[1]])
             base_url = self._base_url(request)
-            task = self.state.submit(Submission(account, model, fields, image, base_url))
+            task = self.state.submit(Submission(account, model, fields, images, base_url))
         except _REFUSALS as exc:
             self.state.stats.rejected += 1
-            return _refusal(exc)
+            return self._refusal(exc)
         record = self.state.record(task.id)
         if record is not None and task.outcome is Status.READY:
             # Rendered while the task is Pending, as BFL does: the result exists once it says Ready.
             self._background().start_soon(self._output, record)
         if task.webhook_copies:
             self._background().start_soon(self._deliver, task)
-        log.info("sim.task.submitted", task_id=task.id, model=model.value, outcome=task.outcome.value)
-        return JSONResponse(
-            {
-                "id": task.id,
-                "polling_url": f"{base_url}/v1/get_result?id={task.id}",
-                "cost": model.cost,
-                "input_mp": task.input_mp,
-                "output_mp": task.output_mp,
-            }
-        )
+        log.info("sim.task.submitted", task_id=task.id, model=model.name, outcome=task.outcome.value)
+        answer: dict[str, Any] = {"id": task.id, "polling_url": f"{base_url}/v1/get_result?id={task.id}"}
+        if flavor == "live" and task.webhook_url is not None:
+            answer = {"id": task.id, "status": Status.PENDING.value, "webhook_url": task.webhook_url}
+        cost = model.credits(task.input_mp, task.output_mp)
+        return JSONResponse(answer | {"cost": cost, "input_mp": task.input_mp, "output_mp": task.output_mp})
 
     async def get_result(self, request: Request) -> Response:
         try:
             self._account(request)
         except Unauthorized as exc:
-            return _refusal(exc)
+            return self._refusal(exc)
         task_id = request.query_params.get("id")
         if not task_id:
+            if self.settings.flavor == "seed":  # the seed spec documents 404, not 422, for get_result
+                return JSONResponse({"detail": "Task not found"}, status_code=404)
             problem = Problem(("query", "id"), "Field required", "missing")
             return JSONResponse({"detail": [problem.as_dict()]}, status_code=422)
         if self.state.get_result_fails():
             log.info("sim.get_result.failed", task_id=task_id)
             return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
-        return JSONResponse(self.state.poll(task_id))
+        body = self.state.poll(task_id)
+        if body is None:
+            return JSONResponse({"detail": "Task not found"}, status_code=404)
+        return JSONResponse(body)
 
     async def download(self, request: Request) -> Response:
         task_id, extension = request.path_params["task_id"], request.path_params["extension"]
@@ -207,8 +250,17 @@ class _Simulator:
             raise Unauthorized("Not authenticated")
         allowed = self.settings.api_keys
         if allowed and not any(hmac.compare_digest(key.encode(), known.encode()) for known in allowed):
-            raise Unauthorized("Invalid API key")
+            raise Unauthorized("Not authenticated" if self.settings.flavor == "live" else "Invalid API key")
         return key
+
+    def _refusal(self, exc: Exception) -> JSONResponse:
+        live = self.settings.flavor == "live"
+        if isinstance(exc, InvalidRequest):
+            if not live and not any(problem.type in SCHEMA_PROBLEMS for problem in exc.problems):
+                return JSONResponse({"detail": str(exc)}, status_code=400)
+            return JSONResponse({"detail": [problem.as_dict() for problem in exc.problems]}, status_code=422)
+        status = 403 if live and isinstance(exc, Unauthorized) else _REFUSAL_STATUS[type(exc)]
+        return JSONResponse({"detail": str(exc)}, status_code=status)
 
     def _base_url(self, request: Request) -> str:
         return self.settings.public_url or str(request.base_url).rstrip("/")
@@ -223,9 +275,20 @@ class _Simulator:
             raise RuntimeError("the simulator's lifespan is not running")
         return self._tasks
 
-    async def _fetch_image(self, url: str, key: str) -> InputImage:
+    async def _input_images(
+        self, fields: EditFields, locs: list[tuple[str | int, ...]]
+    ) -> tuple[InputImage, ...]:
+        """Every input image decoded, those given by URL fetched first."""
+        return tuple(
+            [
+                image if isinstance(image, InputImage) else await self._fetch_image(image, loc)
+                for image, loc in zip(fields.images, locs, strict=True)
+            ]
+        )
+
+    async def _fetch_image(self, url: str, loc: tuple[str | int, ...]) -> InputImage:
         def problem(message: str) -> InvalidRequest:
-            return InvalidRequest([Problem(("body", key), message, "image_fetch")])
+            return InvalidRequest([Problem(loc, message, "image_fetch")])
 
         data = bytearray()
         try:
@@ -241,7 +304,7 @@ class _Simulator:
         try:
             return check_image_bytes(bytes(data))
         except ValueError as exc:
-            raise InvalidRequest([Problem(("body", key), str(exc), "image_invalid")]) from None
+            raise InvalidRequest([Problem(loc, str(exc), "image_invalid")]) from None
 
     async def _output(self, record: TaskRecord) -> bytes:
         """The edited image, rendered off the event loop the first time anyone asks for it."""
@@ -326,10 +389,8 @@ async def _read_json(request: Request) -> Any:
         raise InvalidRequest([Problem(("body",), "JSON decode error", "json_invalid")]) from None
 
 
-def _refusal(exc: Exception) -> JSONResponse:
-    if isinstance(exc, InvalidRequest):
-        return JSONResponse({"detail": [problem.as_dict() for problem in exc.problems]}, status_code=422)
-    return JSONResponse({"detail": str(exc)}, status_code=_REFUSAL_STATUS[type(exc)])
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": "Not Found"}, status_code=404)
 
 
 class _TruncatedResponse(Response):

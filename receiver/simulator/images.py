@@ -49,6 +49,20 @@ def output_size(width: int, height: int, aspect_ratio: str | None = None) -> tup
     return _side(TARGET_PIXELS * ratio), _side(TARGET_PIXELS / ratio)
 
 
+def sized_output(source: tuple[int, int], requested: tuple[int, int], max_mp: float) -> tuple[int, int]:
+    """FLUX.2's output: the requested width and height, a 0 side following the input's ratio, at most
+    `max_mp` megapixels, sides multiples of 16."""
+    (width, height), (want_w, want_h) = source, requested
+    if want_w and not want_h:
+        want_h = round(want_w * height / width)
+    elif want_h and not want_w:
+        want_w = round(want_h * width / height)
+    elif not want_w:
+        want_w, want_h = width, height
+    scale = min(1.0, math.sqrt(max_mp * 1_000_000 / (want_w * want_h)))
+    return _multiple(want_w * scale, 16), _multiple(want_h * scale, 16)
+
+
 def prompt_colour(prompt: str) -> tuple[int, int, int] | None:
     """The first colour the prompt names, if any."""
     for word in _WORD.findall(prompt.lower()):
@@ -78,6 +92,11 @@ def edit_image(data: bytes, prompt: str, seed: int, size: tuple[int, int], outpu
 def _side(area: float) -> int:
     """The side of a square of `area`, rounded to a multiple of 32."""
     return max(32, round(math.sqrt(area) / 32) * 32)
+
+
+def _multiple(side: float, step: int) -> int:
+    """`side` rounded down to a multiple of `step` (never below one step): within a megapixel cap."""
+    return max(step, int(side // step) * step)
 
 
 def _tint(picture: Image.Image, colour: tuple[int, int, int]) -> Image.Image:

@@ -29,25 +29,19 @@ from urllib.parse import urlencode
 from itsdangerous import Signer
 
 from receiver.bfl.validation import EditFields, InputImage
+from receiver.catalog import ModelSpec
 from receiver.errors import ReceiverError
 from receiver.settings import SimSettings
-from receiver.simulator.images import output_size
+from receiver.simulator.images import output_size, sized_output
 
 ERROR_MESSAGE = "Simulated generation failure (SIM_ERROR_RATE)"
-
-
-class Model(StrEnum):
-    PRO = "flux-kontext-pro"
-    MAX = "flux-kontext-max"
-
-    @property
-    def cost(self) -> float:
-        """Credits per image (1 credit = 0.01 USD)."""
-        return 8.0 if self is Model.MAX else 4.0
+_LIVE_EXTRAS = ("result", "progress", "details", "preview")  # the live API sends these, null when unset
 
 
 class Status(StrEnum):
     PENDING = "Pending"
+    REASONING = "Reasoning"  # live flavour, FLUX.2 models: still running
+    GENERATING = "Generating"
     READY = "Ready"
     ERROR = "Error"
     REQUEST_MODERATED = "Request Moderated"
@@ -56,6 +50,7 @@ class Status(StrEnum):
 
 
 MODERATED = frozenset({Status.REQUEST_MODERATED, Status.CONTENT_MODERATED})
+RUNNING = (Status.PENDING, Status.REASONING, Status.GENERATING)
 
 
 class Access(StrEnum):
@@ -79,12 +74,12 @@ class TooManyActiveTasks(ReceiverError):
 
 @dataclass(frozen=True)
 class Submission:
-    """A validated submit, with the input image already decoded (or fetched from its URL)."""
+    """A validated submit, with every input image decoded (or fetched from its URL)."""
 
     account: str
-    model: Model
+    model: ModelSpec
     fields: EditFields
-    image: InputImage
+    images: tuple[InputImage, ...]
     base_url: str
 
 
@@ -92,7 +87,7 @@ class Submission:
 class Task:
     id: str
     account: str
-    model: Model
+    model: ModelSpec
     prompt: str
     seed: int
     created_at: float
@@ -102,6 +97,7 @@ class Task:
     output_format: str
     output_size: tuple[int, int]
     input_mp: float
+    inputs: tuple[dict[str, Any], ...]  # what the task was given: sha256, content type, size of each image
     base_url: str
     webhook_url: str | None
     webhook_secret: str | None
@@ -109,8 +105,12 @@ class Task:
     # Per copy, how long it is held back past `ready_at + webhook_delay_s` (SIM_WEBHOOK_REORDER_S).
     webhook_holds: tuple[float, ...] = ()
 
-    def status_at(self, now: float) -> Status:
-        return Status.PENDING if now < self.ready_at else self.outcome
+    def status_at(self, now: float, phases: tuple[Status, ...] = (Status.PENDING,)) -> Status:
+        """The outcome once ready; before, the phase (of `phases`, in equal shares) the task is in."""
+        if now >= self.ready_at:
+            return self.outcome
+        share = (now - self.created_at) / (self.ready_at - self.created_at)
+        return phases[min(int(share * len(phases)), len(phases) - 1)]
 
     def progress_at(self, now: float) -> float:
         if now >= self.ready_at:
@@ -121,6 +121,11 @@ class Task:
     def output_mp(self) -> float:
         width, height = self.output_size
         return round(width * height / 1_000_000, 2)
+
+    @property
+    def cost(self) -> float:
+        """Credits the task costs (1 credit = 0.01 USD); moderated tasks are not charged."""
+        return 0.0 if self.outcome in MODERATED else self.model.credits(self.input_mp, self.output_mp)
 
     def result(self, sample: str) -> dict[str, Any]:
         return {
@@ -242,8 +247,10 @@ class SimState:
         now = self.clock()
         self._forget_expired(now)
         model, account = submission.model, submission.account
+        size, input_mp = task_size(submission)
+        cost = model.credits(input_mp, round(size[0] * size[1] / 1_000_000, 2))
         balance = self.credits(account)
-        if balance is not None and balance < model.cost:
+        if balance is not None and balance < cost:
             raise InsufficientCredits("Insufficient credits")
         active = [task for task in self._active.get(account, []) if now < task.ready_at]
         self._active[account] = active
@@ -252,23 +259,23 @@ class SimState:
                 f"You have reached the maximum of {self.settings.max_active} active tasks; "
                 "wait for some to finish"
             )
-        active_max = sum(task.model is Model.MAX for task in active)
-        if model is Model.MAX and active_max >= self.settings.max_active_kontext_max:
+        limit = self.settings.model_limits.get(model.name, model.active_limit)
+        if limit is not None and sum(task.model.name == model.name for task in active) >= limit:
             raise TooManyActiveTasks(
-                f"You have reached the maximum of {self.settings.max_active_kontext_max} active "
-                f"{Model.MAX} tasks; wait for some to finish"
+                f"You have reached the maximum of {limit} active {model.name} tasks; wait for some to finish"
             )
-        task = self._new_task(submission, now)
-        if balance is not None and task.outcome not in MODERATED:
-            self._credits[account] = balance - model.cost
+        task = self._new_task(submission, now, size, input_mp)
+        if balance is not None:
+            self._credits[account] = balance - task.cost
         if task.webhook_url is not None and task.webhook_copies == 0:
             self.stats.webhooks_dropped += 1
         self._active[account].append(task)
         self.stats.peak_active = max(self.stats.peak_active, len(active))  # `task` included
         self.stats.peak_active_kontext_max = max(
-            self.stats.peak_active_kontext_max, active_max + (model is Model.MAX)
+            self.stats.peak_active_kontext_max,
+            sum(other.model.name == "flux-kontext-max" for other in active),
         )
-        self._records[task.id] = TaskRecord(task, submission.image.data)
+        self._records[task.id] = TaskRecord(task, submission.images[0].data)
         heapq.heappush(self._forget_at, (task.ready_at + self.settings.task_ttl_s, task.id))
         self.stats.submits += 1
         return task
@@ -293,32 +300,42 @@ class SimState:
         self.stats.get_result_errors += 1
         return True
 
-    def poll(self, task_id: str) -> dict[str, Any]:
-        """The `get_result` body; a Ready task gets a freshly signed sample URL on every call."""
+    def poll(self, task_id: str) -> dict[str, Any] | None:
+        """The `get_result` body, or None for a task the seed spec answers 404 for; a Ready task gets
+        a freshly signed sample URL on every call."""
         self.stats.get_result += 1
         record = self.record(task_id)
-        body: dict[str, Any] = {
-            "id": task_id,
-            "status": Status.NOT_FOUND.value,
-            "result": None,
-            "progress": None,
-            "details": None,
-            "preview": None,
-        }
+        live = self.settings.flavor == "live"
+        now = self.clock()
+        if record is not None and live and record.task.webhook_url is not None:
+            # The live API may not know a task submitted with a webhook for a moment.
+            record = record if now >= record.task.created_at + self.settings.not_found_window_s else None
         if record is None:
-            return body
+            if not live:
+                return None
+            return {"id": task_id, "status": Status.NOT_FOUND.value} | dict.fromkeys(_LIVE_EXTRAS)
         record.polls += 1
-        task, now = record.task, self.clock()
-        status = task.status_at(now)
-        body["status"] = status.value
-        if status is Status.PENDING:
+        task = record.task
+        status = self.status(task)
+        body: dict[str, Any] = {"id": task_id, "status": status.value}
+        if live:
+            body |= dict.fromkeys(_LIVE_EXTRAS)
+        if status in RUNNING:
             body["progress"] = task.progress_at(now)
-        elif status is Status.READY:
+            return body
+        if status is Status.READY:
             body["result"] = task.result(self.sample_url(task))
             body["progress"] = 1.0
         else:
             body["details"] = _details(task)
+        if live:
+            body["cost"] = task.cost  # settled once the task has finished
         return body
+
+    def status(self, task: Task) -> Status:
+        """What the task says now; on the live API, FLUX.2 tasks reason, then generate."""
+        live_phases = self.settings.flavor == "live" and task.model.max_output_mp is not None
+        return task.status_at(self.clock(), RUNNING if live_phases else (Status.PENDING,))
 
     def sample_url(self, task: Task) -> str:
         """A freshly signed result URL; each has its own `url_early_expire_rate` chance of being
@@ -389,14 +406,17 @@ class SimState:
         task = record.task
         return {
             "id": task.id,
-            "model": task.model.value,
-            "status": task.status_at(self.clock()).value,
+            "model": task.model.name,
+            "status": self.status(task).value,
             "outcome": task.outcome.value,
             "prompt": task.prompt,
             "seed": task.seed,
             "created_at": task.created_at,
             "ready_at": task.ready_at,
             "output_format": task.output_format,
+            "output_size": list(task.output_size),
+            "inputs": list(task.inputs),
+            "cost": task.cost,
             "sha256": hashlib.sha256(record.output).hexdigest() if record.output is not None else None,
             "webhook_url": task.webhook_url,
             "webhook_copies": task.webhook_copies,
@@ -405,8 +425,8 @@ class SimState:
             "get_result_calls": record.polls,
         }
 
-    def _new_task(self, submission: Submission, now: float) -> Task:
-        fields, image, settings = submission.fields, submission.image, self.settings
+    def _new_task(self, submission: Submission, now: float, size: tuple[int, int], input_mp: float) -> Task:
+        fields, settings = submission.fields, self.settings
         # Draw the same numbers for every task, whatever its fields, so one task's options do not
         # shift the fault choices of the tasks after it.
         fails, drop, duplicate = self._rng.random(), self._rng.random(), self._rng.random()
@@ -416,7 +436,8 @@ class SimState:
         if outcome is Status.READY and fails < settings.error_rate:
             outcome = Status.ERROR
         copies = 0
-        if fields.webhook_url is not None and drop >= settings.webhook_drop_rate:
+        webhook_url = fields.webhook_url if submission.model.webhooks else None
+        if webhook_url is not None and drop >= settings.webhook_drop_rate:
             copies = 2 if duplicate < settings.webhook_duplicate_rate else 1
         return Task(
             id=self._new_id(),
@@ -429,11 +450,12 @@ class SimState:
             outcome=outcome,
             reasons=reasons,
             output_format=fields.output_format or "jpeg",
-            output_size=output_size(image.width, image.height, fields.aspect_ratio),
-            input_mp=round(image.width * image.height / 1_000_000, 2),
+            output_size=size,
+            input_mp=input_mp,
+            inputs=tuple(_describe_input(image) for image in submission.images),
             base_url=submission.base_url,
-            webhook_url=fields.webhook_url,
-            webhook_secret=fields.webhook_secret,
+            webhook_url=webhook_url,
+            webhook_secret=fields.webhook_secret if webhook_url else None,
             webhook_copies=copies,
             webhook_holds=tuple(holds[:copies]),
         )
@@ -442,6 +464,29 @@ class SimState:
         while self._forget_at and self._forget_at[0][0] <= now:
             _, task_id = heapq.heappop(self._forget_at)
             self._records.pop(task_id, None)
+
+
+def task_size(submission: Submission) -> tuple[tuple[int, int], float]:
+    """The output size and the input megapixels (all images together) of a submission."""
+    fields, first = submission.fields, submission.images[0]
+    if submission.model.max_output_mp is None:
+        size = output_size(first.width, first.height, fields.aspect_ratio)
+    else:
+        size = sized_output(
+            (first.width, first.height),
+            (fields.width or 0, fields.height or 0),
+            submission.model.max_output_mp,
+        )
+    return size, round(sum(image.megapixels for image in submission.images), 2)
+
+
+def _describe_input(image: InputImage) -> dict[str, Any]:
+    return {
+        "sha256": hashlib.sha256(image.data).hexdigest(),
+        "content_type": image.content_type,
+        "width": image.width,
+        "height": image.height,
+    }
 
 
 def _moderation(prompt: str, settings: SimSettings) -> tuple[Status, tuple[str, ...]]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import Event, Job, JobState, Transition
 from receiver.resource import Resource
 
 
@@ -40,17 +40,18 @@ class UpstreamLimits:
     """How many tasks the BFL account may have active at once: in all, and per model."""
 
     total: int
-    per_model: Mapping[Model, int] = field(default_factory=dict)
+    models: tuple[str, ...]  # every model a job may name (the catalog's)
+    per_model: Mapping[str, int] = field(default_factory=dict)
 
-    def room(self, active: Mapping[Model, int]) -> tuple[int, list[tuple[Model, int]]]:
+    def room(self, active: Mapping[str, int]) -> tuple[int, list[tuple[str, int]]]:
         """The free slots in all, and how many more of each model may start, given what is active.
         Models with a limit of their own come first, so jobs waiting for their smaller quota never
         block the rest."""
         free = self.total - sum(active.values())
-        models = sorted(Model, key=lambda model: model not in self.per_model)
+        models = sorted(self.models, key=lambda model: model not in self.per_model)
         return free, [(model, self._room_for(model, free, active)) for model in models]
 
-    def fill(self, active: Mapping[Model, int], claim: Callable[[Model, int], list[Job]]) -> list[Job]:
+    def fill(self, active: Mapping[str, int], claim: Callable[[str, int], list[Job]]) -> list[Job]:
         """Claim, with `claim(model, at_most)`, as many jobs as the free slots allow, model by model."""
         free, room = self.room(active)
         claimed: list[Job] = []
@@ -59,7 +60,7 @@ class UpstreamLimits:
                 claimed += claim(model, wanted)
         return claimed
 
-    def _room_for(self, model: Model, free: int, active: Mapping[Model, int]) -> int:
+    def _room_for(self, model: str, free: int, active: Mapping[str, int]) -> int:
         if model not in self.per_model:
             return free
         return min(free, self.per_model[model] - active.get(model, 0))
@@ -117,7 +118,12 @@ class Store(Resource, Protocol):
         Returns (job as stored, whether it changed); (None, False) for an unknown job."""
 
     async def claim(
-        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
+        self,
+        states: Collection[JobState],
+        now: float,
+        lease_s: float,
+        limit: int,
+        model: str | None = None,
     ) -> list[Job]:
         """Take up to `limit` due jobs in `states` (and of `model`), earliest first, each saved as
         `job.claimed(now, lease_s)`. A job another worker holds is not due, so it is never taken twice."""
@@ -127,7 +133,10 @@ class Store(Resource, Protocol):
         `limits` leave room for. What is active is counted in the same transaction, over every process
         sharing the store: jobs BFL has and jobs claimed for a submit (`Job.holds_upstream_slot`)."""
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int: ...
+    async def count(self, states: Collection[JobState], model: str | None = None) -> int: ...
+
+    async def credits_spent(self, since: float, until: float) -> float:
+        """The credits of every job submitted in [since, until) (its `cost`, as BFL last said)."""
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 
-from receiver.models import FINAL_STATES, Event, Job, JobState, Model, Transition, epoch
+from receiver.models import FINAL_STATES, Event, Job, JobState, Transition, epoch
 from receiver.resource import ResourceBase
 from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
 
@@ -79,7 +79,12 @@ class MemoryStore(ResourceBase):
         return saved, True
 
     async def claim(
-        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
+        self,
+        states: Collection[JobState],
+        now: float,
+        lease_s: float,
+        limit: int,
+        model: str | None = None,
     ) -> list[Job]:
         return self._claim(states, now, limit, model, lambda job: job.claimed(now, lease_s))
 
@@ -97,7 +102,7 @@ class MemoryStore(ResourceBase):
         states: Collection[JobState],
         now: float,
         limit: int,
-        model: Model | None,
+        model: str | None,
         claimed_as: Callable[[Job], Job],
     ) -> list[Job]:
         due = [
@@ -106,18 +111,25 @@ class MemoryStore(ResourceBase):
             if job.state in states
             and job.due_at is not None
             and job.due_at <= now
-            and (model is None or job.request.model is model)
+            and (model is None or job.request.model == model)
         ]
         due.sort(key=lambda job: (job.due_at or 0.0, job.created_at))
         claimed = [dataclasses.replace(claimed_as(job), version=job.version + 1) for job in due[:limit]]
         self._jobs.update((job.id, job) for job in claimed)
         return claimed
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+    async def count(self, states: Collection[JobState], model: str | None = None) -> int:
         return sum(
             1
             for job in self._jobs.values()
             if job.state in states and (model is None or job.request.model == model)
+        )
+
+    async def credits_spent(self, since: float, until: float) -> float:
+        return sum(
+            job.cost.credits
+            for job in self._jobs.values()
+            if job.cost is not None and job.submitted_at is not None and since <= job.submitted_at < until
         )
 
     async def list_jobs(

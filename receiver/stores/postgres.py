@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from receiver.errors import ConfigError, ReceiverError
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import Event, Job, JobState, Transition
 from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
@@ -173,7 +173,12 @@ class PostgresStore(ResourceBase):
             return (saved, True) if saved is not None else (job, False)
 
     async def claim(
-        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
+        self,
+        states: Collection[JobState],
+        now: float,
+        lease_s: float,
+        limit: int,
+        model: str | None = None,
     ) -> list[Job]:
         async with self.pool.acquire() as conn, conn.transaction():
             return await _claim(conn, states, now, limit, model, lambda job: job.claimed(now, lease_s))
@@ -207,12 +212,21 @@ class PostgresStore(ResourceBase):
                     )
             return claimed
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+    async def count(self, states: Collection[JobState], model: str | None = None) -> int:
         total = 0
         for select, part in count_queries(states):
             sql = select + " state = ANY($1::text[])" + (" AND model = $2" if model else "")
-            total += int(await self.pool.fetchval(sql, part, *([model.value] if model else [])))
+            total += int(await self.pool.fetchval(sql, part, *([model] if model else [])))
         return total
+
+    async def credits_spent(self, since: float, until: float) -> float:
+        spent = await self.pool.fetchval(
+            "SELECT sum((doc->'cost'->>'credits')::float8) FROM jobs"
+            " WHERE (doc->>'submitted_at')::float8 >= $1 AND (doc->>'submitted_at')::float8 < $2",
+            since,
+            until,
+        )
+        return float(spent or 0.0)
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
@@ -382,13 +396,13 @@ async def _claim(
     states: Collection[JobState],
     now: float,
     limit: int,
-    model: Model | None,
+    model: str | None,
     claimed_as: Callable[[Job], Job],
 ) -> list[Job]:
     sql = "SELECT doc FROM jobs WHERE state = ANY($1::text[]) AND due_at <= $2"
     args: list[Any] = [_states(states), now]
     if model is not None:
-        args.append(model.value)
+        args.append(model)
         sql += f" AND model = ${len(args)}"
     args.append(limit)
     # SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for.

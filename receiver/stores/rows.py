@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from receiver.models import FINAL_STATES, Job, JobState, Model, epoch
+from receiver.models import FINAL_STATES, Job, JobState, epoch
 from receiver.stores.base import Delivery, DeliveryState, StoreFigures
 
 # States a job never leaves, where jobs pile up: the stores count them from a table of counters (kept
@@ -59,7 +59,7 @@ def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None, floa
     submitting_until = job.submitting_until if job.state is JobState.CREATED else None
     return (
         job.state.value,
-        job.request.model.value,
+        job.request.model,
         job.version,
         job.idempotency_key,
         job.due_at,
@@ -86,9 +86,9 @@ def figures_from_rows(jobs: Iterable[Any], outbox: Iterable[Any]) -> StoreFigure
     )
 
 
-def active_upstream(rows: Iterable[Any]) -> Counter[Model]:
+def active_upstream(rows: Iterable[Any]) -> Counter[str]:
     """`UPSTREAM_SLOTS` rows as counts per model."""
-    return Counter({Model(model): int(count) for model, count in rows})
+    return Counter({str(model): int(count) for model, count in rows})
 
 
 def job_doc(job: Job) -> str:

@@ -15,7 +15,7 @@ import anyio
 import anyio.to_thread
 
 from receiver.errors import ConfigError
-from receiver.models import Event, Job, JobState, Model, Transition
+from receiver.models import Event, Job, JobState, Transition
 from receiver.resource import ResourceBase
 from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
 from receiver.stores.rows import (
@@ -223,7 +223,12 @@ class SQLiteStore(ResourceBase):
         return await self._write(update)
 
     async def claim(
-        self, states: Collection[JobState], now: float, lease_s: float, limit: int, model: Model | None = None
+        self,
+        states: Collection[JobState],
+        now: float,
+        lease_s: float,
+        limit: int,
+        model: str | None = None,
     ) -> list[Job]:
         due, params = _due(states, now, model)
         if not await self._any_due(due, params):
@@ -243,7 +248,7 @@ class SQLiteStore(ResourceBase):
             return []
 
         def claim(conn: sqlite3.Connection) -> list[Job]:
-            def of_model(model: Model, wanted: int) -> list[Job]:
+            def of_model(model: str, wanted: int) -> list[Job]:
                 due, params = _due({JobState.CREATED}, now, model)
                 return _claim(conn, due, params, wanted, lambda job: job.claimed_for_submit(now, lease_s))
 
@@ -251,13 +256,21 @@ class SQLiteStore(ResourceBase):
 
         return await self._write(claim)
 
-    async def count(self, states: Collection[JobState], model: Model | None = None) -> int:
+    async def count(self, states: Collection[JobState], model: str | None = None) -> int:
         total = 0
         for select, part in count_queries(states):
             sql = f"{select} state IN ({','.join('?' * len(part))})" + (" AND model = ?" if model else "")
-            row = await self._read(sql, (*part, *([model.value] if model else [])))
+            row = await self._read(sql, (*part, *([model] if model else [])))
             total += int(row[0]) if row else 0
         return total
+
+    async def credits_spent(self, since: float, until: float) -> float:
+        row = await self._read(
+            "SELECT SUM(json_extract(doc, '$.cost.credits')) FROM jobs"
+            " WHERE json_extract(doc, '$.submitted_at') >= ? AND json_extract(doc, '$.submitted_at') < ?",
+            (since, until),
+        )
+        return float(row[0] or 0.0) if row else 0.0
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
@@ -389,14 +402,14 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     )
 
 
-def _due(states: Collection[JobState], now: float, model: Model | None) -> tuple[str, tuple[Any, ...]]:
+def _due(states: Collection[JobState], now: float, model: str | None) -> tuple[str, tuple[Any, ...]]:
     """The FROM and WHERE of due jobs in `states` (and of `model`), with their parameters."""
     marks = ",".join("?" * len(states))
     due = f"FROM jobs WHERE state IN ({marks}) AND due_at <= ?"
     params: tuple[Any, ...] = (*states, now)
     if model is not None:
         due += " AND model = ?"
-        params += (model.value,)
+        params += (model,)
     return due, params
 
 

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from receiver.blobs import BlobStore
+from receiver.catalog import CATALOG, Catalog
 from receiver.errors import ReceiverError
 from receiver.services import Clock, open_services
 from receiver.settings import Settings
@@ -19,6 +20,8 @@ from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
+from receiver.web.openapi import OPENAPI, build_openapi
+from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.worker.handover import Work
 from receiver.worker.runner import running_workers
 from receiver.worker.scheduler import Scheduler
@@ -50,6 +53,7 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.time,
     workers: bool = True,
+    catalog: Catalog = CATALOG,
     api: bool = True,
     forward_wakeups: Callable[[tuple[Work, ...]], None] | None = None,
 ) -> Starlette:
@@ -65,7 +69,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(
-            settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock
+            settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock, catalog=catalog
         ) as svc:
             scheduler = Scheduler.for_services(svc, downloads=workers)
             scheduler.forward = forward_wakeups
@@ -76,7 +80,7 @@ def create_app(
             else:
                 yield
 
-    return Starlette(
+    app = Starlette(
         routes=(API_ROUTES if api else []) + HEALTH_ROUTES,
         lifespan=lifespan,
         exception_handlers={
@@ -85,3 +89,8 @@ def create_app(
             Exception: on_unexpected_error,
         },
     )
+    # What edits are validated with, and the API description made from it: one body class per model.
+    bodies = EDIT_BODIES if catalog is CATALOG else EditBodies(catalog)
+    app.state.edit_bodies = bodies
+    app.state.openapi = OPENAPI if bodies is EDIT_BODIES else build_openapi(bodies)
+    return app

@@ -17,22 +17,23 @@ from receiver.errors import Conflict, InvalidRequest, Problem, StorageUnavailabl
 from receiver.models import EditRequest, StoredInput
 from receiver.services import Services
 from receiver.web.common import handover, parse_json, read_body, require_token, services
-from receiver.web.schemas import parse_edit_body
+from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.web.views import job_view
 from receiver.worker.handover import Work
 
 log = structlog.get_logger("receiver.edits")
 
-# A 20 MB image in base64 plus the other fields.
-MAX_EDIT_BODY = 28 * 1024 * 1024
+# Up to 8 images (the FLUX.2 models) in base64 with the other fields; each image at most 20 MB.
+MAX_EDIT_BODY = 64 * 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def parse_edit_request(body: bytes) -> tuple[EditRequest, list[InputImage]]:
-    """The job's request and its decoded input images (none when given by URL); `BadRequest` for a
-    body that is not JSON, `InvalidRequest` for one that is not a valid edit."""
-    edit = parse_edit_body(parse_json(body))
-    return edit.to_request(), [edit.image] if edit.image is not None else []
+def parse_edit_request(body: bytes, bodies: EditBodies = EDIT_BODIES) -> tuple[EditRequest, list[InputImage]]:
+    """The job's request and its decoded input images in order (those given by URL are named in the
+    request's `image_urls`); `BadRequest` for a body that is not JSON, `InvalidRequest` for one that
+    is not a valid edit for its model."""
+    edit = bodies.parse(parse_json(body))
+    return edit.to_request(), [image for image in edit.inputs if isinstance(image, InputImage)]
 
 
 def fingerprint(body: bytes) -> str:
@@ -48,8 +49,8 @@ async def create_edit(request: Request) -> JSONResponse:
             [Problem(("header", "Idempotency-Key"), "must be 1 to 255 characters", "string_type")]
         )
     body = await read_body(request, MAX_EDIT_BODY)
-    # Decoding up to 28 MB of JSON and base64 would stall every other request: do it off the loop.
-    edit, images = await anyio.to_thread.run_sync(parse_edit_request, body)
+    # Decoding up to 64 MB of JSON and base64 would stall every other request: do it off the loop.
+    edit, images = await anyio.to_thread.run_sync(parse_edit_request, body, request.app.state.edit_bodies)
     job_id = str(uuid.uuid4())
     # The images are in the blob store before the job exists, so whoever submits it finds them.
     inputs = await store_inputs(svc.blobs, job_id, images)
@@ -70,7 +71,7 @@ async def create_edit(request: Request) -> JSONResponse:
             job_view(stored), status_code=202, headers=headers | {"Idempotent-Replayed": "true"}
         )
     svc.metrics.edits.inc()
-    log.info("job.created", job_id=job.id, model=edit.model.value)
+    log.info("job.created", job_id=job.id, model=edit.model)
     handover(request).wake(Work.SUBMIT)
     return JSONResponse(job_view(stored), status_code=202, headers=headers)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -9,7 +11,6 @@ from receiver.metrics import CONTENT_TYPE
 from receiver.models import JobState
 from receiver.sinks import reachability
 from receiver.web.common import handover, services
-from receiver.web.openapi import OPENAPI
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -37,4 +38,5 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(OPENAPI)
+    description: dict[str, Any] = request.app.state.openapi
+    return JSONResponse(description)

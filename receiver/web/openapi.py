@@ -15,7 +15,8 @@ from pydantic.json_schema import models_json_schema
 from receiver import __version__
 from receiver.web.edits import MAX_EDIT_BODY, MAX_IDEMPOTENCY_KEY
 from receiver.web.schemas import (
-    EditBody,
+    EDIT_BODIES,
+    EditBodies,
     ErrorAnswer,
     InputQuery,
     InvalidAnswer,
@@ -132,9 +133,10 @@ def _query_parameters(model: type[Query], schemas: dict[str, Any]) -> list[dict[
     return parameters
 
 
-def build_openapi() -> dict[str, Any]:
+def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
+    """The description of an app whose edits are validated by `bodies` (one class per catalog model)."""
     models: list[type[BaseModel]] = [
-        EditBody,
+        bodies.schema,
         JobQuery,
         JobsQuery,
         InputQuery,
@@ -158,8 +160,8 @@ def build_openapi() -> dict[str, Any]:
         "info": {
             "title": "kontext-receiver",
             "version": __version__,
-            "description": "Submit FLUX.1 Kontext edits; results arrive by BFL webhook, are stored, and "
-            "are announced as CloudEvents on the configured sinks.",
+            "description": "Submit BFL FLUX edits (FLUX.1 Kontext, FLUX.2); results arrive by BFL webhook "
+            "(or are polled for), are stored, and are announced as CloudEvents on the configured sinks.",
         },
         "components": {
             "securitySchemes": {
@@ -195,7 +197,7 @@ def build_openapi() -> dict[str, Any]:
                     ],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _ref(EditBody)}},
+                        "content": {"application/json": {"schema": _ref(bodies.schema)}},
                     },
                     "responses": {
                         "202": _json(

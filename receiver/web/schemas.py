@@ -11,31 +11,52 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainValidator,
+    RootModel,
     Strict,
+    Tag,
     ValidationError,
     WithJsonSchema,
+    create_model,
 )
 from pydantic_core import PydanticCustomError
 
 from receiver.bfl.validation import (
     MAX_BASE64_CHARS,
     MAX_PROMPT_CHARS,
+    MAX_SEED,
     MAX_WEBHOOK_URL_CHARS,
     InputImage,
     decode_image,
     parse_aspect_ratio,
 )
+from receiver.catalog import (
+    ASPECT_RATIO,
+    CATALOG,
+    GUIDANCE,
+    GUIDANCE_RANGE,
+    HEIGHT,
+    MIN_SIDE,
+    OPTIONAL_FIELDS,
+    PROMPT_UPSAMPLING,
+    SIDE_MULTIPLE,
+    STEPS,
+    STEPS_RANGE,
+    WIDTH,
+    Catalog,
+    ModelSpec,
+)
 from receiver.errors import InvalidRequest, Problem
-from receiver.models import EditRequest, ImageInfo, JobState, Model, Outcome, Via
+from receiver.models import EditRequest, ImageInfo, JobState, Outcome, Via
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_WAIT_S = 60.0
@@ -113,21 +134,16 @@ Prompt = Annotated[
     AfterValidator(_has_text),
 ]
 # Validated into the decoded, header-checked image; described as the string it arrives as.
-Base64Image = Annotated[
-    InputImage,
-    PlainValidator(_decoded_image),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": MAX_BASE64_CHARS,
-            "format": "kontext-image",
-            "contentEncoding": "base64",
-            "description": "Plain base64 (no data: prefix) of a JPEG, PNG or WebP image, at most 20 MB "
-            "and 20 megapixels",
-        }
-    ),
-]
+_BASE64_IMAGE = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_BASE64_CHARS,
+    "format": "kontext-image",
+    "contentEncoding": "base64",
+    "description": "Plain base64 (no data: prefix) of a JPEG, PNG or WebP image, at most 20 MB and 20 "
+    "megapixels",
+}
+Base64Image = Annotated[InputImage, PlainValidator(_decoded_image), WithJsonSchema(_BASE64_IMAGE)]
 ImageUrl = Annotated[
     str,
     Strict(),
@@ -162,18 +178,69 @@ def _integral(value: Any) -> Any:
 Seed = Annotated[
     int,
     Strict(),
-    Field(ge=0, le=2**63 - 1, description="Makes the result reproducible"),
+    Field(ge=0, le=MAX_SEED, description="Makes the result reproducible"),
     BeforeValidator(_integral),
 ]
-SafetyTolerance = Annotated[
-    int, Strict(), Field(ge=0, le=6, description="0 strictest, 6 least strict"), BeforeValidator(_integral)
-]
-OutputFormat = Literal["jpeg", "png"]
 Metadata = Annotated[
     dict[str, Any],
     Field(description=f"Echoed in the job and its event; at most {MAX_METADATA_BYTES} bytes of JSON"),
     AfterValidator(_small_metadata),
 ]
+
+
+def _side(value: int) -> int:
+    if value and (value < MIN_SIDE or value % SIDE_MULTIPLE):
+        raise PydanticCustomError(
+            "side", f"Input should be 0 or a multiple of {SIDE_MULTIPLE} of at least {MIN_SIDE}"
+        )
+    return value
+
+
+def _image_or_url(value: Any) -> InputImage | str:
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        if len(value) > MAX_WEBHOOK_URL_CHARS:
+            raise PydanticCustomError(
+                "url_too_long", f"URL should have at most {MAX_WEBHOOK_URL_CHARS} chars"
+            )
+        return _http_url(value)
+    return _decoded_image(value)
+
+
+Side = Annotated[
+    int,
+    Strict(),
+    Field(
+        ge=0,
+        json_schema_extra={"anyOf": [{"const": 0}, {"minimum": MIN_SIDE, "multipleOf": SIDE_MULTIPLE}]},
+        description=f"0 for the input's, or a multiple of {SIDE_MULTIPLE} of at least {MIN_SIDE}; width x "
+        "height within the model's megapixels",
+    ),
+    BeforeValidator(_integral),
+    AfterValidator(_side),
+]
+# Validated into the decoded image, or kept as the URL BFL fetches it from.
+AnyImage = Annotated[
+    InputImage | str,
+    PlainValidator(_image_or_url),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _BASE64_IMAGE,
+                {"type": "string", "maxLength": MAX_WEBHOOK_URL_CHARS, "pattern": f"^{_URL}$"},
+            ],
+            "description": "A base64 image, as `image`, or an http(s) URL BFL downloads it from",
+        }
+    ),
+]
+_OPTIONAL: dict[str, Any] = {
+    ASPECT_RATIO: AspectRatio,
+    PROMPT_UPSAMPLING: Annotated[bool, Strict()],
+    WIDTH: Side,
+    HEIGHT: Side,
+    STEPS: Annotated[int, Strict(), Field(ge=STEPS_RANGE[0], le=STEPS_RANGE[1]), BeforeValidator(_integral)],
+    GUIDANCE: Annotated[float, Strict(), Field(ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1])],
+}
+IMAGE_FORMS = ("image", "image_url", "images")
 
 
 def _not_nullable(schema: dict[str, Any]) -> None:
@@ -190,62 +257,190 @@ class Body(BaseModel):
 
 
 class EditBody(Body):
-    """`POST /v1/edits`, for the FLUX.1 Kontext models: exactly one of `image` and `image_url` is given
-    (null counts as left out, as it does for every optional field)."""
+    """`POST /v1/edits`, the fields every model takes; each catalog model has a class of its own
+    (`edit_body_for`) with its `model`, its images, formats and safety range, and its optional fields.
+    Exactly one of `image`, `image_url` and `images` is given (null counts as left out, as it does for
+    every optional field)."""
 
     model_config = ConfigDict(
-        title="EditRequest",
         json_schema_extra={
             "oneOf": [
-                {"required": [key], "properties": {key: {"type": "string"}}} for key in ("image", "image_url")
+                {"required": [key], "properties": {key: {"type": "array" if key == "images" else "string"}}}
+                for key in IMAGE_FORMS
             ]
         },
     )
 
     prompt: Prompt
+    model: str  # each model's class narrows these four to what that model takes
     image: Base64Image | None = None
     image_url: ImageUrl | None = None
-    model: Model = Model.PRO
-    aspect_ratio: AspectRatio | None = None
+    images: list[AnyImage] | None = None
     seed: Seed | None = None
-    output_format: OutputFormat | None = None
-    safety_tolerance: SafetyTolerance | None = None
-    prompt_upsampling: Annotated[bool, Strict()] | None = None
+    output_format: str | None = None
+    safety_tolerance: int | None = None
     metadata: Metadata = Field(default_factory=dict)
+
+    @property
+    def inputs(self) -> tuple[InputImage | str, ...]:
+        """The input images in BFL's order: decoded, or the URL BFL fetches."""
+        if self.images:
+            return tuple(self.images)
+        return (self.image,) if self.image is not None else (self.image_url,) if self.image_url else ()
 
     def to_request(self) -> EditRequest:
         """The job's record of this request, without the image bytes."""
+        inputs = self.inputs
+        decoded = [image for image in inputs if isinstance(image, InputImage)]
+        optional = {key: getattr(self, key, None) for key in OPTIONAL_FIELDS}
         return EditRequest(
             prompt=self.prompt,
             model=self.model,
-            image_url=self.image_url,
-            aspect_ratio=self.aspect_ratio,
+            image_urls=tuple(image if isinstance(image, str) else None for image in inputs),
             seed=self.seed,
             output_format=self.output_format,
             safety_tolerance=self.safety_tolerance,
-            prompt_upsampling=self.prompt_upsampling,
             metadata=self.metadata,
+            input_mp=round(sum(image.megapixels for image in decoded), 2)
+            if len(decoded) == len(inputs)
+            else None,
+            **optional,
         )
 
 
-def parse_edit_body(payload: Any) -> EditBody:
-    """A valid edit body, or `InvalidRequest` with every problem, including a missing or doubled image
-    (which pydantic does not see as a field problem)."""
-    if not isinstance(payload, Mapping):
-        raise InvalidRequest([Problem(("body",), "Input should be a JSON object", "dict_type")])
-    found: list[Problem] = []
-    try:
-        body = EditBody.model_validate(payload)
-    except ValidationError as exc:
-        found = problems(exc, "body")
-    given = [key for key in ("image", "image_url") if payload.get(key) is not None]
-    if not given:
-        found.append(Problem(("body", "image"), "Field required: give image or image_url", "missing"))
-    elif len(given) > 1:
-        found.append(Problem(("body", "image_url"), "Give image or image_url, not both", "extra_forbidden"))
-    if found:
-        raise InvalidRequest(found)
+def edit_body_for(spec: ModelSpec, *, default: bool) -> type[EditBody]:
+    """The body class of one catalog model: `model` (which may be left out for the default one), up to
+    its number of images, its output formats and safety range, and only the optional fields it takes."""
+    fields: dict[str, Any] = {
+        "model": (Literal[spec.name], spec.name if default else ...),
+        "images": (Annotated[list[AnyImage], Field(min_length=1, max_length=spec.max_images)] | None, None),
+        "output_format": (Literal[spec.output_formats] | None, None),
+        "safety_tolerance": (
+            Annotated[
+                int,
+                Strict(),
+                Field(ge=0, le=spec.max_safety, description=f"0 strictest, {spec.max_safety} least strict"),
+                BeforeValidator(_integral),
+            ]
+            | None,
+            None,
+        ),
+        **{key: (kind | None, None) for key, kind in _OPTIONAL.items() if spec.takes(key)},
+    }
+    name = "Edit" + "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", spec.name))
+    body: type[EditBody] = create_model(
+        name,
+        __base__=EditBody,
+        __doc__=f"{spec.title}: {_price(spec)}.",
+        **fields,
+    )
     return body
+
+
+def _price(spec: ModelSpec) -> str:
+    if not spec.price.per_mp:
+        return f"{spec.price.base:g} credits per edit"
+    return f"{spec.price.base:g} credits, {spec.price.per_mp:g} more per further output MP and per input MP"
+
+
+class EditBodies:
+    """The body classes of a catalog's models, and the union `/openapi.json` describes."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.by_model = {
+            spec.name: edit_body_for(spec, default=spec is catalog.default) for spec in catalog.values()
+        }
+        default = catalog.default.name
+
+        def model_of(value: Any) -> str | None:
+            model = (
+                value.get("model", default) if isinstance(value, Mapping) else getattr(value, "model", None)
+            )
+            return model if isinstance(model, str) else None
+
+        members = tuple(Annotated[body, Tag(name)] for name, body in self.by_model.items())
+        union = Annotated[Union[members], Discriminator(model_of)]  # type: ignore[valid-type]  # noqa: UP007
+        self.schema: type[RootModel[Any]] = create_model("EditRequest", __base__=RootModel[union])
+
+    def parse(self, payload: Any) -> EditBody:
+        """A valid edit body for its model, or `InvalidRequest` with every problem: the model's own limits
+        (images, fields, sizes, megapixels) included, and a missing or doubled image."""
+        if not isinstance(payload, Mapping):
+            raise InvalidRequest([Problem(("body",), "Input should be a JSON object", "dict_type")])
+        model = payload.get("model", self.catalog.default.name)
+        found: list[Problem] = []
+        if not isinstance(model, str) or model not in self.catalog:
+            found.append(
+                Problem(("body", "model"), f"Input should be one of: {', '.join(self.catalog)}", "enum")
+            )
+            payload = {key: value for key, value in payload.items() if key != "model"}
+            model = self.catalog.default.name
+        spec, cls = self.catalog[model], self.by_model[model]
+        body: EditBody | None = None
+        try:
+            body = cls.model_validate(payload)
+        except ValidationError as exc:
+            found += [_for_model(problem, spec) for problem in problems(exc, "body")]
+        given = [key for key in IMAGE_FORMS if payload.get(key) is not None]
+        if not given:
+            found.append(
+                Problem(("body", "image"), "Field required: give image, image_url or images", "missing")
+            )
+        elif len(given) > 1:
+            found.append(
+                Problem(
+                    ("body", given[1]),
+                    f"Give one of image, image_url or images, not {' and '.join(given)}",
+                    "extra_forbidden",
+                )
+            )
+        if body is not None:
+            found += _megapixels(body, spec)
+        if found:
+            raise InvalidRequest(found)
+        assert body is not None
+        return body
+
+
+def _for_model(problem: Problem, spec: ModelSpec) -> Problem:
+    """pydantic's word for a field or an image count the model does not take, said for the model."""
+    field = problem.loc[1] if len(problem.loc) == 2 else None
+    if problem.type == "extra_forbidden" and field in OPTIONAL_FIELDS:
+        return Problem(problem.loc, f"{spec.name} does not take {field}", "model_field")
+    if problem.type == "too_long" and field == "images":
+        return Problem(problem.loc, f"{spec.name} takes at most {spec.max_images} images", "too_many_images")
+    return problem
+
+
+def _megapixels(body: EditBody, spec: ModelSpec) -> list[Problem]:
+    """What JSON Schema cannot state: width x height within the output cap, the inputs within theirs."""
+    found = []
+    width, height = getattr(body, WIDTH, None), getattr(body, HEIGHT, None)
+    if spec.max_output_mp is not None and width and height and width * height > spec.max_output_mp * 1e6:
+        found.append(
+            Problem(
+                ("body", WIDTH),
+                f"width x height is {width * height / 1e6:.2f} megapixels; {spec.name} makes at most "
+                f"{spec.max_output_mp:g}",
+                "output_too_large",
+            )
+        )
+    decoded = [image for image in body.inputs if isinstance(image, InputImage)]
+    total = sum(image.megapixels for image in decoded)
+    if spec.max_input_mp is not None and total > spec.max_input_mp:
+        found.append(
+            Problem(
+                ("body", "images"),
+                f"the input images have {total:.2f} megapixels together; {spec.name} takes at most "
+                f"{spec.max_input_mp:g}",
+                "input_too_large",
+            )
+        )
+    return found
+
+
+EDIT_BODIES = EditBodies(CATALOG)
 
 
 class Query(BaseModel):
@@ -340,13 +535,27 @@ class DeliveryAnswer(Answer):
     next_attempt_at: str | None = Field(description="When a pending delivery is tried next")
 
 
+class CostAnswer(Answer):
+    credits: float
+    input_mp: float | None
+    output_mp: float | None
+
+
+class HoldAnswer(Answer):
+    model_config = ConfigDict(extra="allow")
+
+    code: Literal["credit_cap"]
+    message: str
+    until: str
+
+
 class JobAnswer(Answer):
     model_config = ConfigDict(title="Job")
 
     id: str
     state: JobState
     outcome: Outcome | None
-    model: Model
+    model: Annotated[str, Field(json_schema_extra={"enum": list(CATALOG)})]
     prompt: str
     metadata: dict[str, Any]
     bfl_task_id: str | None
@@ -354,6 +563,8 @@ class JobAnswer(Answer):
     image: ImageInfo | None
     inputs: list[InputAnswer] = Field(description="The input images as stored (none for an image_url)")
     error: dict[str, Any] | None
+    cost: CostAnswer | None = Field(description="As BFL answered the submit, or settled; null before")
+    hold: HoldAnswer | None = Field(description="Why a created job waits beyond the queue")
     created_at: str
     timings: TimingsAnswer
     links: LinksAnswer

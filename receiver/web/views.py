@@ -14,7 +14,7 @@ def job_view(job: Job, deliveries: list[Delivery] | None = None) -> dict[str, An
         "id": job.id,
         "state": job.state.value,
         "outcome": job.outcome.value if job.outcome else None,
-        "model": job.request.model.value,
+        "model": job.request.model,
         "prompt": job.request.prompt,
         "metadata": job.request.metadata,
         "bfl_task_id": job.bfl_task_id,
@@ -32,6 +32,8 @@ def job_view(job: Job, deliveries: list[Delivery] | None = None) -> dict[str, An
             for index, stored in enumerate(job.inputs)
         ],
         "error": job.error,
+        "cost": dataclasses.asdict(job.cost) if job.cost else None,
+        "hold": job.hold,
         "created_at": isotime(job.created_at),
         "timings": {
             "submitted_at": isotime(job.submitted_at),

@@ -42,8 +42,16 @@ async def _poll(svc: Services, sched: Scheduler, job: Job, bfl_task_id: str) -> 
     except UpstreamError as exc:
         log.warning("job.poll_failed", job_id=job.id, error=str(exc))
         report = None
-    if report is None or report.report is Report.RUNNING:  # ask again later, or give up at the deadline
-        await svc.update(job.id, lambda j: lifecycle.still_running(j, svc.clock(), svc.policy))
+    now = svc.clock()
+    if (
+        report is None
+        or report.report is Report.RUNNING
+        or lifecycle.not_known_yet(job, report, now, svc.policy)
+    ):
+        # Ask again later (soon for a model that sends no webhooks), or give up at the deadline.
+        spec = svc.catalog.get(job.request.model)
+        webhooks = spec is None or spec.webhooks
+        await svc.update(job.id, lambda j: lifecycle.still_running(j, now, svc.policy, webhooks=webhooks))
         return
     _, changed = await svc.update(
         job.id, lambda j: lifecycle.reported(j, report, Via.POLL, svc.clock(), svc.policy)

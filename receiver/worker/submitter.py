@@ -1,19 +1,23 @@
 """Hands queued edits to BFL, never more at once than the account may have active: the store counts
-the active tasks of every process that shares it as it hands out the jobs to submit."""
+the active tasks of every process that shares it as it hands out the jobs to submit. With
+RECEIVER_MAX_CREDITS_PER_DAY, an edit that would take today's spend past it waits for the next day."""
 
 from __future__ import annotations
 
 import base64
+from contextlib import nullcontext
+from functools import partial
+from typing import Any
 
 import anyio
 import structlog
 
-from receiver import lifecycle
+from receiver import credits, lifecycle
 from receiver.bfl.sansio import submit_body
 from receiver.blobs.inputs import read_input
 from receiver.errors import InputUnavailable, UpstreamError
 from receiver.logs import about_job
-from receiver.models import Job, Model
+from receiver.models import Job, isotime
 from receiver.services import Services
 from receiver.stores import UpstreamLimits
 from receiver.worker.handover import Work
@@ -27,16 +31,61 @@ class Submitter:
         self.svc = svc
         self.sched = sched
         self.task_group = task_group
-        settings = svc.settings
-        self.limits = UpstreamLimits(settings.max_active, {Model.MAX: settings.max_active_kontext_max})
+        settings, catalog = svc.settings, svc.catalog
+        self.limits = UpstreamLimits(
+            settings.max_active,
+            tuple(catalog),
+            {spec.name: settings.max_active_for(spec) for spec in catalog.values() if spec.active_limit},
+        )
+        # With a daily credit cap: the credits of submits under way whose cost is not in the store yet.
+        # The lock makes "decide on the cap" and "record a submit's cost" exclusive, so neither sees
+        # a submit counted twice or not at all.
+        self.pending_credits: dict[str, float] = {}
+        self.ledger = anyio.Lock()
 
     async def step(self) -> bool:
         """Start as many submits as there are free upstream slots; True if any started."""
         svc = self.svc
-        claimed = await svc.store.claim_submits(svc.clock(), svc.policy.lease_s, self.limits)
-        for job in self.sched.hold(claimed):
-            self.task_group.start_soon(self._submit, job)
-        return bool(claimed)
+        now = svc.clock()
+        claimed = await svc.store.claim_submits(now, svc.policy.lease_s, self.limits)
+        if not claimed:
+            return False
+        async with self.ledger:
+            for job in await self._within_cap(self.sched.hold(claimed), now):
+                self.task_group.start_soon(self._submit, job)
+        return True
+
+    async def _within_cap(self, jobs: list[Job], now: float) -> list[Job]:
+        """The jobs that may go now. With RECEIVER_MAX_CREDITS_PER_DAY, one that would take today's
+        spend (UTC) past it waits in the queue, saying why, until the next day."""
+        svc, cap = self.svc, self.svc.settings.max_credits_per_day
+        if cap is None:
+            return jobs
+        start, end = credits.utc_day(now)
+        spent = await svc.store.credits_spent(start, end) + sum(self.pending_credits.values())
+        going = []
+        for job in jobs:
+            estimate = self._estimate(job)
+            if spent + estimate <= cap:
+                spent += estimate
+                self.pending_credits[job.id] = estimate
+                going.append(job)
+                continue
+            reason: dict[str, Any] = {
+                "code": "credit_cap",
+                "message": f"today's spend of {spent:g} credits plus this edit's {estimate:g} would pass "
+                f"RECEIVER_MAX_CREDITS_PER_DAY={cap:g}; it waits for the next day (UTC)",
+                "until": isotime(end),
+            }
+            await svc.update(job.id, partial(lifecycle.held, reason=reason, until=end))
+            self.sched.done(job)
+            if job.hold is None:
+                log.info("job.held", job_id=job.id, reason="credit_cap", spent=spent, cap=cap)
+        return going
+
+    def _estimate(self, job: Job) -> float:
+        spec = self.svc.catalog[job.request.model]
+        return credits.estimate(spec, job.request, len(job.request.image_urls) or 1)
 
     async def _submit(self, job: Job) -> None:
         with about_job(job.id, job.bfl_task_id):
@@ -47,10 +96,13 @@ class Submitter:
             else:
                 self.sched.done(job)
             finally:
+                self.pending_credits.pop(job.id, None)  # refused or crashed: nothing was charged
                 self.sched.wake(Work.SUBMIT)
 
     async def _submit_claimed(self, job: Job) -> None:
         svc = self.svc
+        spec = svc.catalog[job.request.model]
+        estimate = self.pending_credits.get(job.id) or self._estimate(job)
         try:
             images = await self._input_images(job)
         except InputUnavailable as exc:
@@ -61,13 +113,13 @@ class Submitter:
             )
             self.sched.wake(Work.PUBLISH)
             return
-        body = submit_body(job.request, images, svc.webhook_url(job.id), svc.signer.secret_for(job.id))
+        body = submit_body(spec, job.request, images, svc.webhook_url(job.id), svc.signer.secret_for(job.id))
         # Once the POST is out, BFL may have the task (and bills it): see it through to the record of
         # its id even while shutting down, or the next start would submit the edit a second time.
         with anyio.CancelScope(shield=True):
             try:
                 with svc.metrics.submit_seconds.time():
-                    accepted = await svc.bfl.submit(job.request.model, body)
+                    accepted = await svc.bfl.submit(spec, body)
             except UpstreamError as exc:
                 refusal = exc
                 log.warning("job.submit_refused", job_id=job.id, status=exc.status, detail=exc.detail)
@@ -78,10 +130,15 @@ class Submitter:
                 self.sched.wake(Work.PUBLISH)
                 return
             svc.metrics.submits.labels("accepted").inc()
-            log.info(
-                "job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=job.request.model.value
-            )
-            await svc.update(job.id, lambda j: lifecycle.submitted(j, accepted, svc.clock(), svc.policy))
+            log.info("job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=spec.name)
+            async with self.ledger if job.id in self.pending_credits else nullcontext():
+                await svc.update(
+                    job.id,
+                    lambda j: lifecycle.submitted(
+                        j, accepted, svc.clock(), svc.policy, estimate=estimate, webhooks=spec.webhooks
+                    ),
+                )
+                self.pending_credits.pop(job.id, None)
 
     async def _input_images(self, job: Job) -> list[str]:
         """The job's input images in base64, read back from the blob store (or, for a job accepted

@@ -10,6 +10,7 @@ from typing import Any
 import schemathesis
 from hypothesis import strategies as st
 
+from receiver.catalog import CATALOG
 from tests.images import base64_image
 
 IMAGES = [
@@ -37,3 +38,38 @@ def before_call(
         return
     if 0 <= wait <= 60:
         case.query = (case.query or {}) | {"wait": min(wait, 0.2)}
+
+
+def _side(value: object) -> float | None:
+    """A width or height valid on its own (JSON's 64.0 is an integer too), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        return None
+    return float(value) if value == 0 or (value >= 64 and value % 16 == 0) else None
+
+
+def _within_megapixels(body: Any) -> Any:
+    """width x height within the model's megapixels is a rule across two fields, which JSON Schema
+    cannot state: a body whose sides are each valid but together too large gets height 0 (the input's).
+    Sides that are invalid on their own are left as they are, so negative cases stay negative."""
+    if not isinstance(body, dict):
+        return body
+    width, height, model = _side(body.get("width")), _side(body.get("height")), body.get("model")
+    spec = CATALOG.get(model if isinstance(model, str) else CATALOG.default.name)
+    if spec is None or spec.max_output_mp is None or width is None or height is None:
+        return body
+    if width * height <= spec.max_output_mp * 1e6:
+        return body
+    return body | {"height": 0}
+
+
+@schemathesis.hook
+def map_body(context: schemathesis.HookContext, body: Any) -> Any:
+    """The generated bodies of the fuzzing phase (see `_within_megapixels`)."""
+    return _within_megapixels(body)
+
+
+@schemathesis.hook
+def map_case(context: schemathesis.HookContext, case: schemathesis.Case[Any]) -> schemathesis.Case[Any]:
+    """The cases of the other phases (see `_within_megapixels`)."""
+    case.body = _within_megapixels(case.body)
+    return case

@@ -6,13 +6,11 @@ request goes to loopback.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from receiver.web.app import create_app
 from tests.integration.stack import TOKEN, receiver_settings
+from tests.schemathesis_cli import run_schemathesis
 from tests.servers import free_port, serve
 
 SEED = 20261201
@@ -26,34 +24,15 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     settings = receiver_settings(tmp_path, "http://127.0.0.1:9", port)
     with serve(create_app(settings, workers=False), port=port) as url:
         # Run from a scratch folder: schemathesis keeps a cache in its working directory.
-        env = os.environ | {"SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "schemathesis.cli",
-                "run",
-                f"{url}/openapi.json",
-                "--checks",
-                "all",
-                "--header",
-                f"Authorization: Bearer {TOKEN}",
-                "--seed",
-                str(SEED),
-                "--max-examples",
-                str(MAX_EXAMPLES),
-                "--generation-database",
-                "none",
-                "--workers",
-                "1",
-                "--no-color",
-                "--request-timeout",
-                "30",
-            ],
-            env=env,
+        result = run_schemathesis(
+            f"{url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--request-timeout",
+            "30",
+            seed=SEED,
+            max_examples=MAX_EXAMPLES,
             cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=540,
+            env={"SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks", "PYTHONPATH": str(ROOT)},
         )
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]

@@ -15,8 +15,9 @@ import pytest
 
 from receiver import lifecycle
 from receiver.bfl.sansio import Report, TaskReport
+from receiver.catalog import CATALOG
 from receiver.errors import ConfigError, ReceiverError
-from receiver.models import EditRequest, Job, JobState, Model, Via
+from receiver.models import EditRequest, Job, JobState, Via
 from receiver.stores import Change, UpstreamLimits, store_from_url
 from receiver.stores.migrations import POSTGRES as MIGRATIONS
 from receiver.stores.postgres import PostgresStore, migrate
@@ -182,9 +183,9 @@ async def test_replicas_claiming_submits_at_once_stay_within_the_limits(
     replicas: tuple[PostgresStore, PostgresStore],
 ) -> None:
     a, b = replicas
-    limits = UpstreamLimits(24, {Model.MAX: 6})
+    limits = UpstreamLimits(24, tuple(CATALOG), {"flux-kontext-max": 6})
     for n in range(100):
-        request = EditRequest(f"edit {n}", model=Model.MAX if n % 3 == 0 else Model.PRO)
+        request = EditRequest(f"edit {n}", model="flux-kontext-max" if n % 3 == 0 else "flux-kontext-pro")
         await a.insert(make_job(f"job-{n:03}", T0 + n, request=request))
 
     def claimer(store: PostgresStore) -> Callable[[], Awaitable[list[Job]]]:
@@ -193,7 +194,7 @@ async def test_replicas_claiming_submits_at_once_stay_within_the_limits(
     batches = await concurrently(*(claimer(store) for store in (a, b, a, b, a, b)))
     taken = [job for batch in batches for job in batch]
     assert len(taken) == len({job.id for job in taken}) == 24
-    assert sum(job.request.model is Model.MAX for job in taken) == 6
+    assert sum(job.request.model == "flux-kontext-max" for job in taken) == 6
 
 
 async def test_changes_committed_by_one_replica_wake_the_other(

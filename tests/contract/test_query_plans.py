@@ -21,12 +21,13 @@ import asyncpg
 import pytest
 
 from receiver import lifecycle
-from receiver.models import EditRequest, JobState, Model, Transition
+from receiver.catalog import CATALOG
+from receiver.models import EditRequest, JobState, Transition
 from receiver.stores import Delivery, DeliveryState, Store, UpstreamLimits
 from receiver.stores.postgres import PostgresStore
 from receiver.stores.sqlite import SQLiteStore
 from tests.bench.seed import COLUMNS, INSERT_JOB, job_row
-from tests.contract.test_store_contract import POLICY, SINKS, T0, make_job
+from tests.contract.test_store_contract import KONTEXT_MAX, POLICY, PRO, SINKS, T0, make_job
 
 pytestmark = pytest.mark.anyio
 
@@ -58,10 +59,10 @@ async def hot_path(store: Store, run: str = "") -> None:
     """What a receiver does for edits in flight, with everything a claim can find (jobs named after
     `run`, so it can be done again)."""
     await store.insert(make_job(f"new{run}"))
-    await store.insert(make_job(f"new-max{run}", request=EditRequest("edit", model=Model.MAX)))
-    await store.claim_submits(T0, 60, UpstreamLimits(24, {Model.MAX: 6}))  # the active-task count
-    await store.claim({JobState.CREATED}, T0, 60, 6, Model.MAX)
-    await store.claim({JobState.CREATED}, T0, 60, 24, Model.PRO)
+    await store.insert(make_job(f"new-max{run}", request=EditRequest("edit", model=KONTEXT_MAX)))
+    await store.claim_submits(T0, 60, UpstreamLimits(24, tuple(CATALOG), {KONTEXT_MAX: 6}))  # active tasks
+    await store.claim({JobState.CREATED}, T0, 60, 6, KONTEXT_MAX)
+    await store.claim({JobState.CREATED}, T0, 60, 24, PRO)
     sub = f"sub{run}"
     await store.insert(make_job(sub, state=JobState.SUBMITTED, due_at=T0))
     await store.claim({JobState.SUBMITTED}, T0 + 61, 60, 16)

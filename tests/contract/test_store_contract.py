@@ -15,14 +15,15 @@ import pytest
 
 from receiver import lifecycle
 from receiver.bfl.sansio import Submitted
+from receiver.catalog import CATALOG
 from receiver.errors import UpstreamError
 from receiver.models import (
+    Cost,
     EditRequest,
     Event,
     ImageInfo,
     Job,
     JobState,
-    Model,
     StoredInput,
     Transition,
     Via,
@@ -36,10 +37,11 @@ from receiver.stores.sqlite import SQLiteStore
 pytestmark = pytest.mark.anyio
 
 T0 = 1_700_000_000.0
+PRO, KONTEXT_MAX = "flux-kontext-pro", "flux-kontext-max"
 POLICY = lifecycle.Policy(source="urn:kontext-receiver:test")
 SINKS = ("file://events.jsonl", "stdout://")
-LIMITS = UpstreamLimits(4, {Model.MAX: 2})
-MAX = EditRequest("edit max", model=Model.MAX)
+LIMITS = UpstreamLimits(4, tuple(CATALOG), {KONTEXT_MAX: 2})
+MAX = EditRequest("edit max", model=KONTEXT_MAX)
 
 
 def make_job(job_id: str, created_at: float = T0, **changes: Any) -> Job:
@@ -54,7 +56,7 @@ def rich_job() -> Job:
         "job-rich",
         request=EditRequest(
             prompt="Change the car color to red",
-            model=Model.MAX,
+            model=KONTEXT_MAX,
             image_url="https://images.example/car.jpg",
             aspect_ratio="16:9",
             seed=42,
@@ -304,9 +306,9 @@ class StoreContract:
 
     async def test_claim_by_model(self, store: Store) -> None:
         await store.insert(make_job("pro", due_at=T0))
-        await store.insert(make_job("max", due_at=T0, request=EditRequest("edit max", model=Model.MAX)))
-        assert [j.id for j in await store.claim({JobState.CREATED}, T0, 60, 10, Model.MAX)] == ["max"]
-        assert [j.id for j in await store.claim({JobState.CREATED}, T0, 60, 10, Model.PRO)] == ["pro"]
+        await store.insert(make_job("max", due_at=T0, request=MAX))
+        assert [j.id for j in await store.claim({JobState.CREATED}, T0, 60, 10, KONTEXT_MAX)] == ["max"]
+        assert [j.id for j in await store.claim({JobState.CREATED}, T0, 60, 10, PRO)] == ["pro"]
 
     async def test_claim_submits_fills_the_free_upstream_slots_max_first(self, store: Store) -> None:
         for n in range(3):
@@ -362,7 +364,7 @@ class StoreContract:
             for _ in range(8):
                 tg.start_soon(claim)
         assert len(claimed) == 4 and len({j.id for j in claimed}) == 4
-        assert sum(j.request.model is Model.MAX for j in claimed) == 2
+        assert sum(j.request.model == KONTEXT_MAX for j in claimed) == 2
 
     async def test_figures_count_jobs_per_state_and_undelivered_events_per_sink(self, store: Store) -> None:
         await store.insert(make_job("queued"))
@@ -382,19 +384,19 @@ class StoreContract:
 
     async def test_count_by_state_and_model(self, store: Store) -> None:
         for job_id, state, model in [
-            ("a", JobState.CREATED, Model.PRO),
-            ("b", JobState.SUBMITTED, Model.PRO),
-            ("c", JobState.SUBMITTED, Model.MAX),
-            ("d", JobState.SUBMITTED, Model.MAX),
-            ("e", JobState.PUBLISHED, Model.MAX),
+            ("a", JobState.CREATED, PRO),
+            ("b", JobState.SUBMITTED, PRO),
+            ("c", JobState.SUBMITTED, KONTEXT_MAX),
+            ("d", JobState.SUBMITTED, KONTEXT_MAX),
+            ("e", JobState.PUBLISHED, KONTEXT_MAX),
         ]:
             request = EditRequest(prompt="p", model=model)
             await store.insert(make_job(job_id, state=state, request=request))
         active = {JobState.CREATED, JobState.SUBMITTED}
         assert await store.count(active) == 4
-        assert await store.count(active, Model.MAX) == 2
-        assert await store.count(active, Model.PRO) == 2
-        assert await store.count({JobState.PUBLISHED}, Model.PRO) == 0
+        assert await store.count(active, KONTEXT_MAX) == 2
+        assert await store.count(active, PRO) == 2
+        assert await store.count({JobState.PUBLISHED}, PRO) == 0
         assert await store.count({JobState.FAILED}) == 0
         assert await store.count({*active, JobState.PUBLISHED}) == 5
 
@@ -417,8 +419,22 @@ class StoreContract:
         assert await store.count({JobState.PUBLISHED}) == 2
         assert await store.count({JobState.FAILED}) == 2
         assert await store.count({JobState.FAILED, JobState.PUBLISHED, JobState.CREATED}) == 4
-        assert await store.count({JobState.FAILED}, Model.MAX) == 0
+        assert await store.count({JobState.FAILED}, KONTEXT_MAX) == 0
         assert await store.count({JobState.STORED}) == 0
+
+    async def test_credits_spent_sums_the_costs_of_jobs_submitted_in_the_window(self, store: Store) -> None:
+        for job_id, submitted_at, cost in [
+            ("before", T0 - 0.001, Cost(4.0)),
+            ("first", T0, Cost(4.5, 1.02, 1.0)),
+            ("last", T0 + 99.9, Cost(10.0)),
+            ("free", T0 + 5, None),
+            ("after", T0 + 100, Cost(8.0)),
+        ]:
+            job = make_job(job_id, state=JobState.SUBMITTED)
+            await store.insert(dataclasses.replace(job, submitted_at=submitted_at, cost=cost))
+        await store.insert(make_job("queued"))
+        assert await store.credits_spent(T0, T0 + 100) == pytest.approx(14.5)
+        assert await store.credits_spent(T0 + 200, T0 + 300) == 0.0
 
     async def test_list_jobs_newest_first_with_filters_and_paging(self, store: Store) -> None:
         for n in range(5):

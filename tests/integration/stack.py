@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from receiver.catalog import CATALOG, Catalog
 from receiver.models import FINAL_STATES
 from receiver.settings import Settings, SimSettings
 from receiver.simulator import create_sim_app
@@ -109,19 +111,38 @@ def receiver_settings(data: Path, sim_url: str, port: int, **overrides: Any) -> 
 
 
 @contextmanager
-def receiver(data: Path, sim_url: str, port: int | None = None, **overrides: Any) -> Iterator[Stack]:
+def receiver(
+    data: Path,
+    sim_url: str,
+    port: int | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    catalog: Catalog = CATALOG,
+    **overrides: Any,
+) -> Iterator[Stack]:
     """A receiver (HTTP app + workers) in front of the simulator at `sim_url`."""
     port = port or free_port()
     settings = receiver_settings(data, sim_url, port, **overrides)
     with (
-        serve(create_app(settings), port=port) as url,
+        serve(create_app(settings, clock=clock, catalog=catalog), port=port) as url,
         httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
     ):
         yield Stack(sim_url=sim_url, url=url, settings=settings, client=client, data=data)
 
 
 @contextmanager
-def stack(data: Path, sim: SimSettings = FAST_SIM, **overrides: Any) -> Iterator[Stack]:
-    """The simulator with `sim` settings and a receiver in front of it."""
-    with serve(create_sim_app(sim)) as sim_url, receiver(data, sim_url, **overrides) as running:
+def stack(
+    data: Path,
+    sim: SimSettings = FAST_SIM,
+    *,
+    clock: Callable[[], float] = time.time,
+    catalog: Catalog = CATALOG,
+    **overrides: Any,
+) -> Iterator[Stack]:
+    """The simulator with `sim` settings and a receiver in front of it, both serving `catalog`; the
+    receiver runs on `clock`."""
+    with (
+        serve(create_sim_app(sim, catalog=catalog)) as sim_url,
+        receiver(data, sim_url, clock=clock, catalog=catalog, **overrides) as running,
+    ):
         yield running

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from receiver.web.edits import MAX_EDIT_BODY
 from receiver.webhook_auth import body_signature
 from tests.images import base64_image, encode_image
 from tests.integration.stack import FAST_SIM, IMAGE_B64, SIM_KEY, TOKEN, Stack, stack
@@ -86,7 +87,7 @@ def test_every_problem_is_reported_at_once(quiet: Stack) -> None:
         ({"Authorization": f"Bearer {TOKEN}"}, "{not json", 400),
         ({"Authorization": f"Bearer {TOKEN}"}, json.dumps(VALID | {"metadata": {"a": float("nan")}}), 400),
         ({"Authorization": f"Bearer {TOKEN}"}, "[" * 100_000, 400),
-        ({"Authorization": f"Bearer {TOKEN}"}, "x" * (28 * 1024 * 1024 + 1), 413),
+        ({"Authorization": f"Bearer {TOKEN}"}, "x" * (MAX_EDIT_BODY + 1), 413),
         ({"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "k" * 300}, json.dumps(VALID), 422),
     ],
 )

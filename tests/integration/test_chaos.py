@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from receiver.catalog import CATALOG
 from receiver.settings import Settings, SimSettings
 from receiver.simulator import create_sim_app
 from tests.integration.balancer import balancer
@@ -106,7 +107,7 @@ def check(events_path: Path, job_ids: set[str], sim_url: str, label: str) -> Non
     assert lost == 0
     limits = Settings()
     assert stats["peak_active"] <= limits.max_active
-    assert stats["peak_active_kontext_max"] <= limits.max_active_kontext_max
+    assert stats["peak_active_kontext_max"] <= limits.max_active_for(CATALOG["flux-kontext-max"])
     assert stats["rejected"] == 0  # not one 429: the limits held in every process
     assert set(by_job) == job_ids  # no event for anything that was not submitted
     for job_id, copies in by_job.items():

@@ -65,6 +65,25 @@ def test_edit_waits_for_the_outcome_and_writes_the_image(tmp_path: Path) -> None
         assert "completed" in result.stderr  # the progress display's last line
 
 
+def test_edit_sends_references_and_the_flux2_fields_to_any_catalog_model(tmp_path: Path) -> None:
+    images = [tmp_path / f"{name}.png" for name in ("person", "jacket", "light")]
+    for n, path in enumerate(images):
+        path.write_bytes(encode_image("PNG", (64 + 16 * n, 64)))
+    with stack(tmp_path / "data") as running:
+        env = {"RECEIVER_URL": running.url, "RECEIVER_TOKEN": TOKEN}
+        args = ["--model", "flux-2-flex", "--ref", str(images[1]), "--ref", str(images[2])]
+        sizes = ["--width", "512", "--height", "256", "--steps", "12", "--guidance", "3.5"]
+        result = run("edit", str(images[0]), "Dress the person", *args, *sizes, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        job = json.loads(result.stdout[result.stdout.index("{") :])
+        task = running.sim(f"/_sim/tasks/{job['bfl_task_id']}")
+        assert job["model"] == "flux-2-flex" and job["outcome"] == "completed"
+        assert [i["sha256"] for i in task["inputs"]] == [
+            hashlib.sha256(path.read_bytes()).hexdigest() for path in images
+        ]
+        assert task["output_size"] == [512, 256]
+
+
 def test_edit_reports_a_refused_request(tmp_path: Path) -> None:
     source = tmp_path / "notes.txt"
     source.write_text("not an image")

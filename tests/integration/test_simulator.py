@@ -89,18 +89,27 @@ def clock() -> FakeClock:
     return FakeClock(T0)
 
 
+SHARED_KNOBS: dict[str, Any] = {
+    "api_keys": (KEY, "second-key"),
+    "latency_s": 1.0,
+    "url_ttl_s": 0.5,
+    "task_ttl_s": 5.0,
+    "max_active": 10_000,
+    "max_active_kontext_max": 10_000,
+}
+
+
 @pytest.fixture(scope="module")
 def sim(clock: FakeClock) -> Iterator[Sim]:
-    """One simulator for the tests that need no special knobs; each makes its own tasks."""
-    with simulator(
-        clock,
-        api_keys=(KEY, "second-key"),
-        latency_s=1.0,
-        url_ttl_s=0.5,
-        task_ttl_s=5.0,
-        max_active=10_000,
-        max_active_kontext_max=10_000,
-    ) as running:
+    """One simulator (seed flavour) for the tests that need no special knobs; each makes its own tasks."""
+    with simulator(clock, **SHARED_KNOBS) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def live(clock: FakeClock) -> Iterator[Sim]:
+    """The same in the live flavour."""
+    with simulator(clock, flavor="live", not_found_window_s=0.0, **SHARED_KNOBS) as running:
         yield running
 
 
@@ -134,7 +143,7 @@ def test_a_task_goes_from_pending_to_ready_with_a_downloadable_sample(
         "input_mp": 0.0,
         "output_mp": 1.06,
     }
-    assert (pending["status"], pending["progress"], pending["result"]) == ("Pending", 0.0, None)
+    assert (pending["status"], pending["progress"], pending.get("result")) == ("Pending", 0.0, None)
     assert ready["status"] == "Ready"
     assert ready["result"]["seed"] == 42
     assert ready["result"]["prompt"] == "Change the car color to red"
@@ -179,22 +188,70 @@ def test_the_same_input_prompt_and_seed_give_the_same_bytes(sim: Sim, clock: Fak
     assert digests[0] != digests[2]
 
 
-def test_an_unknown_or_forgotten_task_is_not_found(sim: Sim, clock: FakeClock) -> None:
+def test_an_unknown_or_forgotten_task_is_404_in_the_seed_flavour(sim: Sim, clock: FakeClock) -> None:
     task_id = sim.task_id()
     clock.advance(1.0 + 5.0)
 
-    assert sim.poll(task_id)["status"] == "Task not found"
-    assert sim.poll(str(uuid.uuid4()))["status"] == "Task not found"
+    for unknown in (task_id, str(uuid.uuid4())):
+        response = sim.get_result(unknown)
+        assert (response.status_code, response.json()) == (404, {"detail": "Task not found"})
     assert sim.http.get(f"{sim.url}/_sim/tasks/{task_id}").status_code == 404
 
 
-def test_get_result_without_an_id_is_a_validation_error(sim: Sim) -> None:
-    response = sim.http.get(f"{sim.url}/v1/get_result", headers={"x-key": KEY})
+def test_an_unknown_or_forgotten_task_is_task_not_found_with_200_in_the_live_flavour(
+    live: Sim, clock: FakeClock
+) -> None:
+    task_id = live.task_id()
+    clock.advance(1.0 + 5.0)
 
-    assert response.status_code == 422
-    assert response.json() == {
+    assert live.poll(task_id)["status"] == "Task not found"
+    assert live.poll(str(uuid.uuid4()))["status"] == "Task not found"
+
+
+def test_get_result_without_an_id_is_404_in_the_seed_flavour_and_422_in_the_live_one(
+    sim: Sim, live: Sim
+) -> None:
+    seed = sim.http.get(f"{sim.url}/v1/get_result", headers={"x-key": KEY})
+    validated = live.http.get(f"{live.url}/v1/get_result", headers={"x-key": KEY})
+
+    assert (seed.status_code, seed.json()) == (404, {"detail": "Task not found"})
+    assert validated.status_code == 422
+    assert validated.json() == {
         "detail": [{"loc": ["query", "id"], "msg": "Field required", "type": "missing"}]
     }
+
+
+def test_an_unknown_model_path_is_a_json_404(sim: Sim, live: Sim) -> None:
+    for running in (sim, live):
+        response = running.submit("/v1/flux-9-ultra")
+        assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
+
+
+def test_every_catalog_model_is_served_with_its_own_limits_and_credits(sim: Sim) -> None:
+    references = {f"input_image_{n}": base64_image("JPEG", (100 + n, 100)) for n in range(2, 7)}
+
+    flex = sim.submit("/v1/flux-2-flex", **references, steps=20, guidance=3.0, width=512, height=512)
+    klein = sim.submit("/v1/flux-2-klein-4b", **references)  # takes 4: input_image_5.. are ignored
+    too_wide = sim.submit("/v1/flux-2-pro", width=1000)
+
+    assert flex.status_code == 200, flex.text
+    described = sim.describe(flex.json()["id"])
+    assert [(i["width"], i["height"]) for i in described["inputs"]] == [
+        (64, 48),
+        *((100 + n, 100) for n in range(2, 7)),
+    ]
+    assert described["output_size"] == [512, 512]
+    assert flex.json()["cost"] == round(5.0 + 5.0 * flex.json()["input_mp"], 2)
+    assert len(sim.describe(klein.json()["id"])["inputs"]) == 4
+    assert too_wide.status_code == 400  # a size the seed spec knows nothing of: not a schema error
+
+
+def test_the_live_flavour_answers_a_submit_with_a_webhook_without_a_polling_url(live: Sim) -> None:
+    response = live.submit(webhook_url="http://127.0.0.2:9/hook", webhook_secret="s")
+
+    body = response.json()
+    assert set(body) == {"id", "status", "webhook_url", "cost", "input_mp", "output_mp"}
+    assert (body["status"], body["webhook_url"]) == ("Pending", "http://127.0.0.2:9/hook")
 
 
 # -- refusals --------------------------------------------------------------------------------
@@ -223,8 +280,6 @@ def test_get_result_without_an_id_is_a_validation_error(sim: Sim) -> None:
         pytest.param({"aspect_ratio": "1:3"}, "aspect_ratio", "aspect_ratio", id="aspect ratio below 3:7"),
         pytest.param({"aspect_ratio": "8:3"}, "aspect_ratio", "aspect_ratio", id="aspect ratio above 7:3"),
         pytest.param({"aspect_ratio": "16/9"}, "aspect_ratio", "aspect_ratio", id="aspect ratio malformed"),
-        pytest.param({"steps": 51}, "steps", "range", id="steps"),
-        pytest.param({"guidance": 1.0}, "guidance", "range", id="guidance"),
         pytest.param({"safety_tolerance": 7}, "safety_tolerance", "range", id="safety_tolerance"),
         pytest.param({"output_format": "webp"}, "output_format", "enum", id="output_format"),
         pytest.param(
@@ -232,12 +287,14 @@ def test_get_result_without_an_id_is_a_validation_error(sim: Sim) -> None:
         ),
     ],
 )
-def test_invalid_fields_are_refused_with_422(sim: Sim, change: dict[str, Any], loc: str, kind: str) -> None:
+def test_invalid_fields_are_refused_with_422_in_the_live_flavour(
+    live: Sim, change: dict[str, Any], loc: str, kind: str
+) -> None:
     body = {"prompt": "Change the car color to red", "input_image": IMAGE} | change
-    before = sim.stats()["rejected"]
+    before = live.stats()["rejected"]
 
-    response = sim.http.post(
-        f"{sim.url}/v1/flux-kontext-pro",
+    response = live.http.post(
+        f"{live.url}/v1/flux-kontext-pro",
         json={key: value for key, value in body.items() if value is not None},
         headers={"x-key": KEY},
     )
@@ -246,7 +303,35 @@ def test_invalid_fields_are_refused_with_422(sim: Sim, change: dict[str, Any], l
     [problem] = response.json()["detail"]
     assert (problem["loc"], problem["type"]) == (["body", loc], kind)
     assert problem["msg"]
-    assert sim.stats()["rejected"] == before + 1
+    assert live.stats()["rejected"] == before + 1
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        pytest.param({"image": None}, 422, id="missing image"),
+        pytest.param({"steps": 51}, 422, id="steps over the schema's maximum"),
+        pytest.param({"seed": -1}, 422, id="seed below the schema's minimum"),
+        pytest.param({"image": "not base64!"}, 400, id="bad base64"),
+        pytest.param({"image": ""}, 400, id="empty image"),
+        pytest.param({"prompt": ""}, 400, id="empty prompt"),
+        pytest.param({"seed": 2**64}, 400, id="seed over int64"),
+        pytest.param({"image": "not base64!", "steps": 0}, 422, id="both kinds"),
+    ],
+)
+def test_the_seed_flavour_answers_400_to_what_its_schema_admits_but_cannot_run(
+    sim: Sim, change: dict[str, Any], status: int
+) -> None:
+    body = {"prompt": "Change the car color to red", "image": IMAGE} | change
+
+    response = sim.http.post(
+        f"{sim.url}/v1/flux-kontext-max",
+        json={key: value for key, value in body.items() if value is not None},
+        headers={"x-key": KEY},
+    )
+
+    assert response.status_code == status
+    assert isinstance(response.json()["detail"], list if status == 422 else str)
 
 
 def test_every_problem_is_reported_at_once(sim: Sim) -> None:
@@ -255,9 +340,13 @@ def test_every_problem_is_reported_at_once(sim: Sim) -> None:
     assert response.status_code == 422
     assert [tuple(problem["loc"]) for problem in response.json()["detail"]] == [
         ("body", "prompt"),
-        ("body", "input_image"),
+        ("body", "image"),  # the seed spec's name for it
         ("body", "steps"),
     ]
+
+
+def test_steps_and_guidance_are_ignored_on_kontext_by_the_live_flavour_as_bfl_does(live: Sim) -> None:
+    assert live.submit(steps=0, guidance=100).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -283,14 +372,17 @@ def test_a_body_that_is_not_a_json_object_is_refused_with_422(sim: Sim, content:
         ({"X-Key": "wrong"}, "Invalid API key"),
     ],
 )
-def test_a_missing_or_unknown_key_is_refused_with_401(sim: Sim, headers: dict[str, str], detail: str) -> None:
+def test_a_missing_or_unknown_key_is_refused_with_401(
+    sim: Sim, live: Sim, headers: dict[str, str], detail: str
+) -> None:
     body = {"prompt": "Change the car color to red", "input_image": IMAGE}
 
-    submitted = sim.http.post(f"{sim.url}/v1/flux-kontext-pro", json=body, headers=headers)
-    polled = sim.http.get(f"{sim.url}/v1/get_result", params={"id": "x"}, headers=headers)
+    for running, status, said in ((sim, 401, detail), (live, 403, "Not authenticated")):
+        submitted = running.http.post(f"{running.url}/v1/flux-kontext-pro", json=body, headers=headers)
+        polled = running.http.get(f"{running.url}/v1/get_result", params={"id": "x"}, headers=headers)
 
-    assert (submitted.status_code, submitted.json()) == (401, {"detail": detail})
-    assert (polled.status_code, polled.json()) == (401, {"detail": detail})
+        assert (submitted.status_code, submitted.json()) == (status, {"detail": said})
+        assert (polled.status_code, polled.json()) == (status, {"detail": said})
 
 
 def test_every_configured_key_is_accepted_in_any_header_case(sim: Sim) -> None:
@@ -361,7 +453,7 @@ def test_errors_and_both_moderations_are_reported_by_get_result() -> None:
 
         bodies = [sim.poll(task_id) for task_id in (failed, request_moderated, content_moderated)]
 
-    assert [(body["status"], body["result"]) for body in bodies] == [
+    assert [(body["status"], body.get("result")) for body in bodies] == [
         ("Error", None),
         ("Request Moderated", None),
         ("Content Moderated", None),
@@ -518,7 +610,7 @@ def test_image_urls_are_fetched_with_the_injected_transport() -> None:
             "/huge": httpx.Response(200, content=b"\0" * (20 * 1024 * 1024 + 1)),
         }.get(request.url.path, httpx.Response(404))
 
-    with simulator(FakeClock(T0), transport=httpx.MockTransport(remote)) as sim:
+    with simulator(FakeClock(T0), transport=httpx.MockTransport(remote), flavor="live") as sim:
         accepted = sim.submit(input_image="https://images.test/car.png")
         refused = {
             path: sim.submit(image=f"https://images.test{path}", input_image=None)

@@ -179,7 +179,11 @@ def test_a_hanging_http_sink_does_not_hold_back_downloads(tmp_path: Path) -> Non
         sinks = (f"file://{tmp_path / 'events.jsonl'}", hanging)
         # Each try at the hanging sink waits two minutes; with two download slots, 20 edits that had
         # to wait for it would take many minutes, not the seconds allowed below.
-        overrides = {"sink_timeout_s": 120.0, "download_concurrency": 2, "shutdown_grace_s": 1.0}
+        overrides: dict[str, Any] = {
+            "sink_timeout_s": 120.0,
+            "download_concurrency": 2,
+            "shutdown_grace_s": 1.0,
+        }
         with stack(tmp_path, SIM, sinks=sinks, **overrides) as running:
             ids = [running.submit()["id"] for _ in range(20)]
             for job_id in ids:

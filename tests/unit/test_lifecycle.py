@@ -13,7 +13,7 @@ from receiver import lifecycle
 from receiver.bfl.sansio import Report, Submitted, TaskReport
 from receiver.errors import DownloadError, SampleRejected, UpstreamError
 from receiver.lifecycle import Policy
-from receiver.models import EditRequest, Event, ImageInfo, Job, JobState, Model, Transition, Via
+from receiver.models import Cost, EditRequest, Event, ImageInfo, Job, JobState, Transition, Via
 from receiver.webhook_auth import WebhookSigner
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -21,9 +21,12 @@ POLICY = Policy(source="https://receiver.example")
 JOB_ID = "job-1"
 SAMPLE = "https://delivery-eu1.bfl.ai/results/x/sample.jpeg?se=2023-11-14T22%3A23%3A40Z&sig=SIGNEDsig%3D"
 REQUEST = EditRequest(
-    prompt="Change the car color to red", model=Model.MAX, seed=7, metadata={"order": 42, "user": "ada"}
+    prompt="Change the car color to red",
+    model="flux-kontext-max",
+    seed=7,
+    metadata={"order": 42, "user": "ada"},
 )
-ACCEPTED = Submitted("task-1", "https://api.eu1.bfl.ai/v1/get_result?id=task-1")
+ACCEPTED = Submitted("task-1", "https://api.eu1.bfl.ai/v1/get_result?id=task-1", Cost(8.0, 1.02, 1.0))
 IMAGE = ImageInfo(
     url="file:///data/images/job-1.jpg",
     sha256="ab" * 32,
@@ -59,9 +62,9 @@ def received_job(attempts: int = 1) -> Job:
     return dataclasses.replace(job, attempts=attempts)
 
 
-def ready() -> TaskReport:
+def ready(cost: float | None = None) -> TaskReport:
     return TaskReport(
-        Report.READY, "task-1", "Ready", sample=SAMPLE, result={"seed": 42}, finished_at=T0 + 20
+        Report.READY, "task-1", "Ready", sample=SAMPLE, result={"seed": 42}, finished_at=T0 + 20, cost=cost
     )
 
 
@@ -161,6 +164,7 @@ def test_happy_path_builds_the_event_when_stored() -> None:
             "error": None,
             "metadata": {"order": 42, "user": "ada"},
             "via": "webhook",
+            "cost": {"credits": 8.0, "input_mp": 1.02, "output_mp": 1.0},
             "timings": {
                 "submitted_at": "2023-11-14T22:13:22.000Z",
                 "bfl_finished_at": "2023-11-14T22:13:40.000Z",
@@ -245,7 +249,8 @@ def test_steps_out_of_order_change_nothing(step: Callable[[Job], Transition | No
 def test_unsuccessful_report_is_final_with_an_event(
     report: TaskReport, state: JobState, event_type: str, error: dict[str, Any]
 ) -> None:
-    transition = lifecycle.reported(submitted_job(), report, Via.POLL, T0 + 30, POLICY)
+    policy = dataclasses.replace(POLICY, not_found_grace_s=20.0)  # `Task not found` 28 s after submit
+    transition = lifecycle.reported(submitted_job(), report, Via.POLL, T0 + 30, policy)
     event = final_event(transition)
     job = moved(transition)
     assert (job.state, job.error, job.finished_at, job.due_at, job.via) == (
@@ -301,7 +306,9 @@ def test_webhook_racing_the_submitter_keeps_its_outcome() -> None:
 
     late = lifecycle.submitted(early, ACCEPTED, T0 + 4, POLICY)
     assert late.event is None and late.drop_input
-    assert late.job == dataclasses.replace(early, polling_url=ACCEPTED.polling_url, submitted_at=T0 + 4)
+    assert late.job == dataclasses.replace(
+        early, polling_url=ACCEPTED.polling_url, submitted_at=T0 + 4, cost=ACCEPTED.cost
+    )
 
 
 def test_failure_racing_the_submitter_is_not_reopened() -> None:
@@ -414,6 +421,48 @@ def test_still_running_at_the_deadline_expires() -> None:
     assert moved(transition).state is JobState.EXPIRED
     assert event.type == "kontext.edit.expired"
     assert event.data["error"] == {"code": "timeout", "message": "no result before the deadline"}
+
+
+def test_the_cost_is_the_submit_answers_or_the_estimate_and_a_report_settles_it() -> None:
+    claimed = created().claimed(T0 + 1, POLICY.lease_s)
+    unpriced = moved(lifecycle.submitted(claimed, Submitted("task-1", None), T0 + 2, POLICY, estimate=7.5))
+    priced = submitted_job()
+    settled = moved(lifecycle.reported(priced, ready(cost=7.0), Via.POLL, T0 + 20, POLICY))
+
+    assert unpriced.cost == Cost(7.5)
+    assert settled.cost == Cost(7.0, 1.02, 1.0)
+    assert moved(lifecycle.reported(priced, ready(), Via.WEBHOOK, T0 + 20, POLICY)).cost == ACCEPTED.cost
+
+
+def test_a_model_without_webhooks_is_polled_soon_after_submit_and_often() -> None:
+    claimed = created().claimed(T0 + 1, POLICY.lease_s)
+    job = moved(lifecycle.submitted(claimed, ACCEPTED, T0 + 2, POLICY, webhooks=False))
+    later = moved(
+        lifecycle.still_running(dataclasses.replace(job, attempts=20), T0 + 50, POLICY, webhooks=False)
+    )
+
+    assert job.due_at == T0 + 2 + POLICY.follow_poll_s
+    assert (later.due_at or 0) - (T0 + 50) <= POLICY.follow_poll_s
+
+
+def test_task_not_found_just_after_submit_is_not_an_outcome_but_later_it_is() -> None:
+    job = submitted_job(at=T0 + 2)
+    gone = TaskReport(Report.NOT_FOUND, None, "Task not found")
+
+    assert lifecycle.not_known_yet(job, gone, T0 + 3, POLICY)
+    assert lifecycle.reported(job, gone, Via.POLL, T0 + 3, POLICY) is None
+    assert moved(
+        lifecycle.reported(job, gone, Via.POLL, T0 + 2 + POLICY.not_found_grace_s, POLICY)
+    ).state is (JobState.EXPIRED)
+
+
+def test_a_held_job_waits_with_its_reason_and_submitting_clears_it() -> None:
+    reason = {"code": "credit_cap", "message": "over the cap", "until": "2023-11-15T00:00:00.000Z"}
+    held = moved(lifecycle.held(created().claimed(T0 + 1, POLICY.lease_s), reason, T0 + 3600))
+
+    assert (held.state, held.hold, held.due_at, held.attempts) == (JobState.CREATED, reason, T0 + 3600, 0)
+    assert moved(lifecycle.submitted(held, ACCEPTED, T0 + 3600, POLICY)).hold is None
+    assert lifecycle.held(submitted_job(), reason, T0 + 3600) is None
 
 
 # --- downloading the result ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,10 +19,12 @@ from receiver.bfl.sansio import (
     parse_submit,
     parse_webhook,
     submit_body,
-    submit_path,
 )
+from receiver.catalog import CATALOG
 from receiver.errors import BadRequest, UpstreamError
-from receiver.models import EditRequest, Model
+from receiver.models import Cost, EditRequest
+
+KONTEXT = CATALOG["flux-kontext-pro"]
 
 SAMPLE = "https://delivery-eu1.bfl.ai/results/ab/cd/sample.jpeg?se=2025-01-01T00%3A10%3A00Z&sig=abc%3D"
 POLLING = "https://api.eu1.bfl.ai/v1/get_result?id=task-1"
@@ -46,13 +49,20 @@ def upstream_error(call: Any, *args: Any) -> UpstreamError:
 
 
 def test_submit_path_per_model() -> None:
-    assert submit_path(Model.PRO) == "/v1/flux-kontext-pro"
-    assert submit_path(Model.MAX) == "/v1/flux-kontext-max"
+    assert [spec.path for spec in CATALOG.values()] == [
+        "/v1/flux-kontext-pro",
+        "/v1/flux-kontext-max",
+        "/v1/flux-2-pro",
+        "/v1/flux-2-max",
+        "/v1/flux-2-flex",
+        "/v1/flux-2-klein-4b",
+        "/v1/flux-2-klein-9b",
+    ]
 
 
 def test_submit_body_with_base64_omits_unset_optional_fields() -> None:
     request = EditRequest(prompt="Change the car color to red", metadata={"order": 1})
-    assert submit_body(request, ["aGVsbG8="], HOOK, "per-job-secret") == {
+    assert submit_body(KONTEXT, request, ["aGVsbG8="], HOOK, "per-job-secret") == {
         "prompt": "Change the car color to red",
         "input_image": "aGVsbG8=",
         "webhook_url": HOOK,
@@ -69,7 +79,7 @@ def test_submit_body_sends_every_set_optional_field_including_falsy_ones() -> No
         safety_tolerance=0,
         prompt_upsampling=False,
     )
-    body = submit_body(request, ["aGVsbG8="], HOOK, "s")
+    body = submit_body(KONTEXT, request, ["aGVsbG8="], HOOK, "s")
     assert {k: body[k] for k in ("aspect_ratio", "seed", "output_format", "safety_tolerance")} == {
         "aspect_ratio": "16:9",
         "seed": 0,
@@ -81,26 +91,64 @@ def test_submit_body_sends_every_set_optional_field_including_falsy_ones() -> No
 
 
 def test_submit_body_sends_several_images_in_order() -> None:
-    body = submit_body(EditRequest(prompt="p"), ["b25l", "dHdv", "dGhyZWU="], HOOK, "s")
+    body = submit_body(KONTEXT, EditRequest(prompt="p"), ["b25l", "dHdv", "dGhyZWU="], HOOK, "s")
     assert [body["input_image"], body["input_image_2"], body["input_image_3"]] == ["b25l", "dHdv", "dGhyZWU="]
     assert "input_image_4" not in body
 
 
+def test_submit_body_keeps_the_order_of_images_given_inline_and_by_url() -> None:
+    request = EditRequest(prompt="p", image_urls=(None, "https://images.example/ref.jpg", None))
+    body = submit_body(CATALOG["flux-2-flex"], request, ["b25l", "dHdv"], HOOK, "s")
+    assert [body["input_image"], body["input_image_2"], body["input_image_3"]] == [
+        "b25l",
+        "https://images.example/ref.jpg",
+        "dHdv",
+    ]
+
+
+def test_submit_body_sends_the_flux2_fields_and_no_webhook_to_a_model_without_webhooks() -> None:
+    quiet = dataclasses.replace(CATALOG["flux-2-flex"], name="flux-quiet", webhooks=False)
+    request = EditRequest(prompt="p", width=1024, height=768, steps=20, guidance=4.5)
+    body = submit_body(quiet, request, ["b25l"], HOOK, "s")
+    assert body == {
+        "prompt": "p",
+        "input_image": "b25l",
+        "width": 1024,
+        "height": 768,
+        "steps": 20,
+        "guidance": 4.5,
+    }
+
+
 def test_submit_body_passes_an_image_url_through() -> None:
     request = EditRequest(prompt="p", image_url="https://images.example/car.jpg")
-    assert submit_body(request, [], HOOK, "s")["input_image"] == "https://images.example/car.jpg"
+    assert submit_body(KONTEXT, request, [], HOOK, "s")["input_image"] == "https://images.example/car.jpg"
 
 
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
         pytest.param(
-            {"id": "task-1", "polling_url": POLLING, "cost": 4.0}, Submitted("task-1", POLLING), id="polling"
+            {"id": "task-1", "polling_url": POLLING, "cost": 4.0},
+            Submitted("task-1", POLLING, Cost(4.0)),
+            id="polling",
         ),
         pytest.param(
-            {"id": "task-1", "status": "Pending", "webhook_url": HOOK},
-            Submitted("task-1", None),
+            {
+                "id": "task-1",
+                "status": "Pending",
+                "webhook_url": HOOK,
+                "cost": 4.5,
+                "input_mp": 1.02,
+                "output_mp": 1.0,
+            },
+            Submitted("task-1", None, Cost(4.5, 1.02, 1.0)),
             id="no-polling-url",
+        ),
+        pytest.param(
+            {"id": "task-1", "polling_url": POLLING, "cost": "free", "input_mp": True},
+            Submitted("task-1", POLLING),
+            id="no-believable-cost",
         ),
         pytest.param({"id": "task-1", "polling_url": None}, Submitted("task-1", None), id="null-polling-url"),
     ],
@@ -362,6 +410,12 @@ def test_finish_time_is_taken_only_when_believable(end_time: float, expected: fl
         "result": {"sample": "https://x.bfl.ai/s.jpg", "end_time": end_time},
     }
     assert parse_webhook(body).finished_at == expected
+
+
+def test_a_settled_cost_is_read_from_a_finished_task_only() -> None:
+    ready = parse_result(200, {"id": "t", "status": "Ready", "result": READY_RESULT, "cost": 5.8})
+    running = parse_result(200, {"id": "t", "status": "Generating", "cost": 5.8})
+    assert (ready.cost, running.cost, running.report) == (5.8, None, Report.RUNNING)
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,12 @@ from typing import Any, get_args
 
 import pytest
 
-from receiver.bfl.validation import OUTPUT_FORMATS
+from receiver.catalog import CATALOG
 from receiver.errors import InvalidRequest
-from receiver.models import Model
-from receiver.web.schemas import JobQuery, JobsQuery, OutputFormat, parse_edit_body, validate
+from receiver.web.schemas import EDIT_BODIES, EditBody, JobQuery, JobsQuery, validate
 from tests.images import base64_image
+
+parse_edit_body = EDIT_BODIES.parse
 
 IMAGE = base64_image("PNG", (32, 24))
 VALID = {"prompt": "Change the car color to red", "image": IMAGE}
@@ -83,7 +84,7 @@ def test_field_limits(field: str, value: Any) -> None:
 def test_valid_body_becomes_the_jobs_request() -> None:
     body = parse_edit_body(VALID | {"model": "flux-kontext-max", "seed": 7.0, "aspect_ratio": "16:9"})
     request = body.to_request()
-    assert (request.model, request.seed, request.aspect_ratio) == (Model.MAX, 7, "16:9")
+    assert (request.model, request.seed, request.aspect_ratio) == ("flux-kontext-max", 7, "16:9")
     assert isinstance(request.seed, int)
     assert body.image is not None and (body.image.content_type, body.image.width) == ("image/png", 32)
 
@@ -95,8 +96,54 @@ def test_url_input_needs_http_and_no_spaces() -> None:
     }
 
 
-def test_output_formats_match_the_shared_limits() -> None:
-    assert get_args(OutputFormat) == OUTPUT_FORMATS
+def output_formats(body: type[EditBody]) -> tuple[str, ...]:
+    annotation = body.model_fields["output_format"].annotation
+    (formats,) = (arg for arg in get_args(annotation) if arg is not type(None))
+    return get_args(formats)
+
+
+def test_each_models_body_takes_what_the_catalog_says() -> None:
+    for name, spec in CATALOG.items():
+        body = EDIT_BODIES.by_model[name]
+        assert output_formats(body) == spec.output_formats
+        assert {
+            key
+            for key in ("aspect_ratio", "width", "height", "steps", "guidance", "prompt_upsampling")
+            if key in body.model_fields
+        } == set(spec.fields)
+
+
+@pytest.mark.parametrize(
+    ("change", "found"),
+    [
+        ({"model": "flux-2-pro", "steps": 20}, {"body.steps": "model_field"}),
+        ({"model": "flux-kontext-pro", "width": 512}, {"body.width": "model_field"}),
+        (
+            {"model": "flux-2-klein-9b", "image": None, "images": [IMAGE] * 5},
+            {"body.images": "too_many_images"},
+        ),
+        ({"model": "flux-2-pro", "width": 1000}, {"body.width": "side"}),
+        ({"model": "flux-2-pro", "width": 4096, "height": 2048}, {"body.width": "output_too_large"}),
+        ({"model": "flux-2-pro", "safety_tolerance": 6}, {"body.safety_tolerance": "less_than_equal"}),
+        ({"model": "flux-2-flex", "guidance": 10.5}, {"body.guidance": "less_than_equal"}),
+        ({"model": "flux-9"}, {"body.model": "enum"}),
+        ({"images": [IMAGE]}, {"body.images": "extra_forbidden"}),
+        ({"image": None, "images": []}, {"body.images": "too_short"}),
+        ({"image": None, "images": ["!!"]}, {"body.images.0": "image_invalid"}),
+    ],
+)
+def test_what_a_model_does_not_take_is_refused_for_that_model(
+    change: dict[str, Any], found: dict[str, str]
+) -> None:
+    assert problems(VALID | change) == found
+
+
+def test_images_keep_their_order_base64_and_urls_mixed() -> None:
+    url = "https://images.example/ref.png"
+    body = parse_edit_body({"prompt": "p", "model": "flux-2-flex", "images": [IMAGE, url, IMAGE], "steps": 4})
+    request = body.to_request()
+    assert (request.image_urls, request.steps, request.input_mp) == ((None, url, None), 4, None)
+    assert [type(image).__name__ for image in body.inputs] == ["InputImage", "str", "InputImage"]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from receiver.catalog import CATALOG
 from receiver.errors import ConfigError
 from receiver.settings import Settings, SimSettings, read_environ
 
@@ -120,8 +121,18 @@ def test_bad_value_is_a_config_error_naming_the_variable(name: str, value: str) 
 
 
 @pytest.mark.parametrize(("max_active", "for_max"), [(24, 6), (6, 6), (2, 2)])
-def test_kontext_max_gets_at_most_six_slots(max_active: int, for_max: int) -> None:
-    assert Settings(max_active=max_active).max_active_kontext_max == for_max
+def test_kontext_max_gets_at_most_six_slots_the_others_the_accounts(max_active: int, for_max: int) -> None:
+    settings = Settings(max_active=max_active)
+    assert settings.max_active_for(CATALOG["flux-kontext-max"]) == for_max
+    assert settings.max_active_for(CATALOG["flux-2-max"]) == max_active
+
+
+def test_the_daily_credit_cap_is_unset_by_default_and_read_from_its_variable() -> None:
+    assert Settings.from_env({}).max_credits_per_day is None
+    assert Settings.from_env({"RECEIVER_MAX_CREDITS_PER_DAY": "12.5"}).max_credits_per_day == 12.5
+    assert "RECEIVER_MAX_CREDITS_PER_DAY" in config_error(
+        Settings.from_env, {"RECEIVER_MAX_CREDITS_PER_DAY": "-1"}
+    )
 
 
 # --- .env layering --------------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from receiver.bfl.validation import EditFields, InputImage
+from receiver.catalog import CATALOG, ModelSpec
 from receiver.errors import ConfigError
 from receiver.settings import SimSettings
 from receiver.simulator.state import (
     Access,
     Delivery,
     InsufficientCredits,
-    Model,
     SimState,
     Status,
     Submission,
@@ -30,7 +30,8 @@ from tests.clock import FakeClock
 
 T0 = 1_700_000_000.0
 IMAGE = InputImage(data=b"input-bytes", content_type="image/png", width=1600, height=900)
-FIELDS = EditFields(prompt="Change the car color to red", image=IMAGE, image_url=None)
+FIELDS = EditFields(prompt="Change the car color to red", images=(IMAGE,))
+PRO, MAX = CATALOG["flux-kontext-pro"], CATALOG["flux-kontext-max"]
 
 
 def make_state(clock: FakeClock, seed: int = 1, **knobs: Any) -> SimState:
@@ -39,8 +40,16 @@ def make_state(clock: FakeClock, seed: int = 1, **knobs: Any) -> SimState:
     return SimState(settings, clock=clock, rng=random.Random(seed), url_secret="secret", new_id=ids.__next__)
 
 
-def submission(model: Model = Model.PRO, account: str = "key", **fields: Any) -> Submission:
-    return Submission(account, model, replace(FIELDS, **fields), IMAGE, "http://sim.test")
+def submission(
+    model: ModelSpec = PRO, account: str = "key", images: tuple[InputImage, ...] = (IMAGE,), **fields: Any
+) -> Submission:
+    return Submission(account, model, replace(FIELDS, **fields), images, "http://sim.test")
+
+
+def polled(state: SimState, task_id: str) -> dict[str, Any]:
+    body = state.poll(task_id)
+    assert body is not None, f"{task_id} is not found"
+    return body
 
 
 def sample_params(url: str) -> tuple[str, str, str]:
@@ -60,18 +69,11 @@ def test_a_task_is_pending_until_its_latency_has_passed_then_ready(clock: FakeCl
     task = state.submit(submission(seed=42))
 
     clock.advance(1.0)
-    pending = state.poll(task.id)
+    pending = polled(state, task.id)
     clock.advance(1.0)
-    ready = state.poll(task.id)
+    ready = polled(state, task.id)
 
-    assert pending == {
-        "id": "task-1",
-        "status": "Pending",
-        "result": None,
-        "progress": 0.5,
-        "details": None,
-        "preview": None,
-    }
+    assert pending == {"id": "task-1", "status": "Pending", "progress": 0.5}
     assert ready["status"] == "Ready"
     result = ready["result"]
     assert result["sample"].startswith("http://sim.test/results/task-1/sample.jpeg?exp=")
@@ -93,16 +95,17 @@ def test_a_task_is_forgotten_task_ttl_after_it_finished(clock: FakeClock) -> Non
     task = state.submit(submission())
 
     clock.advance(2.0 + 99.9)
-    assert state.poll(task.id)["status"] == "Ready"
+    assert polled(state, task.id)["status"] == "Ready"
     clock.advance(0.1)
-    assert state.poll(task.id) == state.poll("never-seen") | {"id": task.id}
-    assert state.poll(task.id)["status"] == "Task not found"
+    assert state.poll(task.id) is None  # like an id never seen
     assert state.record(task.id) is None
     assert state.describe(task.id) is None
 
 
-def test_an_unknown_id_is_task_not_found_with_every_key(clock: FakeClock) -> None:
-    body = make_state(clock).poll("nope")
+def test_an_unknown_id_is_not_found_seed_404_or_live_task_not_found_with_every_key(clock: FakeClock) -> None:
+    assert make_state(clock).poll("nope") is None  # the app answers 404 (seed flavour)
+
+    body = make_state(clock, flavor="live").poll("nope")
 
     assert body == {
         "id": "nope",
@@ -119,10 +122,10 @@ def test_error_rate_one_fails_every_task_with_a_reason(clock: FakeClock) -> None
     task = state.submit(submission())
     clock.advance(2.0)
 
-    body = state.poll(task.id)
+    body = polled(state, task.id)
 
     assert body["status"] == "Error"
-    assert body["result"] is None
+    assert "result" not in body  # the seed spec: only when Ready
     assert "SIM_ERROR_RATE" in body["details"]["error"]
 
 
@@ -141,24 +144,24 @@ def test_moderation_words_decide_the_outcome(
     state = make_state(clock, moderate_words=("bomb",), content_moderate_words=("gory",), error_rate=1.0)
     task = state.submit(submission(prompt=prompt))
     clock.advance(1.9)
-    assert state.poll(task.id)["status"] == "Pending"
+    assert polled(state, task.id)["status"] == "Pending"
     clock.advance(0.1)
 
-    body = state.poll(task.id)
+    body = polled(state, task.id)
 
-    assert (body["status"], body["details"], body["result"]) == (status, details, None)
+    assert (body["status"], body["details"], body.get("result")) == (status, details, None)
 
 
 def test_credits_are_charged_per_model_and_moderated_tasks_are_free(clock: FakeClock) -> None:
     state = make_state(clock, credits=12.0, moderate_words=("forbidden",))
 
-    state.submit(submission(Model.MAX))
+    state.submit(submission(MAX))
     state.submit(submission(prompt="something forbidden"))
-    state.submit(submission(Model.PRO))
+    state.submit(submission(PRO))
 
     assert state.credits("key") == 0.0
     with pytest.raises(InsufficientCredits):
-        state.submit(submission(Model.PRO))
+        state.submit(submission(PRO))
     assert state.credits("other-account") == 12.0
     state.submit(submission(account="other-account"))
 
@@ -166,24 +169,24 @@ def test_credits_are_charged_per_model_and_moderated_tasks_are_free(clock: FakeC
 def test_credits_are_not_simulated_by_default(clock: FakeClock) -> None:
     state = make_state(clock)
     for _ in range(6):
-        state.submit(submission(Model.MAX))
+        state.submit(submission(MAX))
     assert state.credits("key") is None
 
 
 def test_active_tasks_are_limited_per_account_until_they_finish(clock: FakeClock) -> None:
     state = make_state(clock, max_active=3, max_active_kontext_max=2)
-    state.submit(submission(Model.MAX))
-    state.submit(submission(Model.MAX))
+    state.submit(submission(MAX))
+    state.submit(submission(MAX))
 
     with pytest.raises(TooManyActiveTasks, match="2 active flux-kontext-max"):
-        state.submit(submission(Model.MAX))
-    state.submit(submission(Model.PRO))
+        state.submit(submission(MAX))
+    state.submit(submission(PRO))
     with pytest.raises(TooManyActiveTasks, match="maximum of 3 active tasks"):
-        state.submit(submission(Model.PRO))
-    state.submit(submission(Model.MAX, account="someone-else"))
+        state.submit(submission(PRO))
+    state.submit(submission(MAX, account="someone-else"))
 
     clock.advance(2.0)
-    state.submit(submission(Model.MAX))
+    state.submit(submission(MAX))
     assert state.stats.submits == 5
     assert (state.stats.peak_active, state.stats.peak_active_kontext_max) == (3, 2)  # what was seen
 
@@ -192,7 +195,7 @@ def test_sample_urls_expire_and_refuse_tampering(clock: FakeClock) -> None:
     state = make_state(clock, url_ttl_s=0.2)
     task = state.submit(submission(output_format="png"))
     clock.advance(2.0)
-    url = state.poll(task.id)["result"]["sample"]
+    url = polled(state, task.id)["result"]["sample"]
     extension, exp, sig = sample_params(url)
 
     assert extension == "png"
@@ -211,9 +214,9 @@ def test_every_poll_signs_a_fresh_url(clock: FakeClock) -> None:
     state = make_state(clock)
     task = state.submit(submission())
     clock.advance(2.0)
-    first = state.poll(task.id)["result"]["sample"]
+    first = polled(state, task.id)["result"]["sample"]
     clock.advance(1.0)
-    second = state.poll(task.id)["result"]["sample"]
+    second = polled(state, task.id)["result"]["sample"]
 
     assert first != second
     assert float(sample_params(second)[1]) == pytest.approx(clock.now + 600.0)
@@ -329,7 +332,7 @@ def test_describe_reports_deliveries_polls_and_the_result_digest(clock: FakeCloc
     state = make_state(clock)
     task = state.submit(submission(webhook_url="http://hook.test/", webhook_secret="s3cret"))
     clock.advance(2.0)
-    state.poll(task.id)
+    polled(state, task.id)
     state.record_delivery(task.id, Delivery(1, 1, 500, None, clock.now))
     state.record_delivery(task.id, Delivery(1, 2, None, "ConnectError", clock.now))
     record = state.record(task.id)
@@ -389,10 +392,10 @@ def test_an_early_expired_url_is_refused_like_any_expired_one(clock: FakeClock) 
     state = make_state(clock, url_early_expire_rate=1.0)
     task = ready_task(state, clock)
 
-    polled = state.poll(task.id)["result"]["sample"]
+    from_poll = polled(state, task.id)["result"]["sample"]
     hooked = state.webhook_body(task)["result"]["sample"]
 
-    for url in (polled, hooked):
+    for url in (from_poll, hooked):
         extension, exp, sig = sample_params(url)
         assert float(exp) < clock.now
         assert state.open_sample(task.id, extension, exp, sig)[0] is Access.EXPIRED
@@ -437,7 +440,7 @@ def test_truncations_are_a_reproducible_share_that_polling_does_not_shift() -> N
         found = []
         for _ in range(30):
             for _ in range(polls):
-                state.poll(task.id)
+                polled(state, task.id)
             found.append(state.open_sample(task.id, "jpeg", exp, sig)[0])
         return found
 
@@ -536,3 +539,74 @@ def test_task_durations_vary_by_prompt_and_repeat_for_the_same_prompt() -> None:
     assert len(set(durations)) > 40
     assert durations == [task_duration(f"edit {i}", settings) for i in range(50)]
     assert task_duration("edit 1", SimSettings(latency_s=2.0)) == 2.0
+
+
+def test_live_flavour_forgets_tasks_as_task_not_found_and_hides_new_webhook_tasks_for_a_moment(
+    clock: FakeClock,
+) -> None:
+    state = make_state(clock, flavor="live", not_found_window_s=0.5)
+    hooked = state.submit(submission(webhook_url="http://hook.test/"))
+    polling = state.submit(submission())
+
+    assert polled(state, hooked.id)["status"] == "Task not found"
+    assert polled(state, polling.id)["status"] == "Pending"
+    clock.advance(0.5)
+    assert polled(state, hooked.id)["status"] == "Pending"
+
+
+def test_live_flavour_flux2_tasks_reason_then_generate_and_finished_tasks_carry_their_cost(
+    clock: FakeClock,
+) -> None:
+    state = make_state(clock, flavor="live", latency_s=3.0)
+    task = state.submit(submission(CATALOG["flux-2-pro"]))
+    kontext = state.submit(submission())
+
+    statuses, costs = [], []
+    for _ in range(3):
+        running = polled(state, task.id)
+        statuses.append((running["status"], polled(state, kontext.id)["status"]))
+        costs.append(running.get("cost"))
+        clock.advance(1.0)
+    ready = polled(state, task.id)
+
+    assert statuses == [("Pending", "Pending"), ("Reasoning", "Pending"), ("Generating", "Pending")]
+    assert costs == [None] * 3  # settled only once finished
+    # 3 for the first output MP, 1.5 per further output MP (1600x896: 0.43) and per input MP (1.44).
+    assert (ready["status"], ready["cost"], task.cost) == ("Ready", 5.8, 5.8)
+
+
+def test_flux2_output_follows_the_input_or_width_and_height_within_4_megapixels(clock: FakeClock) -> None:
+    state = make_state(clock)
+    flux2 = CATALOG["flux-2-flex"]
+    big = InputImage(data=b"big", content_type="image/png", width=4000, height=3000)
+
+    same = state.submit(submission(flux2))
+    sized = state.submit(submission(flux2, width=512, height=0))
+    capped = state.submit(submission(flux2, images=(big,)))
+
+    assert same.output_size == (1600, 896)
+    assert sized.output_size == (512, 288)
+    assert capped.output_size == (2304, 1728)
+    assert capped.output_mp <= 4.0
+
+
+def test_every_reference_image_is_recorded_and_billed(clock: FakeClock) -> None:
+    state = make_state(clock, credits=100.0)
+    other = InputImage(data=b"other", content_type="image/jpeg", width=1000, height=1000)
+    task = state.submit(submission(CATALOG["flux-2-max"], images=(IMAGE, other, other)))
+
+    described = state.describe(task.id)
+
+    assert described is not None
+    assert [i["sha256"] for i in described["inputs"]] == [
+        hashlib.sha256(data).hexdigest() for data in (b"input-bytes", b"other", b"other")
+    ]
+    assert task.input_mp == 3.44
+    assert task.cost == described["cost"] == round(7.0 + 3.0 * (task.output_mp - 1 + 3.44), 2)
+    assert state.credits("key") == 100.0 - task.cost
+
+
+def test_a_model_without_webhooks_never_sends_one(clock: FakeClock) -> None:
+    quiet = replace(PRO, name="flux-quiet", webhooks=False)
+    task = make_state(clock).submit(submission(quiet, webhook_url="http://hook.test/", webhook_secret="s"))
+    assert (task.webhook_url, task.webhook_secret, task.webhook_copies) == (None, None, 0)

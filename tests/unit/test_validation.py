@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from receiver.bfl.validation import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS, EditFields, parse_edit
+from receiver.bfl.validation import (
+    MAX_IMAGE_BYTES,
+    MAX_PROMPT_CHARS,
+    EditFields,
+    ImageSlot,
+    InputImage,
+    Loc,
+    bfl_image_slots,
+    parse_edit,
+)
+from receiver.catalog import CATALOG, GUIDANCE, STEPS
 from receiver.errors import InvalidRequest, Problem
 from tests.images import encode_image
 
-IMAGE_KEYS = ("image",)
-URL_KEYS = ("image_url",)
+KONTEXT = CATALOG["flux-kontext-pro"]
+# The seed spec's Kontext request: steps and guidance beside the model's own fields.
+SEED_FIELDS = KONTEXT.fields | {STEPS, GUIDANCE}
+
+
+def image_or_url(payload: Mapping[str, Any]) -> tuple[Loc, list[ImageSlot]]:
+    """`image` (base64 or a URL), as the seed spec names it."""
+    if payload.get("image") is not None:
+        return ("body", "image"), [ImageSlot(("body", "image"), payload["image"])]
+    return ("body", "image"), []
 
 
 def b64(data: bytes) -> str:
@@ -30,7 +49,13 @@ def payload(**changes: Any) -> dict[str, Any]:
 
 
 def parse(body: Any) -> EditFields:
-    return parse_edit(body, image_keys=IMAGE_KEYS, url_keys=URL_KEYS)
+    return parse_edit(body, KONTEXT, image_or_url, accepts=SEED_FIELDS)
+
+
+def first_image(body: Any) -> InputImage:
+    image = parse(body).images[0]
+    assert isinstance(image, InputImage)
+    return image
 
 
 def problems_of(body: Any) -> list[Problem]:
@@ -101,7 +126,8 @@ def test_body_that_is_not_an_object(body: Any) -> None:
             id="prompt-too-long",
         ),
         pytest.param({"image": None}, "image", "missing", "Field required", id="image-missing"),
-        pytest.param({"image": ""}, "image", "string_type", "non-empty", id="image-empty"),
+        pytest.param({"image": ""}, "image", "image_invalid", "JPEG, PNG", id="image-empty"),
+        pytest.param({"image": 42}, "image", "string_type", "string", id="image-number"),
         pytest.param({"image": "@@@not*base64@@@"}, "image", "image_invalid", "base64", id="bad-base64"),
         pytest.param(
             {"image": "data:image/png;base64," + PNG_B64}, "image", "image_invalid", "data:", id="data-uri"
@@ -130,6 +156,7 @@ def test_body_that_is_not_an_object(body: Any) -> None:
         pytest.param({"seed": True}, "seed", "int_type", "integer", id="seed-bool"),
         pytest.param({"steps": False}, "steps", "int_type", "integer", id="steps-bool"),
         pytest.param({"seed": -1}, "seed", "range", "between 0", id="seed-negative"),
+        pytest.param({"seed": 2**63}, "seed", "too_large", "between 0", id="seed-over-int64"),
         pytest.param({"output_format": "gif"}, "output_format", "enum", "jpeg, png", id="format-gif"),
         pytest.param({"output_format": "webp"}, "output_format", "enum", "jpeg, png", id="format-webp"),
         pytest.param({"prompt_upsampling": 1}, "prompt_upsampling", "bool_type", "boolean", id="upsampling"),
@@ -182,9 +209,7 @@ def test_optional_fields_default_to_none() -> None:
     assert [fields.aspect_ratio, fields.seed, fields.steps, fields.guidance, fields.safety_tolerance] == [
         None
     ] * 5
-    assert [fields.output_format, fields.prompt_upsampling, fields.webhook_url, fields.image_url] == [
-        None
-    ] * 4
+    assert [fields.output_format, fields.prompt_upsampling, fields.webhook_url, fields.width] == [None] * 4
 
 
 @pytest.mark.parametrize(
@@ -192,15 +217,14 @@ def test_optional_fields_default_to_none() -> None:
 )
 def test_valid_images_are_accepted_with_their_header(fmt: str, content_type: str) -> None:
     data = encode_image(fmt, size=(40, 17))
-    image = parse(payload(image=b64(data))).image
-    assert image is not None
+    image = first_image(payload(image=b64(data)))
     assert (image.content_type, image.width, image.height, image.data) == (content_type, 40, 17, data)
 
 
 def test_base64_with_line_breaks_is_accepted() -> None:
     wrapped = "\n".join(PNG_B64[i : i + 76] for i in range(0, len(PNG_B64), 76))
-    image = parse(payload(image=wrapped)).image
-    assert image is not None and (image.width, image.height) == (64, 48)  # encode_image's default size
+    image = first_image(payload(image=wrapped))
+    assert (image.width, image.height) == (64, 48)  # encode_image's default size
 
 
 def test_base64_longer_than_20_mb_is_refused_before_decoding() -> None:
@@ -220,33 +244,101 @@ def test_pixel_limit_is_20_megapixels(size: tuple[int, int], accepted: bool) -> 
     encoded = b64(encode_image("PNG", size=size, mode="1"))  # a blank bilevel PNG: tiny on the wire
     assert len(encoded) < 100_000
     if accepted:
-        image = parse(payload(image=encoded)).image
-        assert image is not None and (image.width, image.height) == size
+        image = first_image(payload(image=encoded))
+        assert (image.width, image.height) == size
     else:
         problem = only_problem(payload(image=encoded))
         assert problem.type == "image_invalid"
         assert "5000x4001" in problem.msg and "20 megapixels" in problem.msg
 
 
-@pytest.mark.parametrize("key", ["image", "image_url"])
-def test_an_http_url_is_passed_through_without_download(key: str) -> None:
-    body = payload(image=None) | {key: "https://images.example/car.jpg"}
-    fields = parse(body)
-    assert (fields.image, fields.image_url) == (None, "https://images.example/car.jpg")
+def test_an_http_url_is_passed_through_without_download() -> None:
+    assert parse(payload(image="https://images.example/car.jpg")).images == (
+        "https://images.example/car.jpg",
+    )
 
 
 def test_url_over_2083_chars_is_refused() -> None:
-    problem = only_problem(payload(image=None, image_url="https://images.example/" + "a" * 2083))
-    assert (problem.loc, problem.type) == (("body", "image_url"), "url_too_long")
+    problem = only_problem(payload(image="https://images.example/" + "a" * 2083))
+    assert (problem.loc, problem.type) == (("body", "image"), "url_too_long")
 
 
-@pytest.mark.parametrize("value", [PNG_B64, "ftp://images.example/car.jpg", "file:///etc/passwd"])
-def test_url_keys_refuse_anything_but_an_http_url(value: str) -> None:
-    problem = only_problem(payload(image=None, image_url=value))
-    assert (problem.loc, problem.type) == (("body", "image_url"), "url_scheme")
-
-
-def test_without_url_keys_only_image_keys_count() -> None:
+def test_bfl_image_fields_are_input_image_then_input_image_2_up_to_the_models_limit() -> None:
+    body = {"prompt": "p", "image_url": "https://images.example/a.jpg"}
     with pytest.raises(InvalidRequest) as info:
-        parse_edit({"prompt": "p", "image_url": "https://images.example/a.jpg"}, image_keys=("input_image",))
+        parse_edit(body, KONTEXT, bfl_image_slots(KONTEXT))
     assert [(p.loc, p.type) for p in info.value.problems] == [(("body", "input_image"), "missing")]
+
+    refs = {f"input_image_{n}": f"https://images.example/{n}.jpg" for n in range(2, 6)}
+    fields = parse_edit({"prompt": "p", "input_image": PNG_B64, **refs}, KONTEXT, bfl_image_slots(KONTEXT))
+    assert fields.images[1:] == tuple(f"https://images.example/{n}.jpg" for n in range(2, 5))  # not _5
+
+
+@pytest.mark.parametrize(
+    ("model", "count", "accepted"),
+    [
+        ("flux-kontext-max", 4, True),
+        ("flux-kontext-max", 5, False),
+        ("flux-2-flex", 8, True),
+        ("flux-2-flex", 9, False),
+        ("flux-2-klein-9b", 5, False),
+    ],
+)
+def test_each_model_takes_its_own_number_of_images(model: str, count: int, accepted: bool) -> None:
+    spec = CATALOG[model]
+
+    def slots(body: Any) -> tuple[Loc, list[ImageSlot]]:
+        return ("body", "images"), [ImageSlot(("body", "images", n), PNG_B64) for n in range(count)]
+
+    if accepted:
+        assert len(parse_edit({"prompt": "p"}, spec, slots).images) == count
+    else:
+        with pytest.raises(InvalidRequest) as info:
+            parse_edit({"prompt": "p"}, spec, slots)
+        [problem] = info.value.problems
+        assert (problem.loc, problem.type) == (("body", "images", spec.max_images), "too_many_images")
+
+
+@pytest.mark.parametrize(
+    ("model", "changes", "field", "kind"),
+    [
+        ("flux-2-pro", {"width": 1000}, "width", "side"),
+        ("flux-2-pro", {"height": 48}, "height", "side"),
+        ("flux-2-pro", {"width": 2048, "height": 2064}, "width", "output_too_large"),
+        ("flux-2-pro", {"safety_tolerance": 6}, "safety_tolerance", "range"),
+        ("flux-2-flex", {"steps": 51}, "steps", "range"),
+        ("flux-2-flex", {"guidance": 1.4}, "guidance", "range"),
+    ],
+)
+def test_fields_and_limits_follow_the_model(
+    model: str, changes: dict[str, Any], field: str, kind: str
+) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_edit(payload(**changes), CATALOG[model], image_or_url)
+    [problem] = info.value.problems
+    assert (problem.loc, problem.type) == (("body", field), kind)
+
+
+def test_a_field_the_model_does_not_take_is_ignored_as_bfl_ignores_it() -> None:
+    fields = parse_edit(payload(steps=20, width=1000), KONTEXT, image_or_url)
+    assert (fields.steps, fields.width) == (None, None)
+
+
+def test_flux2_sizes_within_the_cap_and_0_for_the_inputs_are_accepted() -> None:
+    spec = CATALOG["flux-2-flex"]
+    fields = parse_edit(payload(width=2000, height=2000, steps=1, guidance=10), spec, image_or_url)
+    assert (fields.width, fields.height, fields.steps, fields.guidance) == (2000, 2000, 1, 10.0)
+    assert parse_edit(payload(width=0), spec, image_or_url).width == 0
+
+
+def test_flux2_pro_caps_the_inputs_at_9_megapixels_together() -> None:
+    spec = CATALOG["flux-2-pro"]
+    big = b64(encode_image("PNG", size=(3000, 1000), mode="1"))  # 3 MP each
+
+    def slots(body: Any) -> tuple[Loc, list[ImageSlot]]:
+        return ("body", "images"), [ImageSlot(("body", "images", n), big) for n in range(body["n"])]
+
+    assert parse_edit({"prompt": "p", "n": 3}, spec, slots).input_mp == 9.0
+    with pytest.raises(InvalidRequest) as info:
+        parse_edit({"prompt": "p", "n": 4}, spec, slots)
+    assert [(p.loc, p.type) for p in info.value.problems] == [(("body", "images"), "input_too_large")]
