@@ -126,7 +126,7 @@ class Supervisor:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
                 signal.signal(stop_signal, signal.SIG_DFL)
                 os.kill(os.getpid(), stop_signal)  # exit by the signal, as uvicorn does
-                return 128 + stop_signal
+                return 0  # still here: PID 1 of a container ignores it, and exits 0 as uvicorn there
             if all(child.poll() is not None for child in self.children):
                 return 0
 
