@@ -82,8 +82,8 @@ class _Writes:
 
 
 class UpdateBatcher:
-    def __init__(self, pool: Callable[[], asyncpg.Pool], alone: Callable[[Update], Awaitable[Outcome]]):
-        self._pool = pool
+    def __init__(self, acquire: Callable[[], Any], alone: Callable[[Update], Awaitable[Outcome]]):
+        self._acquire = acquire  # a pooled connection, as `async with acquire() as conn`
         self._alone = alone  # runs one update in a transaction of its own
         self._urgent: list[Update] = []
         self._background: list[Update] = []
@@ -148,7 +148,7 @@ class UpdateBatcher:
                 _settle([update], [outcome])
 
     async def _commit(self, batch: list[Update]) -> list[Outcome | BaseException]:
-        async with self._pool().acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             ids = sorted({update.job_id for update in batch})  # one lock order: batches never deadlock
             locked = {row["id"]: job_from_doc(row["doc"]) for row in await conn.fetch(LOCK_JOBS, ids)}
             writes = _Writes(read_versions={job_id: job.version for job_id, job in locked.items()})

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
@@ -20,11 +21,14 @@ from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
+from receiver.web.limits import RequestLimits
 from receiver.web.openapi import OPENAPI, build_openapi
 from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.worker.handover import Work
 from receiver.worker.runner import running_workers
 from receiver.worker.scheduler import Scheduler
+
+log = structlog.get_logger("receiver.app")
 
 API_ROUTES = [
     Route("/v1/edits", edits.create_edit, methods=["POST"]),
@@ -63,7 +67,8 @@ def create_app(
     `api=False` runs the background work with only `/healthz`, `/readyz` and `/metrics` to answer."""
     if not (workers or api):
         raise ValueError("a receiver serves the API, runs the background work, or both")
-    settings.check(api=api, workers=workers)
+    for warning in settings.check(api=api, workers=workers).warnings():
+        log.warning("settings.doubtful", problem=warning)
     sinks = sinks if sinks is not None else sinks_from_settings(settings)  # a bad sink URL stops us here
 
     @asynccontextmanager
@@ -93,4 +98,5 @@ def create_app(
     bodies = EDIT_BODIES if catalog is CATALOG else EditBodies(catalog)
     app.state.edit_bodies = bodies
     app.state.openapi = OPENAPI if bodies is EDIT_BODIES else build_openapi(bodies)
+    app.state.limits = RequestLimits(settings.max_uploads, settings.max_queued, settings.body_timeout_s)
     return app

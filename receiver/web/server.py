@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 
 from receiver.settings import Settings
 from receiver.web.app import create_app
+from receiver.web.protocol import HeaderDeadlineProtocol
 from receiver.worker.scheduler import Scheduler
 
 
@@ -54,6 +55,7 @@ def server(settings: Settings, app: Starlette, **options: Any) -> ReceiverServer
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
         lifespan="on",
+        http=HeaderDeadlineProtocol,
         **options,
     )
     return ReceiverServer(config, app)
