@@ -33,7 +33,8 @@ format: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-# Performance figures against baselines measured in the same run (about 3.5 minutes; not part of `test`).
+# Performance figures against baselines measured in the same run (about 4 minutes, plus about 2 the
+# first time, to build the cached stores of figure 9; not part of `test`).
 # `$(BIN)/python -m tests.bench --quick` is a shorter variant (about 2 minutes). Writes bench-results.json.
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="serve HTTP only; `kontext-receiver worker` processes sharing the store do the background work",
     )
+    serve.add_argument(
+        "--processes",
+        type=_positive,
+        help="processes to run: 1 does everything in one; N >= 2 are web and worker processes, or N web"
+        " processes with --no-worker (default: the cores the CPU affinity and the CPU quota allow)",
+    )
     serve.set_defaults(run=_serve, api=True)
 
     worker = commands.add_parser(
@@ -66,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--host", default="127.0.0.1")
     worker.add_argument("--port", type=int, default=8081, help="for /healthz, /readyz and /metrics")
-    worker.set_defaults(run=_serve, api=False, workers=True)
+    worker.set_defaults(run=_serve, api=False, workers=True, processes=1)
 
     sim = commands.add_parser("sim", help="run the BFL API simulator alone")
     sim.add_argument("--host", default="127.0.0.1")
@@ -128,13 +134,29 @@ def _demo(args: argparse.Namespace) -> int:
     return anyio.run(run_demo, args.data, sys.stdout, Progress())
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from receiver.web.server import serve
+    from receiver.processes.cores import usable_cores
 
     settings = Settings.from_env().check(api=args.api, workers=args.workers)
     configure_logging(settings.log_level, settings.log_json)
-    serve(settings, args.host, args.port, api=args.api, workers=args.workers)
-    return 0
+    processes = args.processes or usable_cores()
+    if processes == 1:
+        from receiver.web.server import serve
+
+        serve(settings, args.host, args.port, api=args.api, workers=args.workers)
+        return 0
+    from receiver.processes.supervisor import supervise
+    from receiver.sinks import sinks_from_settings
+
+    sinks_from_settings(settings)  # a bad sink URL stops start-up here, as it does a single process
+    return supervise(settings, args.host, args.port, processes, workers=args.workers)
 
 
 def _sim(args: argparse.Namespace) -> int:

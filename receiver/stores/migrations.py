@@ -131,4 +131,55 @@ POSTGRES: tuple[tuple[str, str], ...] = (
         CREATE TRIGGER feed_event AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION feed_event();
         """,
     ),
+    (
+        "0006_perf_settled_counts",
+        # Jobs that have settled (published, failed, moderated, expired) never change state again and
+        # pile up; their per-state counts come from this table, kept by triggers, so counting them does
+        # not read a row per job. Rows are spread over 32 shards per state and model, so transactions
+        # settling jobs at the same time rarely wait for each other's counter row.
+        """
+        CREATE TABLE IF NOT EXISTS settled_counts (
+            state text NOT NULL,
+            model text NOT NULL,
+            shard integer NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (state, model, shard)
+        );
+        CREATE OR REPLACE FUNCTION settled_counts_track() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                UPDATE settled_counts SET n = n - 1
+                WHERE state = OLD.state AND model = OLD.model AND shard = hashtext(OLD.id) & 31;
+                RETURN NULL;
+            END IF;
+            INSERT INTO settled_counts AS c (state, model, shard, n)
+            VALUES (NEW.state, NEW.model, hashtext(NEW.id) & 31, 1)
+            ON CONFLICT (state, model, shard) DO UPDATE SET n = c.n + 1;
+            RETURN NULL;
+        END $$;
+        DROP TRIGGER IF EXISTS jobs_settled_insert ON jobs;
+        CREATE TRIGGER jobs_settled_insert AFTER INSERT ON jobs FOR EACH ROW
+            WHEN (NEW.state IN ('published', 'failed', 'moderated', 'expired'))
+            EXECUTE FUNCTION settled_counts_track();
+        DROP TRIGGER IF EXISTS jobs_settled_update ON jobs;
+        CREATE TRIGGER jobs_settled_update AFTER UPDATE OF state ON jobs FOR EACH ROW
+            WHEN (NEW.state IN ('published', 'failed', 'moderated', 'expired')
+                  AND OLD.state IS DISTINCT FROM NEW.state)
+            EXECUTE FUNCTION settled_counts_track();
+        DROP TRIGGER IF EXISTS jobs_settled_delete ON jobs;
+        CREATE TRIGGER jobs_settled_delete AFTER DELETE ON jobs FOR EACH ROW
+            WHEN (OLD.state IN ('published', 'failed', 'moderated', 'expired'))
+            EXECUTE FUNCTION settled_counts_track();
+        -- Active-task counts read only the jobs in progress (the condition matches `rows.COUNT_LIVE`).
+        CREATE INDEX IF NOT EXISTS jobs_live ON jobs (state, model)
+            WHERE state IN ('created', 'received', 'stored', 'submitted');
+        DROP INDEX IF EXISTS jobs_state_model;
+        -- Replicas of the previous release may be writing: hold their writes while counting.
+        LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;
+        DELETE FROM settled_counts;
+        INSERT INTO settled_counts (state, model, shard, n)
+            SELECT state, model, hashtext(id) & 31, count(*) FROM jobs
+            WHERE state IN ('published', 'failed', 'moderated', 'expired') GROUP BY 1, 2, 3;
+        """,
+    ),
 )

@@ -29,6 +29,7 @@ from receiver.stores.rows import (
     SELECT_DELIVERIES,
     UPSTREAM_SLOTS,
     active_upstream,
+    count_queries,
     delivery_from_row,
     figures_from_rows,
     job_columns,
@@ -55,7 +56,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, due_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
-CREATE INDEX IF NOT EXISTS jobs_state_model ON jobs (state, model);
+DROP INDEX IF EXISTS jobs_state_model;
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs (state, model)
+    WHERE state IN ('created', 'received', 'stored', 'submitted');
 CREATE TABLE IF NOT EXISTS job_inputs (job_id TEXT PRIMARY KEY, image TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -97,6 +100,34 @@ WHEN NEW.state IS NOT OLD.state BEGIN
 END;
 """.replace("NOW_S", "(julianday('now') - 2440587.5) * 86400.0")
 
+# Per-state counts of settled jobs (see `rows.SETTLED_STATES`), kept by triggers. An empty table with
+# the triggers in place means no settled job exists, so filling it from the jobs stored then is right
+# both for a new database and for one from before the triggers. One transaction: another process
+# opening the same file meanwhile waits, then finds it done.
+_SETTLED = "('published', 'failed', 'moderated', 'expired')"
+_SETTLED_COUNTS = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS settled_counts (
+    state TEXT NOT NULL, model TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (state, model)
+);
+INSERT INTO settled_counts (state, model, n)
+    SELECT state, model, COUNT(*) FROM jobs
+    WHERE state IN {_SETTLED} AND NOT EXISTS (SELECT 1 FROM settled_counts) GROUP BY state, model;
+CREATE TRIGGER IF NOT EXISTS jobs_settled_insert AFTER INSERT ON jobs WHEN NEW.state IN {_SETTLED} BEGIN
+    INSERT INTO settled_counts (state, model, n) VALUES (NEW.state, NEW.model, 1)
+    ON CONFLICT (state, model) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_settled_update AFTER UPDATE OF state ON jobs
+WHEN NEW.state IN {_SETTLED} AND OLD.state IS NOT NEW.state BEGIN
+    INSERT INTO settled_counts (state, model, n) VALUES (NEW.state, NEW.model, 1)
+    ON CONFLICT (state, model) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_settled_delete AFTER DELETE ON jobs WHEN OLD.state IN {_SETTLED} BEGIN
+    UPDATE settled_counts SET n = n - 1 WHERE state = OLD.state AND model = OLD.model;
+END;
+COMMIT;
+"""  # noqa: S608 - constants only
+
 
 class SQLiteStore(ResourceBase):
     """Writes go through one writer thread with group commit; reads use a connection of their own, so
@@ -128,9 +159,14 @@ class SQLiteStore(ResourceBase):
         writer = await anyio.to_thread.run_sync(self._connect)
         writer.executescript(_SCHEMA)
         _upgrade(writer)
+        writer.executescript(_SETTLED_COUNTS)
         self._feed_head = _feed_head(writer)
         loop = asyncio.get_running_loop()
-        self._writer = WriterThread(writer, on_commit=lambda: self._after_commit(writer, loop))
+        self._writer = WriterThread(
+            writer,
+            on_commit=lambda: self._after_commit(writer, loop),
+            lock_path=None if self.path == ":memory:" else f"{self.path}-writer.lock",
+        )
         # An in-memory database exists only on its one connection: there, reads queue with the writes.
         self._reader = writer if self.path == ":memory:" else await anyio.to_thread.run_sync(self._connect)
 
@@ -268,14 +304,12 @@ class SQLiteStore(ResourceBase):
         return await self._write(claim)
 
     async def count(self, states: Collection[JobState], model: str | None = None) -> int:
-        marks = ",".join("?" * len(states))
-        sql = f"SELECT COUNT(*) FROM jobs WHERE state IN ({marks})"  # noqa: S608 - only "?" marks
-        params: tuple[Any, ...] = tuple(states)
-        if model is not None:
-            sql += " AND model = ?"
-            params += (model,)
-        row = await self._read(sql, params)
-        return int(row[0]) if row else 0
+        total = 0
+        for select, part in count_queries(states):
+            sql = f"{select} state IN ({','.join('?' * len(part))})" + (" AND model = ?" if model else "")
+            row = await self._read(sql, (*part, *([model] if model else [])))
+            total += int(row[0]) if row else 0
+        return total
 
     async def credits_spent(self, since: float, until: float) -> float:
         row = await self._read(

@@ -4,16 +4,21 @@ Writes that arrive while a transaction is being committed wait, and go together 
 a burst of writes shares one fsync; yet no write is answered before the transaction holding it is on
 disk. Each write runs under a savepoint, so one that raises is rolled back alone. Urgent writes (someone
 is waiting for the answer) go into the next transaction ahead of every background write queued.
+
+Several processes may write to one database file (a multi-process `serve`): with a lock file, each
+transaction first takes an exclusive `flock` on it, so writers queue in the kernel and the next one is
+woken the moment a commit ends, instead of SQLite's busy handler polling with sleeps of milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -26,9 +31,15 @@ _Write = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", async
 
 
 class WriterThread:
-    def __init__(self, conn: sqlite3.Connection, on_commit: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        on_commit: Callable[[], None] = lambda: None,
+        lock_path: str | None = None,
+    ) -> None:
         self.conn = conn
         self.on_commit = on_commit  # runs in this thread after every commit
+        self._lock = open(lock_path, "ab") if lock_path is not None else None  # noqa: SIM115 - closed in stop
         self._queue: queue.SimpleQueue[_Write | object] = queue.SimpleQueue()
         self._urgent: queue.SimpleQueue[_Write] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
@@ -49,6 +60,8 @@ class WriterThread:
         """Finish what is queued, then end the thread (blocking)."""
         self._queue.put(_STOP)
         self._thread.join()
+        if self._lock is not None:
+            self._lock.close()
 
     def _serve(self) -> None:
         stop = False
@@ -76,6 +89,17 @@ class WriterThread:
                 return taken
 
     def _commit(self, batch: list[_Write]) -> None:
+        with self._locked():
+            outcomes = self._transaction(batch)
+        # One wake-up of each waiting event loop per transaction, not one per write.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, done, loop), (ok, value) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((done, ok, value))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, settled)
+
+    def _transaction(self, batch: list[_Write]) -> list[tuple[bool, Any]]:
         conn = self.conn
         outcomes: list[tuple[bool, Any]] = []
         try:
@@ -97,13 +121,18 @@ class WriterThread:
         else:
             with contextlib.suppress(sqlite3.Error):  # a failed look after the commit changes nothing
                 self.on_commit()
-        # One wake-up of each waiting event loop per transaction, not one per write.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, done, loop), (ok, value) in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(loop, []).append((done, ok, value))
-        for loop, settled in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-                loop.call_soon_threadsafe(_settle, settled)
+        return outcomes
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self._lock is None:
+            yield
+            return
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
 
 
 def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

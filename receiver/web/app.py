@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import anyio
 import httpx
 import structlog
 from starlette.applications import Starlette
@@ -26,7 +25,8 @@ from receiver.web.limits import RequestLimits
 from receiver.web.openapi import OPENAPI, build_openapi
 from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.web.thumbnails import ThumbnailCache
-from receiver.worker.runner import release_claims, run_workers
+from receiver.worker.handover import Work
+from receiver.worker.runner import running_workers
 from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.app")
@@ -63,9 +63,11 @@ def create_app(
     workers: bool = True,
     catalog: Catalog = CATALOG,
     api: bool = True,
+    forward_wakeups: Callable[[tuple[Work, ...]], None] | None = None,
 ) -> Starlette:
     """The receiver app. Resources not given are built from `settings`. `workers=False` serves HTTP
-    only: the background work runs in other processes sharing the store (`kontext-receiver worker`).
+    only: the background work runs in other processes sharing the store (`kontext-receiver worker`, or
+    the worker processes of a multi-process `serve`, which `forward_wakeups` tells there is work).
     `api=False` runs the background work with only `/healthz`, `/readyz` and `/metrics` to answer."""
     if not (workers or api):
         raise ValueError("a receiver serves the API, runs the background work, or both")
@@ -79,20 +81,15 @@ def create_app(
             settings, store=store, blobs=blobs, sinks=sinks, transport=transport, clock=clock, catalog=catalog
         ) as svc:
             scheduler = Scheduler.for_services(svc, downloads=workers)
+            scheduler.forward = forward_wakeups
             app.state.services, app.state.scheduler = svc, scheduler
             app.state.streams = events.StreamSlots(settings.max_streams)
             app.state.thumbnails = ThumbnailCache()
-            async with anyio.create_task_group() as tg:
-                if workers:
-                    await tg.start(run_workers, svc, scheduler)
+            if workers:
+                async with running_workers(svc, scheduler):
+                    yield
+            else:
                 yield
-                scheduler.stop()  # (already done at the stop signal when served by ReceiverServer)
-                # Work in flight gets what is left of the grace period, counted from the stop signal;
-                # what is still running then is cancelled, and its claims released below.
-                assert scheduler.stopped_at is not None
-                tg.cancel_scope.deadline = scheduler.stopped_at + settings.shutdown_grace_s
-            with anyio.CancelScope(shield=True):
-                await release_claims(svc, scheduler)
 
     app = Starlette(
         routes=(API_ROUTES if api else []) + HEALTH_ROUTES,

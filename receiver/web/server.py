@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -46,18 +47,21 @@ async def _stop(scheduler: Scheduler) -> None:
     scheduler.stop()
 
 
-def serve(settings: Settings, host: str, port: int, *, api: bool = True, workers: bool = True) -> None:
-    """Serve until SIGTERM/SIGINT: the API, the background work, or both (see `create_app`)."""
-    app = create_app(settings, api=api, workers=workers)
+def server(settings: Settings, app: Starlette, **options: Any) -> ReceiverServer:
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         access_log=False,
         log_config=None,  # uvicorn's lines go through our handler (see `configure_logging`)
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
         lifespan="on",
         http=HeaderDeadlineProtocol,
+        **options,
     )
-    ReceiverServer(config, app).run()
+    return ReceiverServer(config, app)
+
+
+def serve(settings: Settings, host: str, port: int, *, api: bool = True, workers: bool = True) -> None:
+    """Serve in this one process until SIGTERM/SIGINT: the API, the background work, or both (see
+    `create_app`; `receiver.processes` runs several processes)."""
+    server(settings, create_app(settings, api=api, workers=workers), host=host, port=port).run()

@@ -9,7 +9,9 @@ once instead of waiting out its lease.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
@@ -27,6 +29,22 @@ from receiver.worker.submitter import Submitter
 log = structlog.get_logger("receiver.runner")
 
 IDLE_S = 1.0  # how long a loop with nothing to do waits before looking at the store again
+
+
+@asynccontextmanager
+async def running_workers(svc: Services, sched: Scheduler) -> AsyncIterator[None]:
+    """The background loops run while the block does; then they stop, the work in flight gets what is
+    left of the grace period (counted from the stop signal), and what is still held is released."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(run_workers, svc, sched)
+        yield
+        sched.stop()  # (already done at the stop signal when served by ReceiverServer)
+        # What is still running at the deadline is cancelled, and its claims released below.
+        assert sched.stopped_at is not None
+        left = svc.settings.shutdown_grace_s - (time.monotonic() - sched.stopped_at)
+        tg.cancel_scope.deadline = anyio.current_time() + max(0.0, left)
+    with anyio.CancelScope(shield=True):
+        await release_claims(svc, sched)
 
 
 async def run_workers(

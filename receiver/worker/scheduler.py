@@ -3,8 +3,9 @@ and the stop. Everything the worker modules share that is not a resource (see `r
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -40,7 +41,9 @@ class Scheduler:
     )
     ready: bool = True
     stopping: anyio.Event = field(default_factory=anyio.Event)
-    stopped_at: float | None = None  # event-loop time of `stop()`
+    # `time.monotonic()` at `stop()`: a signal handler may call it outside any task, where anyio's
+    # clock cannot be read.
+    stopped_at: float | None = None
     # Work this process has claimed and not finished, released at shutdown so nobody waits out a lease.
     held_jobs: dict[str, int] = field(default_factory=dict)  # job id -> version when claimed (and the
     # outbox's held deliveries)
@@ -49,6 +52,8 @@ class Scheduler:
     handed_over: deque[Job] = field(default_factory=deque)
     webhooks_in_flight: int = 0
     webhooks_idle: anyio.Event = field(default_factory=anyio.Event)
+    # Passes wake-ups on to the worker processes, in a web process of a multi-process `serve`.
+    forward: Callable[[tuple[Work, ...]], None] | None = None
 
     @classmethod
     def for_services(cls, svc: Services, *, downloads: bool = True) -> Scheduler:
@@ -66,6 +71,8 @@ class Scheduler:
                 self.outbox.wake()
             else:
                 self.wakeups[name].set()
+        if self.forward is not None:
+            self.forward(work)
 
     def changed(self, change: Change) -> None:
         self.wake(WORK_FOR[change])
@@ -113,6 +120,6 @@ class Scheduler:
         if self.stopping.is_set():
             return
         self.ready = False
-        self.stopped_at = anyio.current_time()
+        self.stopped_at = time.monotonic()
         self.stopping.set()
         self.wake(*Work)

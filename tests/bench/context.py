@@ -15,6 +15,7 @@ from tests.bench.drive import DownloadBaseline, Load, run_load
 from tests.bench.launch import NO_UPSTREAM, Receiver, Server, start_receiver
 from tests.bench.plan import Plan
 from tests.bench.procs import Processes
+from tests.bench.report import Figure
 from tests.bench.samples import Sample
 from tests.bench.seed import SeededJob, insert_jobs, make_jobs
 from tests.bench.workload import Spec, Target
@@ -33,6 +34,7 @@ class Context:
     bare_ack_rate: float | None = None
     bare_ack_detail: dict[str, Any] = field(default_factory=dict)
     download: DownloadBaseline | None = None
+    figures: dict[str, Figure] = field(default_factory=dict)  # what earlier scenarios measured, by key
     profile: Path | None = None  # where py-spy writes the receiver's stacks during figure 1, if asked
     s3_endpoint: str | None = None  # moto's S3 server, started by the first S3 figure
     _runs: int = 0

@@ -36,9 +36,9 @@ async def measure(url: str, count: int, concurrency: int, sequential: int) -> di
             async with slots:
                 await _get(client, url, size)
 
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one() for _ in range(count)))
-        elapsed = time.perf_counter() - start
+        elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
         latencies = []
         for _ in range(sequential):
             began = time.perf_counter()
@@ -50,6 +50,7 @@ async def measure(url: str, count: int, concurrency: int, sequential: int) -> di
         "concurrency": concurrency,
         "elapsed_s": elapsed,
         "rate": count / elapsed,
+        "cpu_ms_per_download": cpu_s * 1e3 / count,
         "sequential_s": latencies,
     }
 

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from receiver.logs import configure_logging
-from tests.bench import ack, completions, postgres, redis_sink, s3, streams, upstream
+from tests.bench import ack, completions, postgres, redis_sink, s3, store_size, streams, upstream
 from tests.bench.context import Context
 from tests.bench.launch import start_result_server
 from tests.bench.plan import Plan
@@ -37,9 +37,10 @@ def scenarios() -> list[tuple[str, Scenario]]:
     """The phases in order; `--only` picks them by the start of their names ("1", "5", "gen")."""
     return [
         ("0 generator ceiling", lambda ctx: [ack.generator_ceiling(ctx)]),
-        ("1 ack throughput", lambda ctx: [ack.ack_throughput(ctx)]),
+        ("1 ack throughput", ack.ack_throughputs),
         ("2 ack latency", lambda ctx: [ack.ack_latency(ctx)]),
         ("3 completions", lambda ctx: [completions.completions(ctx)]),
+        ("1s ack throughput, S3 blobs", lambda ctx: [s3.ack_throughput_s3(ctx)]),
         ("3s completions, S3 blobs", lambda ctx: [s3.completions_s3(ctx)]),
         ("4 webhook to event", completions.end_to_end),
         ("5 upstream (figures 5 and 6)", upstream.upstream),
@@ -47,7 +48,9 @@ def scenarios() -> list[tuple[str, Scenario]]:
         ("7s peak memory, S3 blobs", lambda ctx: [s3.peak_memory_s3(ctx)]),
         ("8 postgres", postgres.postgres),
         ("8 redis sink", redis_sink.redis_sink),
-        ("9 idle streams", streams.idle_streams),
+        ("9 settled store", store_size.settled_store),
+        ("10 cpu per edit", store_size.cpu_per_edit),
+        ("11 idle streams", streams.idle_streams),
     ]
 
 
@@ -72,7 +75,9 @@ def run(
                     continue
                 ctx.progress(name, "starting")
                 try:
-                    figures.extend(scenario(ctx))
+                    measured = scenario(ctx)
+                    figures.extend(measured)
+                    ctx.figures.update((figure.key, figure) for figure in measured)
                 except Exception as exc:
                     failed.append(f"{name}: {exc}")
                     ctx.progress(name, f"FAILED: {exc}")

@@ -8,6 +8,7 @@ log level warning; `server_stack` reads from /proc which of those each process a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ API_TOKEN = "bench-token"
 SIM_KEY = "bench-sim-key"
 NO_UPSTREAM = "http://127.0.0.1:9"  # the ack and completion scenarios never call BFL
 NATIVE = ("uvloop", "httptools")
+PROCESSES = os.environ.get("BENCH_RECEIVER_PROCESSES", "")  # `serve --processes`; empty: its default
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,15 @@ def start_receiver(
     if store_url is not None:
         env["RECEIVER_STORE_URL"] = store_url
     args = [PYTHON, "-m", "receiver", "serve", "--port", str(port)]
+    if PROCESSES:  # as many as the cores, unless the run asks for a number (a comparison)
+        args += ["--processes", PROCESSES]
     proc = procs.start_server(name, args, env, f"http://127.0.0.1:{port}/readyz", cwd=data, timeout=60)
     return Receiver(proc, port, data)
 
 
-def start_bare(procs: Processes) -> Server:
+def start_bare(procs: Processes, processes: int = 1) -> Server:
     port = free_port()
-    args = _uvicorn("tests.bench.bare:app", port)
+    args = _uvicorn("tests.bench.bare:app", port) + (["--workers", str(processes)] if processes > 1 else [])
     return Server(
         procs.start_server("bare", args, python_env(), f"http://127.0.0.1:{port}/readyz", ROOT), port
     )

@@ -28,7 +28,7 @@ import uvloop
 
 from tests.bench.http1 import Connection, connect
 from tests.bench.pacer import Pacer
-from tests.bench.proc_info import cpu_seconds, system_busy_seconds
+from tests.bench.proc_info import system_busy_seconds, tree_cpu_seconds
 from tests.bench.watcher import SinkWatcher
 from tests.bench.workload import Result, Spec, build_all
 
@@ -53,7 +53,7 @@ class Driver:
 
     def mark(self) -> None:
         """Note the time and both CPU clocks at a window edge."""
-        server = cpu_seconds(self.spec.server_pid) if self.spec.server_pid else 0.0
+        server = tree_cpu_seconds(self.spec.server_pid) if self.spec.server_pid else 0.0
         self.cpu_marks.append((time.perf_counter(), time.process_time(), server, system_busy_seconds()))
 
     def window_cpu(self) -> None:

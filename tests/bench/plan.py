@@ -14,8 +14,8 @@ class Plan:
     ack_window_s: float = 8.0
     # Distinct jobs for one closed-loop run: the first pool, then a larger one if the receiver used
     # them all before the window ended (the run is then repeated).
-    ack_pools: tuple[int, ...] = (20_000, 100_000)
-    ack_pools_postgres: tuple[int, ...] = (10_000, 50_000)
+    ack_pools: tuple[int, ...] = (40_000, 120_000)
+    ack_pools_postgres: tuple[int, ...] = (15_000, 50_000)
     # 2: acknowledgement latency, open loop
     latency_rate: float = 500.0
     latency_warmup_s: float = 1.0
@@ -35,6 +35,8 @@ class Plan:
     max_active: int = 24  # BFL's limit of active tasks, for the receiver and the polling loops alike
     # 7: peak memory with large samples
     big_samples: int = 50
+    # 9: settled jobs already in the store (built once, cached; see tests.bench.settled)
+    settled_jobs: int = 1_000_000
 
     @property
     def latency_jobs(self) -> int:
@@ -50,8 +52,8 @@ QUICK = Plan(
     quick=True,
     ack_warmup_s=1.0,
     ack_window_s=3.0,
-    ack_pools=(8_000, 40_000),
-    ack_pools_postgres=(4_000, 20_000),
+    ack_pools=(16_000, 40_000),
+    ack_pools_postgres=(8_000, 20_000),
     latency_window_s=3.0,
     completions=80,
     e2e_window_s=3.0,
@@ -59,4 +61,5 @@ QUICK = Plan(
     edit_min_s=1.0,
     edit_max_s=3.0,
     big_samples=50,
+    settled_jobs=100_000,
 )

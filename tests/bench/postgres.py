@@ -15,13 +15,13 @@ import asyncpg
 from tests.bench import ack, completions
 from tests.bench.context import Context
 from tests.bench.launch import Receiver
-from tests.bench.report import Figure
+from tests.bench.report import Figure, relative
 from tests.bench.seed import SeededJob, insert_jobs, make_jobs
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-async def _reachable() -> str | None:
+async def reachable() -> str | None:
     try:
         conn = await asyncpg.connect(DSN, timeout=3)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -65,7 +65,7 @@ def schemas() -> Iterator[Schemas]:
 
 
 def postgres(ctx: Context) -> list[Figure]:
-    problem = asyncio.run(_reachable())
+    problem = asyncio.run(reachable())
     if problem is not None:
         ctx.progress("postgres", f"skipped: PostgreSQL unreachable at {DSN} ({problem})")
         skipped = f"skipped: PostgreSQL unreachable ({problem})"
@@ -82,10 +82,12 @@ def postgres(ctx: Context) -> list[Figure]:
 
         measured = ack.receiver_closed_loop(ctx, "ack-postgres", start, plan.ack_pools_postgres)
         label = f"webhooks acked/s, PostgreSQL store, file sink, closed loop C={plan.ack_concurrency}"
-        acks = ack.ack_figure("8a", label, measured, ack.bare_rate(ctx), ctx.bare_ack_detail)
+        bare = ack.ack_figure("8a", label, measured, ack.bare_rate(ctx), ctx.bare_ack_detail)
+        acks = relative(bare, label, ctx.figures.get("1"), "figure 1 (SQLite)", 0.6)
         url, jobs = made.seeded("done", plan.completions)
-        done = completions.completions(
+        httpx_share = completions.completions(
             ctx, key="8b", store_url=url, jobs=jobs, label="PostgreSQL store, file sink"
         )
+        done = relative(httpx_share, httpx_share.name, ctx.figures.get("3"), "figure 3 (SQLite)", 0.8)
         ctx.progress("postgres", f"dropping schemas {', '.join(made.names)}")
     return [acks, done]

@@ -25,8 +25,10 @@ def start_profile(procs: Processes, pid: int, seconds: float, out: Path) -> Proc
         return None
     # --gil: only the thread holding the GIL is sampled, i.e. where the Python time goes (the event
     # loop and the store's threads take turns on one GIL); --nonblocking: the receiver is never
-    # paused to be sampled, so the figure measured meanwhile moves little.
+    # paused to be sampled, so the figure measured meanwhile moves little; --subprocesses: every
+    # process of a multi-process serve.
     args = [binary, "record", "--pid", str(pid), "--duration", str(round(seconds)), "--rate", "200"]
+    args += ["--subprocesses"]
     args += ["--gil", "--nonblocking", "--threads", "--format", "raw", "--output", str(out)]
     return procs.start("py-spy", args, python_env())
 

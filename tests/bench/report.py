@@ -31,6 +31,29 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def relative(
+    figure: Figure, name: str, baseline: Figure | None, baseline_name: str, target: float, **detail: Any
+) -> Figure:
+    """`figure` measured against another figure of the same run (`None`: not run): met at `target`
+    of it, with no failed responses."""
+    value = baseline.value if baseline is not None else None
+    share = ratio(figure.value, value)
+    return Figure(
+        figure.key,
+        name,
+        figure.value,
+        figure.unit,
+        value,
+        baseline_name if baseline is not None else f"{baseline_name}: not run",
+        share,
+        "receiver / baseline",
+        f">= {target:.0%} of {baseline_name}",
+        None if share is None else share >= target and figure.detail["receiver"]["failures"] == 0,
+        note=figure.note,
+        detail=figure.detail | detail,
+    )
+
+
 def _num(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"

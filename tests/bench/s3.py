@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from urllib.parse import quote
 
-from tests.bench import completions
+from tests.bench import ack, completions
 from tests.bench.context import Context
 from tests.bench.procs import PYTHON, free_port, python_env
 from tests.bench.report import Figure
@@ -39,6 +39,18 @@ def s3_settings(ctx: Context) -> dict[str, str]:
     client.create_bucket(Bucket=bucket)
     endpoint = quote(ctx.s3_endpoint, safe="")
     return CREDENTIALS | {"RECEIVER_BLOB_URL": f"s3://{bucket}/images?endpoint={endpoint}&region={REGION}"}
+
+
+def ack_throughput_s3(ctx: Context) -> Figure:
+    """Figure 1s: figure 1 with the (tiny) images the background work stores going to S3."""
+    measured = ack.receiver_closed_loop(
+        ctx,
+        "ack-s3",
+        lambda pool: ctx.seeded_receiver("ack-s3", pool, **s3_settings(ctx)),
+        ctx.plan.ack_pools,
+    )
+    label = f"webhooks acked/s, SQLite store{LABEL}, file sink, closed loop C={ctx.plan.ack_concurrency}"
+    return ack.ack_figure("1s", label, measured, ack.bare_rate(ctx), ctx.bare_ack_detail)
 
 
 def completions_s3(ctx: Context) -> Figure:

@@ -7,19 +7,21 @@ webhook's secret is what the receiver derives for that job from the signing key 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 
+import asyncpg
+
 from receiver import lifecycle
-from receiver.models import EditRequest, JobState
-from receiver.stores import Store, store_from_url
+from receiver.models import EditRequest, Job, JobState
+from receiver.stores import store_from_url
+from receiver.stores.rows import job_columns, job_doc
 from receiver.webhook_auth import WebhookSigner
 
 SIGNING_KEY = "bench-signing-key"
-BATCH = 64  # inserts in flight at once (PostgreSQL uses a pool; SQLite serialises them anyway)
 
 
 @dataclass(frozen=True)
@@ -39,19 +41,44 @@ def make_jobs(count: int, signing_key: str = SIGNING_KEY) -> list[SeededJob]:
 
 
 async def insert_jobs(store_url: str, jobs: list[SeededJob]) -> None:
-    """Open the store at `store_url` (creating its schema) and add every job as `submitted`."""
-    store: Store = store_from_url(store_url)
-    async with store:
-        now = time.time()
-        request = EditRequest(prompt="bench", metadata={"bench": True})
-        for start in range(0, len(jobs), BATCH):
-            batch = jobs[start : start + BATCH]
-            await asyncio.gather(*(_insert(store, job, request, now) for job in batch))
+    """Open the store at `store_url` (creating its tables) and add every job as `submitted`: rows as the
+    store writes them (its own columns and document), written in bulk, so seeding 100,000 jobs takes a
+    second rather than a minute of single inserts."""
+    async with store_from_url(store_url):
+        pass
+    now = time.time()
+    request = EditRequest(prompt="bench", metadata={"bench": True})
+    rows = [_row(job, request, now) for job in jobs]
+    if store_url.startswith("sqlite://"):
+        conn = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None, timeout=60)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(INSERT_JOB, rows)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return
+    dsn, _, schema = store_url.partition("?schema=")
+    pg = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'} if schema else None)
+    try:
+        await pg.copy_records_to_table("jobs", records=rows, columns=COLUMNS.split(", "))
+    finally:
+        await pg.close()
 
 
-async def _insert(store: Store, seeded: SeededJob, request: EditRequest, now: float) -> None:
+# The columns of `job_row`'s values, in order.
+COLUMNS = "id, state, model, version, idempotency_key, due_at, submitting_until, created_at, doc"
+INSERT_JOB = f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * 9)})"
+
+
+def job_row(job: Job) -> tuple[object, ...]:
+    """`job` as the stores write its row."""
+    return (job.id, *job_columns(job), job.created_at, job_doc(job))
+
+
+def _row(seeded: SeededJob, request: EditRequest, now: float) -> tuple[object, ...]:
     job = lifecycle.new_job(seeded.job_id, request, now)
     job = dataclasses.replace(
         job, state=JobState.SUBMITTED, bfl_task_id=seeded.task_id, submitted_at=now, due_at=now + 3600
     )
-    await store.insert(job)
+    return job_row(job)

@@ -1,4 +1,4 @@
-"""Figure 9: what 500 idle `GET /v1/events` streams cost the receiver, in memory and CPU.
+"""Figure 11: what 500 idle `GET /v1/events` streams cost the receiver, in memory and CPU.
 
 The streams are opened together, then left alone: nothing is submitted, so all the receiver does is
 send each stream its heartbeat (every RECEIVER_SSE_HEARTBEAT_S, 15 s by default; the window spans one).
@@ -25,13 +25,13 @@ def idle_streams(ctx: Context) -> list[Figure]:
     window_s = 8.0 if ctx.plan.quick else 16.0
     before_kib = memory_kib(receiver.proc.pid, "VmRSS")
     reading = anyio.run(_hold_streams, receiver, window_s)
-    ctx.progress("9 idle streams", f"{STREAMS} streams open for {window_s:.0f}s")
+    ctx.progress("11 idle streams", f"{STREAMS} streams open for {window_s:.0f}s")
     grown_mb = (reading["rss_kib"] - before_kib) / 1024
     cpu_share = reading["cpu_s"] / window_s
     detail = {"streams": STREAMS, "window_s": window_s, "rss_before_kib": before_kib} | reading
     return [
         Figure(
-            "9a",
+            "11a",
             f"memory of {STREAMS} idle SSE streams",
             round(grown_mb, 1),
             "MB",
@@ -40,7 +40,7 @@ def idle_streams(ctx: Context) -> list[Figure]:
             detail=detail,
         ),
         Figure(
-            "9b",
+            "11b",
             f"CPU of {STREAMS} idle SSE streams (heartbeats only)",
             round(cpu_share * 100, 2),
             "% of a core",

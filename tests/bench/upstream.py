@@ -99,13 +99,24 @@ def via_receiver(ctx: Context, edits: list[str]) -> ModeRun:
 def via_polling(ctx: Context, edits: list[str], interval: float) -> ModeRun:
     sim = _simulator(ctx, f"sim-poll-{interval:g}s")
     image = (ctx.workdir / "samples" / TINY).read_bytes()
+    cpu_before = time.process_time()  # the polling loops run in this process, alone
     polled = asyncio.run(poll_all(sim.url, SIM_KEY, edits, image, interval, ctx.plan.max_active))
+    cpu_s = time.process_time() - cpu_before
     ready, stats = _sim_facts(sim, [p.task_id for p in polled])
     ctx.procs.stop(sim.proc)
     delays = [p.known_at - ready[p.task_id] for p in polled]
     statuses = sorted({p.status for p in polled})
     return ModeRun(
-        f"poll {interval:g}s", delays, _calls(stats), len(polled), {"sim_stats": stats, "statuses": statuses}
+        f"poll {interval:g}s",
+        delays,
+        _calls(stats),
+        len(polled),
+        {
+            "sim_stats": stats,
+            "statuses": statuses,
+            "cpu_s": cpu_s,
+            "cpu_ms_per_edit": cpu_s * 1e3 / len(polled),
+        },
     )
 
 

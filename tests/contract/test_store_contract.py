@@ -398,6 +398,29 @@ class StoreContract:
         assert await store.count(active, PRO) == 2
         assert await store.count({JobState.PUBLISHED}, PRO) == 0
         assert await store.count({JobState.FAILED}) == 0
+        assert await store.count({*active, JobState.PUBLISHED}) == 5
+
+    async def test_settled_jobs_are_counted_once_whichever_write_settles_them(self, store: Store) -> None:
+        """The SQL stores count settled jobs from counters their triggers keep, not from the rows."""
+        await store.insert(make_job("inserted", state=JobState.PUBLISHED))
+        await store.insert(make_job("updated"))
+        await store.update("updated", final, SINKS)
+        await self.finished(store, "saved")
+        stored = await store.insert(make_job("published", state=JobState.STORED, image=None))
+        event = lifecycle.build_event(stored, POLICY.source)
+        stored = await self.saved(store, stored, event=event, sinks=SINKS[:1])
+        delivery = dataclasses.replace(
+            (await store.deliveries("published"))[0], state=DeliveryState.DELIVERED, delivered_at=T0 + 9
+        )
+        then = lambda job: lifecycle.published(job, T0 + 9)  # noqa: E731
+        assert await store.complete_delivery(delivery, expected_attempts=0, then=then)
+        # A settled job written again in the same state is not counted twice.
+        await store.update("updated", lambda job: Transition(dataclasses.replace(job, attempts=7)))
+        assert await store.count({JobState.PUBLISHED}) == 2
+        assert await store.count({JobState.FAILED}) == 2
+        assert await store.count({JobState.FAILED, JobState.PUBLISHED, JobState.CREATED}) == 4
+        assert await store.count({JobState.FAILED}, KONTEXT_MAX) == 0
+        assert await store.count({JobState.STORED}) == 0
 
     async def test_credits_spent_sums_the_costs_of_jobs_submitted_in_the_window(self, store: Store) -> None:
         for job_id, submitted_at, cost in [
@@ -535,6 +558,38 @@ class TestSQLiteStore(StoreContract):
             await store.save(dataclasses.replace(job, state=JobState.SUBMITTED), drop_input=True)
             assert await store.legacy_input(job.id) is None
             assert await store.insert(rich_job()) == rich_job()
+
+    async def test_two_stores_on_one_file_serialize_their_updates(self, tmp_path: Path) -> None:
+        """As the processes of a multi-process `serve` do: each its own writer, one database file."""
+        path = str(tmp_path / "receiver.db")
+        async with SQLiteStore(path) as a, SQLiteStore(path) as b:
+            await a.insert(make_job("job-1"))
+
+            def attempt(job: Job) -> Transition:
+                return Transition(dataclasses.replace(job, attempts=job.attempts + 1))
+
+            async with anyio.create_task_group() as tg:
+                for n in range(40):
+                    tg.start_soon((a if n % 2 else b).update, "job-1", attempt)
+            job = await b.get("job-1")
+            assert job is not None and (job.attempts, job.version) == (40, 40)
+
+    async def test_a_database_from_before_settled_counts_counts_its_finished_jobs(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "receiver.db"
+        with sqlite3.connect(path) as conn:
+            conn.executescript(OLD_SQLITE_SCHEMA)
+            for job_id, state in [("done-1", "published"), ("done-2", "published"), ("live", "submitted")]:
+                conn.execute(
+                    "INSERT INTO jobs (id, state, model, version, created_at, doc)"
+                    " VALUES (?, ?, 'flux-kontext-pro', 0, ?, ?)",
+                    (job_id, state, T0, job_doc(make_job(job_id, state=JobState(state)))),
+                )
+        for _ in range(2):  # counted once, however often the file is opened
+            async with SQLiteStore(str(path)) as store:
+                assert await store.count({JobState.PUBLISHED}) == 2
+                assert await store.count({JobState.PUBLISHED, JobState.SUBMITTED}) == 3
 
     async def test_a_database_of_an_earlier_release_can_count_upstream_slots(self, tmp_path: Path) -> None:
         path = tmp_path / "receiver.db"

@@ -42,19 +42,28 @@ def receiver_env(sim_url: str, port: int, data: Path, **overrides: str) -> dict[
 
 class ReceiverProcess:
     def __init__(
-        self, env: Mapping[str, str], port: int, log: Path, command: Sequence[str] = ("serve",)
+        self,
+        env: Mapping[str, str],
+        port: int,
+        log: Path,
+        command: Sequence[str] = ("serve",),
+        processes: int = 1,
     ) -> None:
         self.env = dict(env)
         self.command = list(command)
         self.port = port
+        self.processes = processes
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        args = [*self.command, "--port", str(self.port)]
+        if self.command[0] == "serve":
+            args += ["--processes", str(self.processes)]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "receiver", *self.command, "--port", str(self.port)],
+                [sys.executable, "-m", "receiver", *args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -83,9 +92,11 @@ class ReceiverProcess:
 
 @contextmanager
 def receiver_process(
-    env: Mapping[str, str], port: int, log: Path, command: Sequence[str] = ("serve",)
+    env: Mapping[str, str], port: int, log: Path, command: Sequence[str] = ("serve",), processes: int = 1
 ) -> Iterator[ReceiverProcess]:
-    receiver = ReceiverProcess(env, port, log, command)
+    """`kontext-receiver serve` (or `command`): `serve` in one process, or a supervisor with
+    `processes` web and worker ones."""
+    receiver = ReceiverProcess(env, port, log, command, processes)
     receiver.start()
     try:
         yield receiver

@@ -144,7 +144,8 @@ def test_chaos_sqlite_receiver_killed_twice(tmp_path: Path, sim_url: str) -> Non
     first_kill_after = rng.randrange(50, EDITS - 50)  # edits submitted
     second_kill_at = rng.randrange(EDITS // 3, EDITS - 30)  # events published
     backend = Backend()
-    with receiver_process(env, port, tmp_path / "receiver.log") as receiver:
+    # Two web processes and a worker: each SIGKILL of the supervisor takes all three down at once.
+    with receiver_process(env, port, tmp_path / "receiver.log", processes=3) as receiver:
 
         def kill_and_restart() -> None:
             receiver.kill()
@@ -169,12 +170,11 @@ def test_chaos_two_receivers_on_postgres_one_killed(tmp_path: Path, sim_url: str
     backend = Backend()
     with ExitStack() as stack:
         receivers = []
-        for name in ("a", "b"):
+        for name, processes in (("a", 2), ("b", 1)):  # a web and a worker process; a single one
             port = free_port()
             env = receiver_env(sim_url, port, tmp_path, RECEIVER_STORE_URL=store_url, **FAST_RECOVERY)
-            receivers.append(
-                stack.enter_context(receiver_process(env, port, tmp_path / f"receiver-{name}.log"))
-            )
+            log = tmp_path / f"receiver-{name}.log"
+            receivers.append(stack.enter_context(receiver_process(env, port, log, processes=processes)))
         doomed, survivor = receivers
         kill_after = rng.randrange(50, EDITS - 50)
         alive = [doomed, survivor]

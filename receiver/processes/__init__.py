@@ -1,0 +1,1 @@
+"""`serve --processes N`: a supervisor, web processes that only answer HTTP, and worker processes."""

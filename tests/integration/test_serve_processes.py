@@ -1,0 +1,142 @@
+"""`serve --processes N`: web and worker processes started and stopped together, none left behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from receiver.simulator import create_sim_app
+from tests.integration.processes import ReceiverProcess, receiver_env, receiver_process
+from tests.integration.stack import FAST_SIM, IMAGE_B64, TOKEN
+from tests.servers import free_port, serve, wait_until
+
+GRACE_S = 3
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def roles(pids: list[int]) -> list[str]:
+    return sorted(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3].decode() for pid in pids)
+
+
+def gone(pids: list[int]) -> bool:
+    """None of `pids` runs any more (a zombie not yet reaped by its parent counts as gone)."""
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+        if state != "Z":
+            return False
+    return True
+
+
+def supervised(receiver: ReceiverProcess) -> list[int]:
+    assert receiver.process is not None
+    pids = children(receiver.process.pid)
+    assert roles(pids) == ["web", "web", "worker"]
+    return pids
+
+
+def env_for(tmp_path: Path, sim_url: str, port: int, **overrides: str) -> dict[str, str]:
+    return receiver_env(
+        sim_url,
+        port,
+        tmp_path,
+        **overrides,
+        RECEIVER_SHUTDOWN_GRACE_S=str(GRACE_S),
+        RECEIVER_LOG_LEVEL="info",
+        RECEIVER_LOG_JSON="false",
+    )
+
+
+@contextmanager
+def three_processes(tmp_path: Path, sim_url: str, **overrides: str) -> Iterator[ReceiverProcess]:
+    """`serve --processes 3` (two web processes and a worker), its log in `r.log`."""
+    port = free_port()
+    env = env_for(tmp_path, sim_url, port, **overrides)
+    with receiver_process(env, port, tmp_path / "r.log", processes=3) as receiver:
+        yield receiver
+
+
+def submit(url: str, count: int) -> list[str]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    answers = [
+        httpx.post(f"{url}/v1/edits", json={"prompt": f"edit {n}", "image": IMAGE_B64}, headers=headers)
+        for n in range(count)
+    ]
+    assert {answer.status_code for answer in answers} == {202}
+    return [answer.json()["id"] for answer in answers]
+
+
+def events(path: Path) -> set[str]:
+    return {json.loads(line)["id"] for line in path.read_text().splitlines()} if path.exists() else set()
+
+
+def test_edits_complete_through_web_and_worker_processes(tmp_path: Path) -> None:
+    """Webhooks answered by the web processes, images fetched and events published by the worker."""
+    with serve(create_sim_app(FAST_SIM)) as sim_url, three_processes(tmp_path, sim_url) as receiver:
+        supervised(receiver)
+        ids = submit(receiver.url, 10)
+        wait_until(lambda: events(tmp_path / "events.jsonl") == set(ids), 60, "every event")
+
+        def states() -> set[str]:
+            with sqlite3.connect(tmp_path / "receiver.db") as db:
+                return {state for (state,) in db.execute("SELECT state FROM jobs")}
+
+        wait_until(lambda: states() == {"published"}, 10, "every job published")
+
+
+def test_a_sigkill_of_the_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
+    with serve(create_sim_app(FAST_SIM)) as sim_url, three_processes(tmp_path, sim_url) as receiver:
+        pids = supervised(receiver)
+        submit(receiver.url, 5)  # with work in flight
+        assert receiver.signal(signal.SIGKILL) == -signal.SIGKILL
+        wait_until(lambda: gone(pids), 10, "every process of the killed serve to end")
+        # And the port is free again for a restart.
+        receiver.start()
+        supervised(receiver)
+
+
+def test_sigterm_drains_every_process_within_the_grace_period(tmp_path: Path) -> None:
+    slow = dataclasses.replace(FAST_SIM, latency_s=0.5, max_active=4)
+    with serve(create_sim_app(slow)) as sim_url:
+        log = tmp_path / "r.log"
+        # No more active than BFL takes: a job waiting is waiting for its turn, not for a 429's backoff.
+        with three_processes(tmp_path, sim_url, RECEIVER_MAX_ACTIVE="4") as receiver:
+            pids = supervised(receiver)
+            submit(receiver.url, 8)
+            stopped_at = time.monotonic()
+            assert receiver.signal(signal.SIGTERM) == -signal.SIGTERM
+            assert time.monotonic() - stopped_at < GRACE_S + 5
+            assert gone(pids)
+            text = log.read_text()
+            assert text.count("Application shutdown complete") == 2  # each web process drained
+            assert "worker.stopped" in text and "serve.stopped" in text and "serve.process_killed" not in text
+            with sqlite3.connect(tmp_path / "receiver.db") as db:
+                rows = db.execute("SELECT state, due_at FROM jobs").fetchall()
+            waiting = [due_at for state, due_at in rows if state in {"created", "received"}]
+            assert waiting, "the test should stop the receiver with work left to do"
+            assert all(due_at <= time.time() for due_at in waiting)  # claims released, none to wait out
+
+
+def test_a_process_that_dies_stops_the_others(tmp_path: Path) -> None:
+    with serve(create_sim_app(FAST_SIM)) as sim_url, three_processes(tmp_path, sim_url) as receiver:
+        pids = supervised(receiver)
+        os.kill(pids[0], signal.SIGKILL)
+        assert receiver.process is not None
+        assert receiver.process.wait(timeout=GRACE_S + 15) == 1
+        receiver.process = None
+        assert gone(pids)
+        assert "serve.process_exited" in (tmp_path / "r.log").read_text()
