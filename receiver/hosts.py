@@ -22,7 +22,9 @@ def check_sample_url(url: str, patterns: Sequence[str]) -> tuple[str, int]:
         raise SampleRejected(f"sample URL is not an http(s) URL: {parts.scheme}://")
     exact = named_exactly(host, patterns)
     if parts.scheme == "http" and not exact:
-        raise SampleRejected(f"plain http is allowed only from hosts named exactly, not {host}")
+        raise SampleRejected(
+            f"plain http is allowed only from hosts named exactly in RECEIVER_SAMPLE_HOSTS, not {host}"
+        )
     if not exact and not (matches_wildcard(host, patterns) and not is_internal(host)):
         raise SampleRejected(f"sample host {host} is not in RECEIVER_SAMPLE_HOSTS")
     return host, parts.port or (443 if parts.scheme == "https" else 80)
