@@ -32,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"kontext-receiver: configuration error: {exc}", file=sys.stderr)
         code = 2
+    except httpx.TransportError as exc:
+        origin = exc.request.url.copy_with(path="/", query=None, userinfo=b"")
+        print(f"kontext-receiver: cannot reach the receiver at {origin} ({exc})", file=sys.stderr)
+        code = 1
     except (ReceiverError, httpx.HTTPError, TimeoutError) as exc:
         print(f"kontext-receiver: {exc}", file=sys.stderr)
         code = 1
@@ -149,7 +153,7 @@ def _edit(args: argparse.Namespace) -> int:
     client = ClientSettings.from_env()
     url = (args.receiver or client.receiver_url).rstrip("/")
     headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
-    images = [base64.b64encode(path.read_bytes()).decode() for path in (args.image, *args.ref)]
+    images = [_read_base64(path) for path in (args.image, *args.ref)]
     options = {key: getattr(args, key) for key in ("width", "height", "steps", "guidance")}
     body = {"prompt": args.prompt, "images": images, "model": MODELS[args.model]}
     progress = Progress()
@@ -178,6 +182,13 @@ def _edit(args: argparse.Namespace) -> int:
             print(f"edited image written to {args.out}")
     print(json.dumps(job, indent=2))
     return 0
+
+
+def _read_base64(path: Path) -> str:
+    try:
+        return base64.b64encode(path.read_bytes()).decode()
+    except OSError as exc:
+        raise ReceiverError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def _ok(response: httpx.Response, status: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.images import encode_image
 from tests.integration.stack import TOKEN, Stack, stack
-from tests.servers import wait_until
+from tests.servers import free_port, wait_until
 
 
 def run(
@@ -92,6 +92,19 @@ def test_edit_reports_a_refused_request(tmp_path: Path) -> None:
         result = run("edit", str(source), "Make it blue", cwd=tmp_path, env=env)
         assert result.returncode == 1
         assert "422" in result.stderr and "not a JPEG, PNG or WebP" in result.stderr
+
+
+def test_edit_names_an_unreadable_image_and_an_unreachable_receiver(tmp_path: Path) -> None:
+    missing = run("edit", str(tmp_path / "nope.jpg"), "Make it blue", cwd=tmp_path)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert f"cannot read {tmp_path / 'nope.jpg'}: No such file or directory" in missing.stderr
+    source = tmp_path / "car.png"
+    source.write_bytes(encode_image("PNG"))
+    url = f"http://user:hunter2@127.0.0.1:{free_port()}"  # nothing listens there
+    down = run("edit", str(source), "Make it blue", cwd=tmp_path, env={"RECEIVER_URL": url})
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert f"cannot reach the receiver at http://{url.split('@')[1]}/" in down.stderr
+    assert "hunter2" not in down.stderr
 
 
 def test_jobs_list_show_and_redeliver(tmp_path: Path) -> None:
