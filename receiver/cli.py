@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -41,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = 1
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `jobs show ID | head`: the reader went away; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
     sys.exit(code)
 
 
@@ -280,5 +284,15 @@ def _db_migrate(args: argparse.Namespace) -> int:
 
 def _store() -> Any:
     from receiver.stores import store_from_url
+    from receiver.stores.sqlite import SQLiteStore
 
-    return store_from_url(Settings.from_env().store_url)
+    url = Settings.from_env().store_url
+    store = store_from_url(url)
+    # Opening a SQLite path creates it: a `jobs` command run away from the receiver's folder would
+    # show an empty, new store rather than say it is looking in the wrong place.
+    if isinstance(store, SQLiteStore) and store.path != ":memory:" and not Path(store.path).exists():
+        raise ReceiverError(
+            f"no store at {Path(store.path).resolve()} (RECEIVER_STORE_URL={url}): run this where the "
+            "receiver runs, or set RECEIVER_STORE_URL to its database"
+        )
+    return store
