@@ -53,12 +53,37 @@ class Conflict(ReceiverError):
     """The request is valid but clashes with the resource's current state."""
 
 
+class RequestTimeout(ReceiverError):
+    """The client took too long to send its request."""
+
+
 class PayloadTooLarge(ReceiverError):
     """A body or download exceeded its size cap."""
 
 
 class InputUnavailable(ReceiverError):
     """A job's input image is gone from the blob store, or is not the one that was written."""
+
+
+class RetryLater(ReceiverError):
+    """The request cannot be served now; the client should try again after `retry_after` seconds.
+    Nothing was changed."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class Unavailable(RetryLater):
+    """Something the request needs is down or busy (the store, BFL, the upload slots)."""
+
+
+class StoreUnavailable(Unavailable):
+    """The job store did not answer in time, or not at all."""
+
+
+class TooManyRequests(RetryLater):
+    """A bound on queued work was reached."""
 
 
 class TransientError(ReceiverError):

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import httpcore
@@ -25,6 +25,9 @@ READ_LIMIT = 64 * 1024
 
 # Called with a host name and the addresses it resolved to; raises to refuse the connection.
 AddressCheck = Callable[[str, list[str]], None]
+
+# Resolves (host, port) as `loop.getaddrinfo` does.
+Resolve = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
 
 _Socket_Option = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
@@ -38,6 +41,10 @@ def _mapped(timeout: type[Exception], failure: type[Exception]) -> Iterator[None
         raise timeout(str(exc) or "timed out") from exc
     except (OSError, EOFError) as exc:
         raise failure(str(exc) or type(exc).__name__) from exc
+
+
+async def _getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
+    return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
@@ -88,8 +95,9 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
     raises to refuse), and the connection goes to the address that was checked: no second lookup that
     could answer differently (DNS rebinding). TLS still verifies the certificate for the host name."""
 
-    def __init__(self, check_addresses: AddressCheck | None = None) -> None:
+    def __init__(self, check_addresses: AddressCheck | None = None, resolve: Resolve | None = None) -> None:
         self._check = check_addresses
+        self._resolve = resolve or _getaddrinfo
 
     async def connect_tcp(
         self,
@@ -99,23 +107,31 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[_Socket_Option] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        target = host
+        targets = [host]  # without a check, asyncio resolves the name and tries each address itself
         if self._check is not None:
             with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
-                found = await asyncio.wait_for(
-                    asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
-                )
-            addresses = [str(info[4][0]) for info in found]
-            self._check(host, addresses)
-            target = addresses[0]
+                found = await asyncio.wait_for(self._resolve(host, port), timeout)
+            targets = list(dict.fromkeys(str(info[4][0]) for info in found))
+            self._check(host, targets)
         with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
             local = (local_address, 0) if local_address else None
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(target, port, limit=READ_LIMIT, local_addr=local), timeout
-            )
+            reader, writer = await asyncio.wait_for(self._open(targets, port, local), timeout)
         for option in socket_options or ():
             writer.get_extra_info("socket").setsockopt(*option)
         return AsyncioStream(reader, writer)
+
+    async def _open(
+        self, targets: list[str], port: int, local: tuple[str, int] | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the first of `targets` that answers (every checked address is tried)."""
+        failure: OSError | None = None
+        for target in targets:
+            try:
+                return await asyncio.open_connection(target, port, limit=READ_LIMIT, local_addr=local)
+            except OSError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[_Socket_Option] | None = None
@@ -138,6 +154,7 @@ class BackpressureTransport(httpx.AsyncHTTPTransport):
         limits: httpx.Limits,
         verify: ssl.SSLContext | bool = True,
         check_addresses: AddressCheck | None = None,
+        resolve: Resolve | None = None,
     ) -> None:
         super().__init__(limits=limits, verify=verify)
         # httpx builds its httpcore pool without a way to pass a network backend, so replace the pool.
@@ -146,5 +163,5 @@ class BackpressureTransport(httpx.AsyncHTTPTransport):
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=AsyncioBackend(check_addresses),
+            network_backend=AsyncioBackend(check_addresses, resolve),
         )

@@ -14,6 +14,7 @@ from receiver.bfl.sansio import Report, Submitted, TaskReport
 from receiver.errors import DownloadError, UpstreamError
 from receiver.models import (
     AWAITING_UPSTREAM,
+    FINAL_STATES,
     Cost,
     EditRequest,
     Event,
@@ -128,6 +129,8 @@ def reported(
     (no separate claim); should the caller die, the claim lapses and anyone fetches it."""
     if job.state not in AWAITING_UPSTREAM or report.report is Report.RUNNING:
         return None
+    if report.task_id and job.bfl_task_id and report.task_id != job.bfl_task_id:
+        return None  # about another task: not this job's outcome
     if report.report is Report.READY and report.sample is None:
         return None  # nothing to fetch yet; the reconciler asks again
     if not_known_yet(job, report, now, policy):
@@ -214,6 +217,20 @@ def task_gone(job: Job, now: float, policy: Policy) -> Transition | None:
     if job.state is not JobState.RECEIVED:
         return None
     return expire(job, now, policy, "task_gone", "the sample URL expired and BFL no longer has the task")
+
+
+def step_crashed(job: Job, state: JobState, message: str, now: float, policy: Policy) -> Transition | None:
+    """Handling `job` in `state` raised something unexpected: try this job again alone, with backoff,
+    until its deadline, where it ends like any job that ran out of time (never submitted: failed)."""
+    if job.state is not state or state in FINAL_STATES:
+        return None
+    problem = {"code": "internal_error", "message": message}
+    if state is JobState.CREATED:
+        if now - job.created_at >= policy.give_up_after_s:
+            return finish(job, JobState.FAILED, now, policy, error=problem)
+    elif _past_deadline(job, now, policy):
+        return finish(job, JobState.EXPIRED, now, policy, error=problem)
+    return Transition(dataclasses.replace(job, due_at=now + retry_delay(job, policy)))
 
 
 def published(job: Job, now: float) -> Transition | None:

@@ -14,6 +14,7 @@ import anyio
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from receiver.errors import StoreUnavailable
 from receiver.models import Job, JobState, Transition
 from receiver.stores import Store, StoreFigures
 
@@ -55,6 +56,12 @@ class Metrics:
         )
         self.transitions = Counter(
             f"{_NS}_job_transitions", "Job state changes written", ["from_state", "to_state"], registry=r
+        )
+        self.job_step_crashes = Counter(
+            f"{_NS}_job_step_crashes",
+            "Unexpected errors while handling one job (retried for it alone), by stage",
+            ["stage"],
+            registry=r,
         )
         self.submits = Counter(f"{_NS}_submits", "Submits to BFL, by outcome", ["outcome"], registry=r)
         self.submit_seconds = Histogram(
@@ -120,7 +127,11 @@ class Metrics:
         `figures_ttl_s`."""
         async with self._reading:  # one read of the store for scrapes arriving together
             if time.monotonic() - self._figures_read_at >= self.figures_ttl_s:
-                self._show_figures(await store.figures(), sinks, now)
+                try:
+                    figures = await store.figures()
+                except StoreUnavailable:  # the counters matter most in an outage: show them without
+                    figures = None
+                self._show_figures(figures, sinks, now)
                 self._figures_read_at = time.monotonic()
         return generate_latest(self.registry)
 

@@ -23,6 +23,7 @@ from receiver.models import FINAL_STATES, Job, Transition
 from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store, store_from_url
+from receiver.stores.guard import guarded
 from receiver.webhook_auth import WebhookSigner
 
 Clock = Callable[[], float]
@@ -79,7 +80,10 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Open every resource the settings name (or use the ones given) and close them all on exit."""
     async with AsyncExitStack() as stack:
-        opened_store = await stack.enter_async_context(store or store_from_url(settings.store_url))
+        opened_store = guarded(
+            await stack.enter_async_context(store or store_from_url(settings.store_url)),
+            settings.store_timeout_s,
+        )
         opened_blobs = await stack.enter_async_context(blobs or blobs_from_url(settings.blob_url))
         opened_sinks = [
             await stack.enter_async_context(sink) for sink in sinks or sinks_from_settings(settings)

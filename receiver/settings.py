@@ -7,9 +7,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from receiver.catalog import ModelSpec
 from receiver.errors import ConfigError
+from receiver.hosts import is_loopback, parse_patterns
 from receiver.registry import redact
 
 T = TypeVar("T")
@@ -88,6 +90,21 @@ def _bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _http_host(url: str) -> str | None:
+    """The host of an absolute http(s) URL, else None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        return None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return None
+    return parts.hostname
+
+
+MIN_KEY_CHARS = 16
+
+
 @dataclass(frozen=True)
 class Settings:
     """The receiver's configuration. Field names follow the `RECEIVER_*`/`BFL_*` variables. Its repr
@@ -122,6 +139,11 @@ class Settings:
     retention_days: float | None = None  # None: keep finished jobs and their images forever
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON lines unless stderr is a terminal
+    confirm_webhooks: bool = False
+    store_timeout_s: float = 10.0
+    max_uploads: int = 8
+    max_queued: int = 100_000
+    body_timeout_s: float = 60.0
     demo: bool = False
 
     @classmethod
@@ -164,13 +186,40 @@ class Settings:
             retention_days=env.get("RECEIVER_RETENTION_DAYS", defaults.retention_days, _positive),
             log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),
             log_json=env.get("RECEIVER_LOG_JSON", defaults.log_json, _bool),
+            confirm_webhooks=env.get("RECEIVER_CONFIRM_WEBHOOKS", defaults.confirm_webhooks, _bool),
+            store_timeout_s=env.number("RECEIVER_STORE_TIMEOUT_S", defaults.store_timeout_s, 0.1),
+            max_uploads=env.integer("RECEIVER_MAX_UPLOADS", defaults.max_uploads, 1),
+            max_queued=env.integer("RECEIVER_MAX_QUEUED", defaults.max_queued, 1),
+            body_timeout_s=env.number("RECEIVER_BODY_TIMEOUT_S", defaults.body_timeout_s, 0.1),
         )
 
     def check(self, *, api: bool = True, workers: bool = True) -> Settings:
-        """Refuse to run a production receiver with required settings missing: the API needs its
+        """Refuse a configuration that cannot work, naming every problem at once: the API needs its
         tokens, the background work BFL's key; both sign or verify webhook secrets."""
+        problems = self.problems(api=api, workers=workers)
+        if problems:
+            raise ConfigError(
+                "the configuration cannot work:\n  - " + "\n  - ".join(problems) + "\n(see the "
+                "Configuration section of the README; `kontext-receiver demo` needs no settings)"
+            )
+        return self
+
+    def problems(self, *, api: bool = True, workers: bool = True) -> list[str]:
+        problems: list[str] = []
+        try:
+            parse_patterns(self.sample_hosts)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        repeated = sorted({redact(url) for url in self.sinks if self.sinks.count(url) > 1})
+        if repeated:
+            problems.append(f"RECEIVER_SINKS names the same sink twice: {', '.join(repeated)}")
+        if self.lease_s < self.download_timeout_s:
+            problems.append(
+                f"RECEIVER_LEASE_S={self.lease_s:g} is shorter than RECEIVER_DOWNLOAD_TIMEOUT_S="
+                f"{self.download_timeout_s:g}: a slow download would be taken over while still running"
+            )
         if self.demo:
-            return self
+            return problems
         missing = [
             name
             for name, value, needed in (
@@ -182,15 +231,29 @@ class Settings:
             if needed and not value
         ]
         if missing:
-            raise ConfigError(
-                f"missing required setting(s): {', '.join(missing)} "
-                "(see the Configuration section of the README; `kontext-receiver demo` needs none)"
-            )
-        if not self.public_url.startswith(("http://", "https://")):
-            raise ConfigError(f"RECEIVER_PUBLIC_URL must be an http(s) URL, got {self.public_url!r}")
+            problems.append(f"missing required setting(s): {', '.join(missing)}")
+        problems += [
+            f"RECEIVER_SIGNING_KEYS: key {n} has {len(key)} characters; at least {MIN_KEY_CHARS} are needed"
+            for n, key in enumerate(self.signing_keys, 1)
+            if len(key) < MIN_KEY_CHARS
+        ]
+        if self.public_url and _http_host(self.public_url) is None:
+            problems.append(f"RECEIVER_PUBLIC_URL must be an absolute http(s) URL, got {self.public_url!r}")
+        api_host = _http_host(self.bfl_api_url)
+        if api_host is None:
+            problems.append(f"BFL_API_URL must be an absolute http(s) URL, got {redact(self.bfl_api_url)!r}")
+        elif self.bfl_api_url.startswith("http://") and not is_loopback(api_host):
+            problems.append(f"BFL_API_URL uses plain http to {api_host}: the API key would travel in clear")
         if not self.sinks:
-            raise ConfigError("RECEIVER_SINKS names no sink")
-        return self
+            problems.append("RECEIVER_SINKS names no sink")
+        return problems
+
+    def warnings(self) -> list[str]:
+        """What works, but probably not as meant."""
+        host = _http_host(self.public_url)
+        if host and self.public_url.startswith("http://") and not is_loopback(host):
+            return [f"RECEIVER_PUBLIC_URL uses plain http to {host}: BFL calls https webhook endpoints"]
+        return []
 
     def __repr__(self) -> str:
         shown = (f"{f.name}={_redacted(getattr(self, f.name))!r}" for f in fields(self) if f.repr)

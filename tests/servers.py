@@ -13,17 +13,23 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 @contextmanager
-def serve(app: ASGIApp, port: int | None = None, timeout: float = 10.0) -> Iterator[str]:
-    """Run `app` on 127.0.0.1 until the block exits; yields its base URL."""
-    port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+def serve(
+    app: ASGIApp,
+    port: int | None = None,
+    timeout: float = 10.0,
+    host: str = "127.0.0.1",
+    http: type[asyncio.Protocol] | str = "auto",
+) -> Iterator[str]:
+    """Run `app` on `host` (a loopback address) until the block exits; yields its base URL."""
+    port = port or free_port(host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
@@ -31,7 +37,7 @@ def serve(app: ASGIApp, port: int | None = None, timeout: float = 10.0) -> Itera
     if not server.started:
         raise RuntimeError(f"server on port {port} did not start")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout)

@@ -40,12 +40,24 @@ from receiver.stores.rows import (
 
 log = structlog.get_logger("receiver.stores.postgres")
 
+# Each bounded, so a server that stopped answering makes a call fail (StoreUnavailable), never hang.
+CONNECT_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 10.0
+ACQUIRE_TIMEOUT_S = 10.0
+
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CHANGES = frozenset(Change)
 LISTEN_RETRY_S = 1.0  # between attempts to listen again after the connection was lost
 
 
 class PostgresStore(ResourceBase):
+    # What an unreachable or restarting server raises (besides OSError): see `stores.guard`.
+    unavailable_errors = (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.OperatorInterventionError,
+    )
+
     def __init__(self, dsn: str, schema: str | None = None, *, max_connections: int = 10) -> None:
         self.dsn = dsn
         self.schema = schema
@@ -74,7 +86,12 @@ class PostgresStore(ResourceBase):
         settings = {"search_path": f'"{self.schema}"'} if self.schema else None
         try:
             pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.max_connections, server_settings=settings
+                self.dsn,
+                min_size=1,
+                max_size=self.max_connections,
+                server_settings=settings,
+                timeout=CONNECT_TIMEOUT_S,
+                command_timeout=COMMAND_TIMEOUT_S,
             )
             try:
                 async with pool.acquire() as conn:
@@ -89,6 +106,9 @@ class PostgresStore(ResourceBase):
             log.info("store.migrated", schema=self.schema, applied=self.applied)
         self._pool = pool
 
+    def _acquire(self) -> Any:
+        return self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+
     async def aclose(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
@@ -101,7 +121,7 @@ class PostgresStore(ResourceBase):
         return self._pool
 
     async def insert(self, job: Job) -> Job:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             # ON CONFLICT rather than look-then-insert: two requests with one key may race.
             inserted = await conn.fetchval(
                 "INSERT INTO jobs (id, state, model, version, idempotency_key, due_at, submitting_until,"
@@ -131,7 +151,7 @@ class PostgresStore(ResourceBase):
         self, job: Job, *, event: Event | None = None, sinks: Sequence[str] = (), drop_input: bool = False
     ) -> Job | None:
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self._acquire() as conn, conn.transaction():
                 return await _save(conn, job, event, sinks, drop_input)
         except asyncpg.UniqueViolationError:  # the event exists already: another writer finished the job
             return None
@@ -144,7 +164,7 @@ class PostgresStore(ResourceBase):
         *,
         claimed_until: float | None = None,
     ) -> tuple[Job | None, bool]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             # FOR UPDATE: a concurrent update of this job waits for ours, then sees its result.
             doc = await conn.fetchval("SELECT doc FROM jobs WHERE id = $1 FOR UPDATE", job_id)
             if doc is None:
@@ -166,7 +186,7 @@ class PostgresStore(ResourceBase):
         limit: int,
         model: str | None = None,
     ) -> list[Job]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             return await _claim(conn, states, now, limit, model, lambda job: job.claimed(now, lease_s))
 
     async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
@@ -177,7 +197,7 @@ class PostgresStore(ResourceBase):
         active_sql = UPSTREAM_SLOTS.format(now="$1")
         if limits.room(active_upstream(await self.pool.fetch(active_sql, now)))[0] <= 0:
             return []
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             # One submit claim at a time in all replicas: the count and the claims it allows are one
             # step, and the count sees every claim committed before (READ COMMITTED, after the lock).
             lock = f"kontext-receiver.submit:{self._schema_in_use}"
@@ -238,7 +258,7 @@ class PostgresStore(ResourceBase):
     async def claim_deliveries(
         self, now: float, lease_s: float, limit: int, sinks: Collection[str]
     ) -> list[Delivery]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 SELECT_DELIVERIES + " WHERE state = $1 AND next_at <= $2 AND sink = ANY($4::text[])"
                 " ORDER BY next_at, event_id, sink LIMIT $3 FOR UPDATE SKIP LOCKED",
@@ -256,13 +276,13 @@ class PostgresStore(ResourceBase):
         return claimed
 
     async def save_delivery(self, delivery: Delivery, *, expected_attempts: int) -> bool:
-        async with self.pool.acquire() as conn:
+        async with self._acquire() as conn:
             return await _save_delivery(conn, delivery, expected_attempts)
 
     async def complete_delivery(
         self, delivery: Delivery, *, expected_attempts: int, then: Callable[[Job], Transition | None]
     ) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             if not await _save_delivery(conn, delivery, expected_attempts):
                 return False
             # The job's row lock serializes the sinks of one event finishing at the same time.
@@ -278,7 +298,7 @@ class PostgresStore(ResourceBase):
             return True
 
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             if await conn.fetchval("SELECT 1 FROM events WHERE id = $1", event_id) is None:
                 return 0
             await conn.executemany(
@@ -340,7 +360,7 @@ class PostgresStore(ResourceBase):
     async def figures(self) -> StoreFigures | None:
         if not await self._reports_figures():
             return None
-        async with self.pool.acquire() as conn:
+        async with self._acquire() as conn:
             jobs = await conn.fetch(JOBS_BY_STATE)
             outbox = await conn.fetch(OUTBOX_BY_SINK.format(time="e.body->>'time'"))
         return figures_from_rows(jobs, outbox)
@@ -370,7 +390,7 @@ class PostgresStore(ResourceBase):
     async def delete_jobs(self, job_ids: Collection[str]) -> int:
         ids = list(job_ids)
         status = "DELETE 0"
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             for table, column in JOB_TABLES:
                 status = await conn.execute(f"DELETE FROM {table} WHERE {column} = ANY($1::text[])", ids)  # noqa: S608
         return int(status.split()[-1])

@@ -74,6 +74,9 @@ class SQLiteStore(ResourceBase):
     """Writes go through one writer thread with group commit; reads use a connection of their own, so
     they never wait behind a commit (WAL lets readers run beside the writer)."""
 
+    # A locked or unwritable database (after the busy timeout), a disk that fails: see `stores.guard`.
+    unavailable_errors = (sqlite3.OperationalError,)
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._writer: WriterThread | None = None

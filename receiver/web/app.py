@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 import httpx
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
@@ -21,10 +22,13 @@ from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store
 from receiver.web import edits, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
+from receiver.web.limits import RequestLimits
 from receiver.web.openapi import OPENAPI, build_openapi
 from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.worker.runner import release_claims, run_workers
 from receiver.worker.scheduler import Scheduler
+
+log = structlog.get_logger("receiver.app")
 
 API_ROUTES = [
     Route("/v1/edits", edits.create_edit, methods=["POST"]),
@@ -61,7 +65,8 @@ def create_app(
     `api=False` runs the background work with only `/healthz`, `/readyz` and `/metrics` to answer."""
     if not (workers or api):
         raise ValueError("a receiver serves the API, runs the background work, or both")
-    settings.check(api=api, workers=workers)
+    for warning in settings.check(api=api, workers=workers).warnings():
+        log.warning("settings.doubtful", problem=warning)
     sinks = sinks if sinks is not None else sinks_from_settings(settings)  # a bad sink URL stops us here
 
     @asynccontextmanager
@@ -96,4 +101,5 @@ def create_app(
     bodies = EDIT_BODIES if catalog is CATALOG else EditBodies(catalog)
     app.state.edit_bodies = bodies
     app.state.openapi = OPENAPI if bodies is EDIT_BODIES else build_openapi(bodies)
+    app.state.limits = RequestLimits(settings.max_uploads, settings.max_queued, settings.body_timeout_s)
     return app

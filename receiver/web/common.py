@@ -6,8 +6,10 @@ This is the only place where our exceptions become HTTP statuses.
 from __future__ import annotations
 
 import hmac
+import math
 from typing import Any
 
+import anyio
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -21,10 +23,16 @@ from receiver.errors import (
     NotFound,
     PayloadTooLarge,
     ReceiverError,
+    RequestTimeout,
+    RetryLater,
     StorageUnavailable,
+    TooManyRequests,
+    TransientError,
     Unauthorized,
+    Unavailable,
 )
 from receiver.services import Services
+from receiver.web.limits import RequestLimits
 from receiver.worker.handover import Handover
 
 log = structlog.get_logger("receiver.web")
@@ -34,8 +42,11 @@ STATUS: dict[type[ReceiverError], int] = {
     Unauthorized: 401,
     NotFound: 404,
     Conflict: 409,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
     InvalidRequest: 422,
+    TooManyRequests: 429,
+    Unavailable: 503,
     StorageUnavailable: 503,
 }
 
@@ -52,16 +63,27 @@ def handover(request: Request) -> Handover:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` bytes without reading it all."""
+    """The request body, refusing (413) anything over `limit` bytes without reading it all, and (408)
+    a body that takes longer than RECEIVER_BODY_TIMEOUT_S to arrive, however slowly it trickles in."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"body is {length} bytes; the limit is {limit}")
+    timeout_s = limits(request).body_timeout_s
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {timeout_s:g} s") from None
     return bytes(body)
+
+
+def limits(request: Request) -> RequestLimits:
+    bounds: RequestLimits = request.app.state.limits
+    return bounds
 
 
 def parse_json(body: bytes) -> Any:
@@ -95,6 +117,11 @@ async def on_receiver_error(request: Request, exc: Exception) -> Response:
     headers = (
         {"WWW-Authenticate": "Bearer"} if status == 401 and request.url.path.startswith("/v1/") else None
     )
+    if status == 408:  # the rest of the body may still be on its way: do not wait for it
+        headers = {"Connection": "close"}
+    if status in {429, 503}:
+        retry_after = exc.retry_after if isinstance(exc, RetryLater | TransientError) else None
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after or 1)))}
     if isinstance(exc, InvalidRequest):
         return JSONResponse({"detail": [p.as_dict() for p in exc.problems]}, status_code=422)
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)

@@ -18,7 +18,8 @@ from receiver.blobs.inputs import store_inputs
 from receiver.errors import Conflict, InvalidRequest, Problem, StorageUnavailable
 from receiver.models import EditRequest, StoredInput
 from receiver.services import Services
-from receiver.web.common import handover, parse_json, read_body, require_token, services
+from receiver.web.common import handover, limits, parse_json, read_body, require_token, services
+from receiver.web.limits import RequestLimits
 from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.web.views import job_view
 from receiver.worker.handover import Work
@@ -57,11 +58,18 @@ async def create_edit(request: Request) -> JSONResponse:
         raise InvalidRequest(
             [Problem(("header", "Idempotency-Key"), "must be 1 to 255 characters", "string_type")]
         )
+    bounds = limits(request)
+    with bounds.uploads.take():  # each body may be 28 MiB, held until the job is stored
+        return await _accept(request, svc, bounds, key)
+
+
+async def _accept(request: Request, svc: Services, bounds: RequestLimits, key: str | None) -> JSONResponse:
     body = await read_body(request, MAX_EDIT_BODY)
     # Decoding up to 64 MB of JSON and base64 would stall every other request: do it off the loop.
     edit, images, digest = await anyio.to_thread.run_sync(
         parse_edit_request, body, request.app.state.edit_bodies
     )
+    await bounds.queue.check(svc.store)
     job_id = str(uuid.uuid4())
     # The images are in the blob store before the job exists, so whoever submits it finds them.
     inputs = await store_inputs(svc.blobs, job_id, images)
@@ -79,6 +87,7 @@ async def create_edit(request: Request) -> JSONResponse:
         return JSONResponse(
             job_view(stored), status_code=202, headers=headers | {"Idempotent-Replayed": "true"}
         )
+    bounds.queue.added()
     svc.metrics.edits.inc()
     log.info("job.created", job_id=job.id, model=edit.model)
     handover(request).wake(Work.SUBMIT)

@@ -63,6 +63,17 @@ _UNAUTHORIZED = _json(
 )
 _INVALID = _json("Invalid fields or parameters, in BFL's `{detail: [{loc, msg, type}]}` shape", InvalidAnswer)
 _NO_JOB = _error("No such job")
+_RETRY_AFTER = {"Retry-After": _HEADER | {"required": True, "description": "Seconds"}}
+_UNAVAILABLE = _json(
+    "The job store (or the blob store) cannot be reached just now; nothing was changed",
+    ErrorAnswer,
+    _RETRY_AFTER,
+)
+_SLOW_BODY = _json(
+    "The body did not arrive within RECEIVER_BODY_TIMEOUT_S; the connection is closed",
+    ErrorAnswer,
+    {"Connection": _HEADER | {"required": True, "description": "`close`"}},
+)
 _JOB_ID = {
     "name": "job_id",
     "in": "path",
@@ -71,21 +82,10 @@ _JOB_ID = {
 }
 
 
-_IMAGE_HEADERS: dict[str, Any] = {
-    "Content-Length": _HEADER | {"required": True},
-    "ETag": _HEADER | {"required": True, "description": "The image's sha256"},
-    "Accept-Ranges": _HEADER | {"required": True, "description": "`bytes`"},
+_IMAGE_CONTENT = {
+    media: {"schema": {"type": "string", "format": "binary"}}
+    for media in ("image/jpeg", "image/png", "image/webp")
 }
-_IMAGE: dict[str, Any] = {
-    "description": "The image",
-    "headers": _IMAGE_HEADERS,
-    "content": {
-        media: {"schema": {"type": "string", "format": "binary"}}
-        for media in ("image/jpeg", "image/png", "image/webp")
-    },
-}
-
-
 _RANGE = {
     "name": "Range",
     "in": "header",
@@ -94,24 +94,30 @@ _RANGE = {
     "past the end of the image is a 416; a header of another form is ignored (RFC 9110) and the whole "
     "image is sent",
 }
-
-
-def _image_answers(not_found: str) -> dict[str, Any]:
-    return {
-        "200": _IMAGE,
-        "206": _IMAGE
-        | {
-            "description": "The byte range asked for",
-            "headers": _IMAGE_HEADERS | {"Content-Range": _HEADER | {"required": True}},
+_IMAGE = {
+    "200": {
+        "description": "The image",
+        "headers": {
+            "Content-Length": _HEADER | {"required": True},
+            "ETag": _HEADER | {"required": True, "description": "The image's sha256"},
+            "Accept-Ranges": _HEADER | {"required": True, "description": "`bytes`"},
         },
-        "401": _UNAUTHORIZED,
-        "404": _error(not_found),
-        "416": {
-            "description": "The range starts past the end of the image",
-            "headers": {"Content-Range": _HEADER | {"required": True, "description": "`bytes */<size>`"}},
+        "content": _IMAGE_CONTENT,
+    },
+    "206": {
+        "description": "The byte range asked for",
+        "headers": {
+            "Content-Range": _HEADER | {"required": True},
+            "Content-Length": _HEADER | {"required": True},
+            "ETag": _HEADER | {"required": True},
         },
-        "503": _error("The blob store is unavailable"),
-    }
+        "content": _IMAGE_CONTENT,
+    },
+    "416": {
+        "description": "The range starts past the end of the image",
+        "headers": {"Content-Range": _HEADER | {"required": True, "description": "`bytes */<size>`"}},
+    },
+}
 
 
 def _query_parameters(model: type[Query], schemas: dict[str, Any]) -> list[dict[str, Any]]:
@@ -210,10 +216,21 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                         ),
                         "400": _error("Body is not JSON (or holds NaN/Infinity, or nests too deeply)"),
                         "401": _UNAUTHORIZED,
+                        "408": _SLOW_BODY,
                         "409": _error("The Idempotency-Key was used with a different request"),
                         "413": _error(f"Body over {MAX_EDIT_BODY} bytes"),
                         "422": _INVALID,
-                        "503": _error("The blob store could not take the input image; nothing was stored"),
+                        "429": _json(
+                            "RECEIVER_MAX_QUEUED edits already wait for BFL; nothing was stored",
+                            ErrorAnswer,
+                            _RETRY_AFTER,
+                        ),
+                        "503": _json(
+                            "RECEIVER_MAX_UPLOADS bodies are being read already, or the job store or "
+                            "blob store cannot be reached; nothing was stored",
+                            ErrorAnswer,
+                            _RETRY_AFTER,
+                        ),
                     },
                 }
             },
@@ -224,6 +241,7 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                     "security": _BEARER,
                     "parameters": jobs_query,
                     "responses": {
+                        "503": _UNAVAILABLE,
                         "200": _json("A page of jobs", JobListAnswer),
                         "401": _UNAUTHORIZED,
                         "422": _INVALID,
@@ -237,6 +255,7 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                     "security": _BEARER,
                     "parameters": [_JOB_ID, *job_query],
                     "responses": {
+                        "503": _UNAVAILABLE,
                         "200": _json("The job", JobAnswer),
                         "401": _UNAUTHORIZED,
                         "404": _NO_JOB,
@@ -250,7 +269,12 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                     "summary": "The stored result image",
                     "security": _BEARER,
                     "parameters": [_JOB_ID, _RANGE],
-                    "responses": _image_answers("No such job, or it has no stored image"),
+                    "responses": _IMAGE
+                    | {
+                        "401": _UNAUTHORIZED,
+                        "404": _error("No such job, or it has no stored image"),
+                        "503": _UNAVAILABLE,
+                    },
                 }
             },
             "/v1/jobs/{job_id}/input": {
@@ -259,8 +283,13 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                     "summary": "An input image of the edit, as it was submitted",
                     "security": _BEARER,
                     "parameters": [_JOB_ID, *input_query, _RANGE],
-                    "responses": _image_answers("No such job, or it has no input image at that index")
-                    | {"422": _INVALID},
+                    "responses": _IMAGE
+                    | {
+                        "401": _UNAUTHORIZED,
+                        "404": _error("No such job, or it has no input image at that index"),
+                        "422": _INVALID,
+                        "503": _UNAVAILABLE,
+                    },
                 }
             },
             "/v1/jobs/{job_id}/redeliver": {
@@ -270,6 +299,7 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                     "security": _BEARER,
                     "parameters": [_JOB_ID],
                     "responses": {
+                        "503": _UNAVAILABLE,
                         "202": _json("Queued for every sink", RedeliveredAnswer),
                         "401": _UNAUTHORIZED,
                         "404": _NO_JOB,
@@ -297,10 +327,13 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                         "content": {"application/json": {"schema": _ref("BflWebhook")}},
                     },
                     "responses": {
+                        "503": _UNAVAILABLE,
                         "200": _json("Persisted (or a duplicate, or a progress notice)", WebhookAnswer),
                         "400": _error("Not JSON, or not a BFL webhook body"),
                         "401": _error("Missing or wrong secret or signature"),
                         "404": _NO_JOB,
+                        "408": _SLOW_BODY,
+                        "409": _error("The body is about another task than the job's"),
                         "413": _error(f"Body over {MAX_WEBHOOK_BODY} bytes"),
                     },
                 }

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from receiver.settings import Settings
 from receiver.web.app import create_app
+from receiver.web.protocol import HeaderDeadlineProtocol
 from receiver.worker.scheduler import Scheduler
 
 
@@ -57,5 +58,6 @@ def serve(settings: Settings, host: str, port: int, *, api: bool = True, workers
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
         lifespan="on",
+        http=HeaderDeadlineProtocol,
     )
     ReceiverServer(config, app).run()

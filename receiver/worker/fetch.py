@@ -24,6 +24,7 @@ _MAGIC = {
     b"\x89PNG\r\n\x1a\n": "image/png",
 }
 _EXPIRED = frozenset({401, 403, 404, 410})
+MAX_REDIRECTS = 3
 _RETRYABLE = frozenset({408, 425, 429})
 
 
@@ -40,15 +41,28 @@ def sniff(head: bytes) -> str | None:
 async def fetch_sample(
     http: httpx.AsyncClient, url: str, job_id: str, blobs: BlobStore, policy: FetchPolicy
 ) -> ImageInfo:
-    # The host name is checked here; the addresses it resolves to are checked as the downloads client
-    # connects (see `download_client`).
-    check_sample_url(url, policy.allowed_hosts)
+    """Download `url`, following at most `MAX_REDIRECTS` redirects, each to an allowed host."""
+    for _ in range(MAX_REDIRECTS + 1):
+        # The host name is checked here; the addresses it resolves to are checked as the downloads
+        # client connects (see `download_client`).
+        check_sample_url(url, policy.allowed_hosts)
+        try:
+            async with http.stream("GET", url) as response:
+                location = response.headers.get("location") if response.is_redirect else None
+                if location is None:
+                    _check_response(response, policy)
+                    return await _store(response, job_id, blobs, policy)
+                url = _redirect_target(response.url, location)
+        except httpx.TransportError as exc:  # timeouts, resets, a body cut short
+            raise DownloadError(f"download failed: {type(exc).__name__}: {exc}", retryable=True) from exc
+    raise SampleRejected(f"sample URL redirects more than {MAX_REDIRECTS} times")
+
+
+def _redirect_target(base: httpx.URL, location: str) -> str:
     try:
-        async with http.stream("GET", url) as response:
-            _check_response(response, policy)
-            return await _store(response, job_id, blobs, policy)
-    except httpx.TransportError as exc:  # timeouts, resets, a body cut short
-        raise DownloadError(f"download failed: {type(exc).__name__}: {exc}", retryable=True) from exc
+        return str(base.join(location))
+    except httpx.InvalidURL as exc:
+        raise SampleRejected(f"sample URL redirects to an invalid URL: {exc}") from None
 
 
 def _check_response(response: httpx.Response, policy: FetchPolicy) -> None:

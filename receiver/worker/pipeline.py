@@ -21,6 +21,7 @@ from receiver.services import Services
 from receiver.stores import Delivery
 from receiver.worker.fetch import fetch_sample
 from receiver.worker.handover import Work
+from receiver.worker.isolation import isolated
 from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.pipeline")
@@ -35,12 +36,7 @@ async def claim_received(svc: Services, limit: int) -> list[Job]:
 
 async def fetch_and_store(svc: Services, sched: Scheduler, job: Job) -> None:
     with about_job(job.id, job.bfl_task_id):
-        try:
-            await _fetch_and_store(svc, sched, job)
-        except Exception as exc:  # outside the download itself: try again later, within the deadline
-            log.exception("job.fetch_crashed", job_id=job.id)
-            failure = DownloadError(f"{type(exc).__name__}: {exc}", retryable=True)
-            await svc.update(job.id, lambda j: lifecycle.download_failed(j, failure, svc.clock(), svc.policy))
+        await isolated(svc, "fetch", job, lambda: _fetch_and_store(svc, sched, job))
 
 
 async def _fetch_and_store(svc: Services, sched: Scheduler, job: Job) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import structlog
 
 from receiver import lifecycle
@@ -11,6 +13,7 @@ from receiver.logs import about_job
 from receiver.models import Job, JobState, Via
 from receiver.services import Services
 from receiver.worker.handover import Work
+from receiver.worker.isolation import isolated
 from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.reconciler")
@@ -23,7 +26,7 @@ async def reconcile_due(svc: Services, sched: Scheduler, limit: int = 20) -> int
         if sched.stopping.is_set():
             break
         await sched.poll_budget.acquire()
-        await poll(svc, sched, job)
+        await isolated(svc, "reconcile", job, partial(poll, svc, sched, job))
         sched.done(job)
     return len(jobs)
 

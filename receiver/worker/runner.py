@@ -99,9 +99,6 @@ async def _loop(sched: Scheduler, name: Work, step: Callable[[], Awaitable[bool]
 async def _fetch(slots: anyio.Semaphore, svc: Services, sched: Scheduler, job: Job) -> None:
     try:
         await fetch_and_store(svc, sched, job)
-    except Exception:  # even recording the failure failed: the claim lapses and the job is fetched again
-        log.exception("job.fetch_crashed", job_id=job.id)
-    else:
         sched.done(job)
     finally:
         slots.release()

@@ -5,6 +5,7 @@ RECEIVER_MAX_CREDITS_PER_DAY, an edit that would take today's spend past it wait
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
 from typing import Any
@@ -13,14 +14,15 @@ import anyio
 import structlog
 
 from receiver import credits, lifecycle
-from receiver.bfl.sansio import submit_body
+from receiver.bfl.sansio import Submitted, submit_body
 from receiver.blobs.inputs import read_input
-from receiver.errors import InputUnavailable, UpstreamError
+from receiver.errors import InputUnavailable, StoreUnavailable, UpstreamError
 from receiver.logs import about_job
-from receiver.models import Job, isotime
+from receiver.models import Job, Transition, isotime
 from receiver.services import Services
 from receiver.stores import UpstreamLimits
 from receiver.worker.handover import Work
+from receiver.worker.isolation import isolated
 from receiver.worker.scheduler import Scheduler
 
 log = structlog.get_logger("receiver.submitter")
@@ -90,10 +92,7 @@ class Submitter:
     async def _submit(self, job: Job) -> None:
         with about_job(job.id, job.bfl_task_id):
             try:
-                await self._submit_claimed(job)
-            except Exception:  # the claim lapses and the job is tried again; the loop must live on
-                log.exception("job.submit_crashed", job_id=job.id)
-            else:
+                await isolated(self.svc, "submit", job, lambda: self._submit_claimed(job))
                 self.sched.done(job)
             finally:
                 self.pending_credits.pop(job.id, None)  # refused or crashed: nothing was charged
@@ -132,13 +131,33 @@ class Submitter:
             svc.metrics.submits.labels("accepted").inc()
             log.info("job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=spec.name)
             async with self.ledger if job.id in self.pending_credits else nullcontext():
-                await svc.update(
-                    job.id,
+                await self._record_submitted(
+                    job,
+                    accepted,
                     lambda j: lifecycle.submitted(
                         j, accepted, svc.clock(), svc.policy, estimate=estimate, webhooks=spec.webhooks
                     ),
                 )
                 self.pending_credits.pop(job.id, None)
+
+    async def _record_submitted(
+        self, job: Job, accepted: Submitted, change: Callable[[Job], Transition | None]
+    ) -> None:
+        """BFL has the task (and bills it): its id must be recorded, or the edit would be submitted again
+        once the claim lapses. While the store is unavailable, keep trying within the claim."""
+        svc = self.svc
+        deadline = anyio.current_time() + svc.policy.lease_s * 0.8
+        delay = 0.25
+        while True:
+            try:
+                await svc.update(job.id, change)
+                return
+            except StoreUnavailable:
+                if anyio.current_time() + delay > deadline:
+                    raise
+                log.warning("job.submit_not_recorded_yet", job_id=job.id, bfl_task_id=accepted.task_id)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _input_images(self, job: Job) -> list[str]:
         """The job's input images in base64, read back from the blob store (or, for a job accepted

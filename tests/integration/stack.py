@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -18,6 +19,7 @@ from receiver.models import FINAL_STATES
 from receiver.settings import Settings, SimSettings
 from receiver.simulator import create_sim_app
 from receiver.web.app import create_app
+from receiver.web.protocol import HeaderDeadlineProtocol
 from receiver.webhook_auth import WebhookSigner
 from tests.images import base64_image
 from tests.servers import free_port, serve, wait_until
@@ -98,7 +100,7 @@ def receiver_settings(data: Path, sim_url: str, port: int, **overrides: Any) -> 
         bfl_api_url=sim_url,
         bfl_api_key=SIM_KEY,
         public_url=f"http://127.0.0.1:{port}",
-        signing_keys=("signing-key-1",),
+        signing_keys=("signing-key-for-tests-1",),
         api_tokens=(TOKEN,),
         store_url=f"sqlite:///{data / 'receiver.db'}",
         blob_url=f"file://{data / 'images'}",
@@ -115,16 +117,17 @@ def receiver(
     data: Path,
     sim_url: str,
     port: int | None = None,
+    http: type[asyncio.Protocol] = HeaderDeadlineProtocol,
     *,
     clock: Callable[[], float] = time.time,
     catalog: Catalog = CATALOG,
     **overrides: Any,
 ) -> Iterator[Stack]:
-    """A receiver (HTTP app + workers) in front of the simulator at `sim_url`."""
+    """A receiver (HTTP app + workers), served as `serve` does, in front of the simulator at `sim_url`."""
     port = port or free_port()
     settings = receiver_settings(data, sim_url, port, **overrides)
     with (
-        serve(create_app(settings, clock=clock, catalog=catalog), port=port) as url,
+        serve(create_app(settings, clock=clock, catalog=catalog), port=port, http=http) as url,
         httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
     ):
         yield Stack(sim_url=sim_url, url=url, settings=settings, client=client, data=data)

@@ -229,3 +229,38 @@ def test_large_valid_image_is_accepted(quiet: Stack) -> None:
     data = encode_image("JPEG", (2000, 1500))
     job = quiet.submit(image=base64.b64encode(data).decode())
     assert job["state"] == "created"
+
+
+def test_webhook_about_another_task_changes_nothing_and_is_409(quiet: Stack, submitted: str) -> None:
+    before = quiet.job(submitted)
+    for status in ("SUCCESS", "Pending"):
+        body = {
+            "task_id": "someone-elses-task",
+            "status": status,
+            "result": {"sample": "http://127.0.0.1:1/x.jpg"},
+        }
+        response = quiet.webhook(submitted, body)
+        assert response.status_code == 409, response.text
+    assert quiet.job(submitted) == before
+    assert quiet.events() == [] or all(e["id"] != submitted for e in quiet.events())
+
+
+def test_confirmed_webhooks_ask_bfl_before_acting(tmp_path: Path) -> None:
+    """RECEIVER_CONFIRM_WEBHOOKS: a forged 'done' for a task BFL still runs changes nothing; the real
+    webhook, once BFL agrees, completes the job."""
+    slow = dataclasses.replace(FAST_SIM, latency_s=1.5)
+    with stack(tmp_path, slow, confirm_webhooks=True) as running:
+        job_id = running.submit()["id"]
+        job = running.wait_state(job_id, "submitted")
+        forged = {
+            "task_id": job["bfl_task_id"],
+            "status": "SUCCESS",
+            "result": {"sample": "http://127.0.0.1:1/x.jpg"},
+        }
+        polls = running.sim("/_sim/stats")["get_result"]
+        response = running.webhook(job_id, forged)
+        assert response.status_code == 200 and response.json()["status"] == "ignored", response.text
+        assert running.job(job_id)["state"] == "submitted"
+        assert running.sim("/_sim/stats")["get_result"] == polls + 1
+        event = running.wait_event(job_id)
+    assert event["type"] == "kontext.edit.completed" and event["data"]["via"] == "webhook"

@@ -46,7 +46,12 @@ CHAOS_SIM = SimSettings(
 )
 # Fast recovery so the run takes seconds: lost webhooks polled after 2 s, a dead worker's claims
 # taken over after 3 s.
-FAST_RECOVERY = {"RECEIVER_RECONCILE_AFTER_S": "2", "RECEIVER_LEASE_S": "3", "RECEIVER_RETRY_BASE_S": "0.1"}
+FAST_RECOVERY = {
+    "RECEIVER_RECONCILE_AFTER_S": "2",
+    "RECEIVER_LEASE_S": "3",
+    "RECEIVER_DOWNLOAD_TIMEOUT_S": "3",  # a lease never shorter than a download may take
+    "RECEIVER_RETRY_BASE_S": "0.1",
+}
 
 
 class Backend:

@@ -167,7 +167,7 @@ def test_serve_refuses_to_start_with_a_malformed_sink_url(tmp_path: Path) -> Non
     production = {
         "BFL_API_KEY": "key",
         "RECEIVER_PUBLIC_URL": "http://127.0.0.1:9",
-        "RECEIVER_SIGNING_KEYS": "k",
+        "RECEIVER_SIGNING_KEYS": "signing-key-for-tests-1",
         "RECEIVER_API_TOKENS": "t",
         "RECEIVER_STORE_URL": f"sqlite:///{tmp_path / 'receiver.db'}",
     }

@@ -126,14 +126,16 @@ def test_rotated_keys_still_verify_jobs_in_flight(tmp_path: Path) -> None:
     sim = dataclasses.replace(FAST_SIM, webhook_delay_s=1.0)
     port = free_port()
     with serve(create_sim_app(sim)) as sim_url:
-        with receiver(tmp_path, sim_url, port=port, signing_keys=("old-key",)) as first:
+        with receiver(tmp_path, sim_url, port=port, signing_keys=("old-signing-key-0001",)) as first:
             job_id = first.submit()["id"]
             first.wait_state(job_id, "submitted")
-        with receiver(tmp_path, sim_url, port=port, signing_keys=("new-key", "old-key")) as second:
+        with receiver(
+            tmp_path, sim_url, port=port, signing_keys=("new-signing-key-0001", "old-signing-key-0001")
+        ) as second:
             assert_completed(second, second.wait_event(job_id))
             new_job = second.submit()["id"]
             second.wait_event(new_job)
-            assert WebhookSigner(["new-key"]).verify(new_job, second.secret(new_job))
+            assert WebhookSigner(["new-signing-key-0001"]).verify(new_job, second.secret(new_job))
             retired = WebhookSigner(["retired-key"]).secret_for(new_job)
             assert (
                 second.webhook(new_job, {"task_id": "x", "status": "SUCCESS"}, secret=retired).status_code

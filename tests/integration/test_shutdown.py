@@ -115,8 +115,12 @@ def test_work_still_running_after_the_grace_period_is_released(tmp_path: Path) -
         port = free_port()
         env = _logging_env(sim_url, port, tmp_path, grace_s=1)
         with receiver_process(env, port, tmp_path / "receiver.log") as receiver:
-            job_id, secret = _submitted(receiver.url)
-            body = {"task_id": "t", "status": "SUCCESS", "result": {"sample": f"{results_url}/sample.png"}}
+            job_id, secret, task_id = _submitted(receiver.url)
+            body = {
+                "task_id": task_id,
+                "status": "SUCCESS",
+                "result": {"sample": f"{results_url}/sample.png"},
+            }
             answer = httpx.post(
                 f"{receiver.url}/webhooks/bfl/{job_id}", json=body, headers={"X-Webhook-Secret": secret}
             )
@@ -146,8 +150,9 @@ def _logging_env(sim_url: str, port: int, data: Path, grace_s: float) -> dict[st
     )
 
 
-def _submitted(url: str) -> tuple[str, str]:
-    """An edit submitted upstream through the receiver at `url`: its job id and webhook secret."""
+def _submitted(url: str) -> tuple[str, str, str]:
+    """An edit submitted upstream through the receiver at `url`: its job id, webhook secret and BFL
+    task id."""
     answer = httpx.post(
         f"{url}/v1/edits",
         json={"prompt": "x", "image": IMAGE_B64},
@@ -155,7 +160,8 @@ def _submitted(url: str) -> tuple[str, str]:
     )
     job_id: str = answer.json()["id"]
     wait_until(lambda: _state(url, job_id) == "submitted", 10, "the submit")
-    return job_id, WebhookSigner([SIGNING_KEY]).secret_for(job_id)
+    job = httpx.get(f"{url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    return job_id, WebhookSigner([SIGNING_KEY]).secret_for(job_id), job["bfl_task_id"]
 
 
 def _state(url: str, job_id: str) -> str:
@@ -171,8 +177,8 @@ def test_a_webhook_in_flight_at_sigterm_is_answered_and_kept(tmp_path: Path) -> 
         port = free_port()
         env = _logging_env(sim_url, port, tmp_path, grace_s=5)
         with receiver_process(env, port, tmp_path / "receiver.log") as receiver:
-            job_id, secret = _submitted(receiver.url)
-            body = json.dumps({"task_id": "t", "status": "Error", "error": "boom"}).encode()
+            job_id, secret, task_id = _submitted(receiver.url)
+            body = json.dumps({"task_id": task_id, "status": "Error", "error": "boom"}).encode()
             with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
                 head = (
                     f"POST /webhooks/bfl/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"

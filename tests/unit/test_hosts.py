@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from receiver.errors import SampleRejected
-from receiver.hosts import check_resolved, check_sample_url
+from receiver.errors import ConfigError, SampleRejected
+from receiver.hosts import check_resolved, check_sample_url, is_internal, parse_patterns
 
 BFL = ("*.bfl.ai",)
 
@@ -117,3 +117,92 @@ def test_wildcard_host_resolving_to_public_addresses_is_allowed() -> None:
 
 def test_exactly_named_host_may_resolve_internally() -> None:
     check_resolved("sim.internal", ["10.0.0.7"], ("*.bfl.ai", "sim.internal"))
+
+
+# --- ports, invalid entries, IPv6 with IPv4 inside ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "patterns"),
+    [
+        ("http://127.0.0.1:8080/x.png", ("127.0.0.1:8080",)),
+        ("https://delivery-eu1.bfl.ai:8443/x.png", ("*.bfl.ai:8443",)),
+        ("https://delivery-eu1.bfl.ai/x.png", ("*.bfl.ai:443",)),
+        ("http://[::1]:9000/x.png", ("[::1]:9000",)),
+        ("http://[::1]:9000/x.png", ("::1",)),
+    ],
+)
+def test_a_pattern_with_a_port_admits_that_port(url: str, patterns: tuple[str, ...]) -> None:
+    check_sample_url(url, patterns)
+
+
+@pytest.mark.parametrize(
+    ("url", "patterns"),
+    [
+        ("http://127.0.0.1:8081/x.png", ("127.0.0.1:8080",)),
+        ("http://127.0.0.1/x.png", ("127.0.0.1:8080",)),
+        ("https://delivery-eu1.bfl.ai/x.png", ("*.bfl.ai:8443",)),
+        ("http://[::1]:9001/x.png", ("[::1]:9000",)),
+    ],
+)
+def test_a_pattern_with_a_port_refuses_other_ports(url: str, patterns: tuple[str, ...]) -> None:
+    assert "port" in str(refused(url, patterns))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "https://delivery.bfl.ai",
+        "/var/run",
+        "*",
+        "*.",
+        "bfl.ai/x",
+        "host:0",
+        "host:99999",
+        "host:http",
+        "[127.0.0.1]",
+        "[::1",
+        "a..b",
+        "user@host",
+        "::1:x:y",
+    ],
+)
+def test_an_entry_that_is_not_a_host_pattern_is_a_config_error(entry: str) -> None:
+    with pytest.raises(ConfigError, match=r"RECEIVER_SAMPLE_HOSTS: .* is invalid"):
+        parse_patterns(("*.bfl.ai", entry))
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b::7f00:1",
+        "64:ff9b:1::808:808",  # local-use NAT64
+        "2002:a00:1::",  # 6to4 of 10.0.0.1
+        "2002:7f00:1::",
+        "[::ffff:192.168.1.1]",
+    ],
+)
+def test_ipv6_forms_of_internal_ipv4_count_as_internal(address: str) -> None:
+    assert is_internal(address)
+
+
+@pytest.mark.parametrize(
+    "address", ["::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::", "2606:4700::1111"]
+)
+def test_ipv6_forms_of_public_ipv4_are_not_internal(address: str) -> None:
+    assert not is_internal(address)
+
+
+def test_a_wildcard_never_admits_an_embedded_internal_address() -> None:
+    with pytest.raises(SampleRejected):
+        check_resolved("delivery.bfl.ai", ["64:ff9b::a9fe:a9fe"], BFL)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1/x", "https://delivery.bfl.ai:99999/x", "https://delivery.bfl.ai:x/y"]
+)
+def test_malformed_urls_are_refused_not_crashed(url: str) -> None:
+    refused(url)

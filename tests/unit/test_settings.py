@@ -15,7 +15,7 @@ from receiver.settings import Settings, SimSettings, read_environ
 REQUIRED = {
     "BFL_API_KEY": "bfl-key",
     "RECEIVER_PUBLIC_URL": "https://receiver.example/",
-    "RECEIVER_SIGNING_KEYS": "new-key,old-key",
+    "RECEIVER_SIGNING_KEYS": "new-signing-key-0001,old-signing-key-0001",
     "RECEIVER_API_TOKENS": "token-1",
 }
 
@@ -311,6 +311,60 @@ def test_a_bad_http_sink_secret_stops_start_up_without_http_sinks_too() -> None:
         sinks_from_settings(
             Settings(sinks=("stdout://",), http_sink_secret="MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
         )
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        (
+            {"RECEIVER_SIGNING_KEYS": "long-enough-key-01,short"},
+            "RECEIVER_SIGNING_KEYS: key 2 has 5 characters",
+        ),
+        ({"RECEIVER_PUBLIC_URL": "https://"}, "RECEIVER_PUBLIC_URL must be an absolute"),
+        ({"RECEIVER_PUBLIC_URL": "ftp://receiver.example"}, "RECEIVER_PUBLIC_URL must be an absolute"),
+        ({"BFL_API_URL": "http://api.bfl.ai"}, "BFL_API_URL uses plain http to api.bfl.ai"),
+        ({"BFL_API_URL": "api.bfl.ai"}, "BFL_API_URL must be an absolute"),
+        ({"RECEIVER_SINKS": "file://a.jsonl,stdout://,file://a.jsonl"}, "same sink twice: file://a.jsonl"),
+        ({"RECEIVER_LEASE_S": "30", "RECEIVER_DOWNLOAD_TIMEOUT_S": "60"}, "RECEIVER_LEASE_S=30 is shorter"),
+        (
+            {"RECEIVER_SAMPLE_HOSTS": "*.bfl.ai,https://delivery.bfl.ai"},
+            "'https://delivery.bfl.ai' is invalid",
+        ),
+        ({"RECEIVER_SAMPLE_HOSTS": "*"}, "RECEIVER_SAMPLE_HOSTS: '*' is invalid"),
+    ],
+)
+def test_check_refuses_a_configuration_that_cannot_work(changes: dict[str, str], named: str) -> None:
+    message = config_error(lambda env: Settings.from_env(env).check(), REQUIRED | changes)
+    assert named in message
+
+
+def test_check_names_every_problem_at_once_and_no_secret() -> None:
+    environ = REQUIRED | {
+        "RECEIVER_SIGNING_KEYS": "tiny-secret",
+        "BFL_API_URL": "http://api.bfl.ai",
+        "RECEIVER_SAMPLE_HOSTS": "/tmp",
+    }
+    message = config_error(lambda env: Settings.from_env(env).check(), environ)
+    assert all(name in message for name in ("RECEIVER_SIGNING_KEYS", "BFL_API_URL", "RECEIVER_SAMPLE_HOSTS"))
+    assert "tiny-secret" not in message
+
+
+@pytest.mark.parametrize("api", ["http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"])
+def test_plain_http_to_a_loopback_api_is_fine(api: str) -> None:
+    Settings.from_env(REQUIRED | {"BFL_API_URL": api}).check()
+
+
+def test_plain_http_public_url_off_loopback_starts_with_a_warning() -> None:
+    settings = Settings.from_env(REQUIRED | {"RECEIVER_PUBLIC_URL": "http://receiver.example"}).check()
+    assert settings.warnings() == [
+        "RECEIVER_PUBLIC_URL uses plain http to receiver.example: BFL calls https webhook endpoints"
+    ]
+    assert Settings.from_env(REQUIRED | {"RECEIVER_PUBLIC_URL": "http://127.0.0.1:8080"}).warnings() == []
+
+
+def test_confirm_webhooks_is_off_unless_asked() -> None:
+    assert not Settings.from_env(REQUIRED).confirm_webhooks
+    assert Settings.from_env(REQUIRED | {"RECEIVER_CONFIRM_WEBHOOKS": "true"}).confirm_webhooks
 
 
 def test_repr_shows_no_key_token_or_url_credentials() -> None:
