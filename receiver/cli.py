@@ -103,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument(
         "--receiver", help="receiver base URL (default: $RECEIVER_URL or http://127.0.0.1:8080)"
     )
-    edit.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the outcome")
+    edit.add_argument(
+        "--timeout", type=float, default=1800.0, help="seconds to wait for the outcome (default: 1800)"
+    )
     edit.set_defaults(run=_edit)
 
     jobs = commands.add_parser("jobs", help="inspect jobs in the configured store, re-publish events")
