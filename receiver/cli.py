@@ -15,12 +15,14 @@ from typing import Any
 import anyio
 import httpx
 
+from receiver import sse
 from receiver.catalog import CATALOG
 from receiver.errors import ConfigError, ReceiverError
 from receiver.logs import configure_logging
 from receiver.models import FINAL_STATES, JobState
 from receiver.progress import Progress
 from receiver.settings import ClientSettings, Settings, SimSettings
+from receiver.stores.feed import JOB_STATE
 
 # Short names for the two Kontext models; every catalog name is accepted as well.
 MODELS = {"pro": "flux-kontext-pro", "max": "flux-kontext-max"} | {name: name for name in CATALOG}
@@ -169,12 +171,9 @@ def _edit(args: argparse.Namespace) -> int:
         )
         job = _ok(answer, 202)
         progress.update(f"job {job['id']}: {job['state']}")
-        while job["state"] not in FINAL_STATES:
-            if progress.elapsed() > args.timeout:
-                raise TimeoutError(f"no outcome for job {job['id']} after {args.timeout:.0f}s")
-            # Long-poll the receiver (never BFL): the answer comes back as soon as the job settles.
-            job = _ok(http.get(f"/v1/jobs/{job['id']}", params={"wait": 1}), 200)
-            progress.update(f"job {job['id']}: {job['state']}")
+        if job["state"] not in FINAL_STATES:
+            _follow(http, job["id"], progress, args.timeout)
+        job = _ok(http.get(f"/v1/jobs/{job['id']}"), 200)
         progress.done(f"job {job['id']}: {job['outcome']}")
         if job["outcome"] != "completed":
             print(json.dumps(job["error"], indent=2), file=sys.stderr)
@@ -195,6 +194,31 @@ def _read_base64(path: Path) -> str:
         return base64.b64encode(path.read_bytes()).decode()
     except OSError as exc:
         raise ReceiverError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _follow(http: httpx.Client, job_id: str, progress: Progress, timeout: float) -> None:
+    """Show each state of the job as `/v1/events` announces it, until a final one; a dropped stream is
+    resumed where it broke off (`Last-Event-ID`)."""
+    last_id: str | None = None
+    while progress.elapsed() <= timeout:
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        try:
+            with http.stream("GET", "/v1/events", params={"job": job_id}, headers=headers) as stream:
+                if stream.status_code != 200:
+                    stream.read()
+                    _ok(stream, 200)
+                for message in sse.parse(stream.iter_lines()):
+                    last_id = message.id or last_id
+                    if message.event == JOB_STATE:
+                        state = json.loads(message.data)["state"]
+                        progress.update(f"job {job_id}: {state}")
+                        if state in FINAL_STATES:
+                            return
+                    if progress.elapsed() > timeout:
+                        break
+        except httpx.TransportError as exc:  # dropped or timed out: resume
+            progress.update(f"job {job_id}: reconnecting ({type(exc).__name__})")
+    raise TimeoutError(f"no outcome for job {job_id} after {timeout:.0f}s")
 
 
 def _ok(response: httpx.Response, status: int) -> dict[str, Any]:

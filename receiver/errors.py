@@ -45,6 +45,14 @@ class Unauthorized(ReceiverError):
     """Missing or wrong credentials."""
 
 
+class Forbidden(ReceiverError):
+    """Valid credentials, but the request may not be made this way (a browser POST without its CSRF token)."""
+
+
+class Overloaded(ReceiverError):
+    """A per-process limit is reached; the client should retry later, or elsewhere."""
+
+
 class NotFound(ReceiverError):
     """The addressed resource does not exist."""
 

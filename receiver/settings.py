@@ -135,6 +135,8 @@ class Settings:
     lease_s: float = 120.0
     max_polls_per_s: float = 10.0
     shutdown_grace_s: float = 20.0
+    max_streams: int = 500  # open GET /v1/events streams per process
+    heartbeat_s: float = 15.0  # a comment on an idle event stream this often keeps proxies from closing it
     metrics_store_ttl_s: float = 10.0
     retention_days: float | None = None  # None: keep finished jobs and their images forever
     log_level: str = "info"
@@ -182,6 +184,8 @@ class Settings:
             lease_s=env.number("RECEIVER_LEASE_S", defaults.lease_s, 1.0),
             max_polls_per_s=env.number("RECEIVER_MAX_POLLS_PER_S", defaults.max_polls_per_s, 0.01),
             shutdown_grace_s=env.number("RECEIVER_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
+            max_streams=env.integer("RECEIVER_MAX_STREAMS", defaults.max_streams, 1),
+            heartbeat_s=env.number("RECEIVER_SSE_HEARTBEAT_S", defaults.heartbeat_s, 0.01),
             metrics_store_ttl_s=env.number("RECEIVER_METRICS_STORE_TTL_S", defaults.metrics_store_ttl_s),
             retention_days=env.get("RECEIVER_RETENTION_DAYS", defaults.retention_days, _positive),
             log_level=env.text("RECEIVER_LOG_LEVEL", defaults.log_level).lower(),

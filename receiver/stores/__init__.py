@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from receiver.registry import Registry
-from receiver.stores.base import Change, Delivery, DeliveryState, Store, StoreFigures, UpstreamLimits
+from receiver.stores.base import (
+    Change,
+    Delivery,
+    DeliveryState,
+    Overview,
+    Store,
+    StoreFigures,
+    UpstreamLimits,
+)
+from receiver.stores.feed import FeedEntry
 
 STORES: Registry[Store] = Registry(
     "store",
@@ -22,6 +31,8 @@ __all__ = [
     "Change",
     "Delivery",
     "DeliveryState",
+    "FeedEntry",
+    "Overview",
     "Store",
     "StoreFigures",
     "UpstreamLimits",

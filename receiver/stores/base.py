@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+import anyio
+
 from receiver.models import Event, Job, JobState, Transition
 from receiver.resource import Resource
+from receiver.stores.feed import FeedEntry
 
 
 class DeliveryState(StrEnum):
@@ -33,6 +36,16 @@ class Delivery:
 
     def claimed(self, now: float, lease_s: float) -> Delivery:
         return dataclasses.replace(self, attempts=self.attempts + 1, next_at=now + lease_s)
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What the dashboard's overview strip shows."""
+
+    jobs_per_state: dict[str, int]
+    events_last_minute: int  # completion events committed in the minute before `now`
+    dead_letters: int  # jobs with a dead-lettered delivery
+    oldest_undelivered: dict[str, float]  # sink -> when the oldest event not yet delivered there was made
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,19 @@ class Store(Resource, Protocol):
     async def redeliver(self, event_id: str, sinks: Sequence[str], now: float) -> int:
         """Make the event due again for every sink; return how many deliveries were reset."""
 
+    async def feed(
+        self, after: int, *, job_id: str | None = None, types: Collection[str] = (), limit: int = 100
+    ) -> list[FeedEntry]:
+        """Feed entries numbered above `after`, in order: an entry committed later is never numbered
+        below one already read, so a reader that resumes after the last number it saw misses nothing."""
+
+    async def feed_head(self) -> int:
+        """The number of the newest feed entry (0 for none): where a reader of only what is new starts."""
+
+    def feed_changed(self) -> anyio.Event:
+        """Set when the feed next grows (by any process on a shared store); take it before `feed`."""
+
+    async def overview(self, now: float) -> Overview: ...
     def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
         """While open, call `on_change` for the changes processes sharing the store commit (this one's
         included), so their background work starts at once instead of at its next look at the store.

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import anyio
 
 from receiver.models import FINAL_STATES, Event, Job, JobState, Transition, epoch
 from receiver.resource import ResourceBase
-from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
+from receiver.stores.base import Change, Delivery, DeliveryState, Overview, StoreFigures, UpstreamLimits
+from receiver.stores.feed import DELIVERY_STATE, JOB_STATE, FeedEntry, Signal
 
 
 class MemoryStore(ResourceBase):
@@ -19,6 +25,9 @@ class MemoryStore(ResourceBase):
         self._keys: dict[str, str] = {}
         self._events: dict[str, Event] = {}
         self._deliveries: dict[tuple[str, str], Delivery] = {}
+        self._feed: list[FeedEntry] = []  # in seq order
+        self._seq = 0
+        self._signal = Signal()
 
     async def insert(self, job: Job) -> Job:
         if job.idempotency_key is not None and job.idempotency_key in self._keys:
@@ -28,6 +37,7 @@ class MemoryStore(ResourceBase):
         self._jobs[job.id] = job
         if job.idempotency_key is not None:
             self._keys[job.idempotency_key] = job.id
+        self._note(JOB_STATE, job.id, state=job.state.value)
         return job
 
     async def get(self, job_id: str) -> Job | None:
@@ -46,8 +56,11 @@ class MemoryStore(ResourceBase):
             return None
         saved = dataclasses.replace(job, version=job.version + 1)
         self._jobs[job.id] = saved
+        if saved.state != current.state:
+            self._note(JOB_STATE, job.id, state=saved.state.value)
         if event is not None:
             self._events[event.id] = event
+            self._note(event.type, event.id, event=event.to_dict())
             for sink in sinks:
                 self._deliveries[event.id, sink] = Delivery(event.id, sink)
         return saved
@@ -168,7 +181,7 @@ class MemoryStore(ResourceBase):
         current = self._deliveries.get(key)
         if current is None or current.attempts != expected_attempts:
             return False
-        self._deliveries[key] = delivery
+        self._put_delivery(delivery)
         return True
 
     async def complete_delivery(
@@ -184,8 +197,53 @@ class MemoryStore(ResourceBase):
         if event_id not in self._events:
             return 0
         for sink in sinks:
-            self._deliveries[event_id, sink] = Delivery(event_id, sink, next_at=now)
+            self._put_delivery(Delivery(event_id, sink, next_at=now))
         return len(sinks)
+
+    async def feed(
+        self, after: int, *, job_id: str | None = None, types: Collection[str] = (), limit: int = 100
+    ) -> list[FeedEntry]:
+        start = bisect.bisect_right(self._feed, after, key=lambda e: e.seq)
+        entries = (
+            e
+            for e in self._feed[start:]
+            if (job_id is None or e.job_id == job_id) and (not types or e.type in types)
+        )
+        return [e for _, e in zip(range(limit), entries, strict=False)]
+
+    async def feed_head(self) -> int:
+        return self._seq
+
+    def feed_changed(self) -> anyio.Event:
+        return self._signal.changed()
+
+    async def overview(self, now: float) -> Overview:
+        per_state = {state.value: 0 for state in JobState}
+        for job in self._jobs.values():
+            per_state[job.state.value] += 1
+        oldest: dict[str, float] = {}
+        for d in self._deliveries.values():
+            if d.state is not DeliveryState.DELIVERED:
+                made = self._jobs[d.event_id].finished_at or 0.0
+                oldest[d.sink] = min(oldest.get(d.sink, made), made)
+        dead = {d.event_id for d in self._deliveries.values() if d.state is DeliveryState.DEAD}
+        return Overview(
+            jobs_per_state=per_state,
+            events_last_minute=sum(1 for e in self._feed if e.event is not None and e.at >= now - 60),
+            dead_letters=len(dead),
+            oldest_undelivered=oldest,
+        )
+
+    def _put_delivery(self, delivery: Delivery) -> None:
+        current = self._deliveries.get((delivery.event_id, delivery.sink))
+        self._deliveries[delivery.event_id, delivery.sink] = delivery
+        if current is not None and current.state != delivery.state:
+            self._note(DELIVERY_STATE, delivery.event_id, state=delivery.state.value, sink=delivery.sink)
+
+    def _note(self, kind: str, job_id: str, **fields: Any) -> None:
+        self._seq += 1
+        self._feed.append(FeedEntry(self._seq, time.time(), kind, job_id, **fields))
+        self._signal.notify()
 
     def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
@@ -215,4 +273,5 @@ class MemoryStore(ResourceBase):
                 self._keys.pop(job.idempotency_key, None)
         gone = {job.id for job in deleted}
         self._deliveries = {key: d for key, d in self._deliveries.items() if d.event_id not in gone}
+        self._feed = [e for e in self._feed if e.job_id not in gone]
         return len(deleted)

@@ -82,4 +82,53 @@ POSTGRES: tuple[tuple[str, str], ...] = (
             EXECUTE FUNCTION notify_change('delivery_due');
         """,
     ),
+    (
+        "0005_sse_event_feed",
+        # The feed behind GET /v1/events. Writers add rows (by trigger, so no code path can skip one)
+        # with no number; a reader numbers the committed ones under a lock (`PostgresStore._number`),
+        # so a number is never handed out below one a reader has already seen. NOTIFY wakes every replica.
+        """
+        CREATE SEQUENCE IF NOT EXISTS feed_seq;
+        CREATE TABLE IF NOT EXISTS feed (
+            id bigserial PRIMARY KEY,
+            seq bigint UNIQUE,
+            at double precision NOT NULL DEFAULT extract(epoch FROM clock_timestamp()),
+            type text NOT NULL,
+            job_id text NOT NULL,
+            state text,
+            sink text,
+            body json
+        );
+        CREATE INDEX IF NOT EXISTS feed_unnumbered ON feed (id) WHERE seq IS NULL;
+        CREATE INDEX IF NOT EXISTS feed_job ON feed (job_id, seq);
+        CREATE OR REPLACE FUNCTION feed_note() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'UPDATE' AND NEW.state IS NOT DISTINCT FROM OLD.state THEN
+                RETURN NULL;
+            END IF;
+            IF TG_TABLE_NAME = 'jobs' THEN
+                INSERT INTO feed (type, job_id, state) VALUES ('kontext.job.state', NEW.id, NEW.state);
+            ELSIF TG_TABLE_NAME = 'deliveries' THEN
+                INSERT INTO feed (type, job_id, state, sink)
+                VALUES ('kontext.delivery.state', NEW.event_id, NEW.state, NEW.sink);
+            END IF;
+            PERFORM pg_notify('kontext_receiver_feed', TG_TABLE_SCHEMA);
+            RETURN NULL;
+        END $$;
+        CREATE OR REPLACE FUNCTION feed_event() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO feed (type, job_id, body) VALUES (NEW.body->>'type', NEW.id, NEW.body);
+            PERFORM pg_notify('kontext_receiver_feed', TG_TABLE_SCHEMA);
+            RETURN NULL;
+        END $$;
+        DROP TRIGGER IF EXISTS feed_job ON jobs;
+        CREATE TRIGGER feed_job AFTER INSERT OR UPDATE OF state ON jobs
+            FOR EACH ROW EXECUTE FUNCTION feed_note();
+        DROP TRIGGER IF EXISTS feed_delivery ON deliveries;
+        CREATE TRIGGER feed_delivery AFTER UPDATE OF state ON deliveries
+            FOR EACH ROW EXECUTE FUNCTION feed_note();
+        DROP TRIGGER IF EXISTS feed_event ON events;
+        CREATE TRIGGER feed_event AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION feed_event();
+        """,
+    ),
 )

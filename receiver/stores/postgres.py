@@ -21,7 +21,8 @@ from receiver.models import Event, Job, JobState, Transition
 from receiver.registry import redact
 from receiver.resource import ResourceBase
 from receiver.stores import migrations
-from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
+from receiver.stores.base import Change, Delivery, DeliveryState, Overview, StoreFigures, UpstreamLimits
+from receiver.stores.feed import FEED_COLUMNS, FeedEntry, Signal, entry_from_row
 from receiver.stores.rows import (
     FINAL_STATE_NAMES,
     JOB_TABLES,
@@ -46,6 +47,7 @@ COMMAND_TIMEOUT_S = 10.0
 ACQUIRE_TIMEOUT_S = 10.0
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+FEED_CHANNEL = "kontext_receiver_feed"  # the payload names the schema whose feed grew
 CHANGES = frozenset(Change)
 LISTEN_RETRY_S = 1.0  # between attempts to listen again after the connection was lost
 
@@ -64,6 +66,8 @@ class PostgresStore(ResourceBase):
         self.max_connections = max_connections
         self.applied: list[str] = []  # the migrations `open` applied
         self._pool: asyncpg.Pool | None = None
+        self._feed_listener: asyncpg.Connection | None = None  # LISTENs for FEED_CHANNEL
+        self._signal = Signal()
         self._schema_in_use = schema or ""  # the tables' schema (found at `open` when not named)
         self._listening: asyncpg.Connection | None = None  # while `watch` is open
         self._reporting = False  # this replica reports the store's figures (see `figures`)
@@ -97,6 +101,7 @@ class PostgresStore(ResourceBase):
                 async with pool.acquire() as conn:
                     self.applied = await apply_migrations(conn, self.schema)
                     self._schema_in_use = await conn.fetchval("SELECT current_schema()")
+                await self._listen_for_feed()
             except BaseException:
                 await pool.close()
                 raise
@@ -106,10 +111,24 @@ class PostgresStore(ResourceBase):
             log.info("store.migrated", schema=self.schema, applied=self.applied)
         self._pool = pool
 
+    async def _listen_for_feed(self) -> None:
+        """LISTEN for feed growth on a connection of its own (again, after it was lost)."""
+        if self._feed_listener is None or self._feed_listener.is_closed():
+            listener = await asyncpg.connect(self.dsn)
+            await listener.add_listener(FEED_CHANNEL, self._on_feed_notify)
+            self._feed_listener = listener
+
+    def _on_feed_notify(self, conn: object, pid: int, channel: str, schema: str) -> None:
+        if schema == self._schema_in_use:
+            self._signal.notify()
+
     def _acquire(self) -> Any:
         return self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
 
     async def aclose(self) -> None:
+        if self._feed_listener is not None:
+            listener, self._feed_listener = self._feed_listener, None
+            await listener.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -308,6 +327,64 @@ class PostgresStore(ResourceBase):
                 [(event_id, sink, DeliveryState.PENDING.value, now) for sink in sinks],
             )
         return len(sinks)
+
+    async def feed(
+        self, after: int, *, job_id: str | None = None, types: Collection[str] = (), limit: int = 100
+    ) -> list[FeedEntry]:
+        await self._listen_for_feed()
+        await self._number()
+        sql = f"SELECT {FEED_COLUMNS} FROM feed WHERE seq > $1"  # noqa: S608 - constants and $n only
+        args: list[Any] = [after]
+        if job_id is not None:
+            args.append(job_id)
+            sql += f" AND job_id = ${len(args)}"
+        if types:
+            args.append(list(types))
+            sql += f" AND type = ANY(${len(args)}::text[])"
+        args.append(limit)
+        rows = await self.pool.fetch(sql + f" ORDER BY seq LIMIT ${len(args)}", *args)
+        return [entry_from_row(tuple(row)) for row in rows]
+
+    async def _number(self) -> None:
+        """Number the committed feed rows that have no number yet, under a lock: rows committed later
+        get higher numbers, even when their transaction began first."""
+        if await self.pool.fetchval("SELECT 1 FROM feed WHERE seq IS NULL LIMIT 1") is None:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            lock = f"kontext-receiver.feed:{self.schema or ''}"
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock)
+            await conn.execute(
+                "WITH numbered AS (SELECT id, nextval('feed_seq') AS seq"
+                " FROM (SELECT id FROM feed WHERE seq IS NULL ORDER BY id) AS waiting)"
+                " UPDATE feed SET seq = numbered.seq FROM numbered WHERE feed.id = numbered.id"
+            )
+
+    async def feed_head(self) -> int:
+        await self._number()
+        return int(await self.pool.fetchval("SELECT coalesce(max(seq), 0) FROM feed"))
+
+    def feed_changed(self) -> anyio.Event:
+        return self._signal.changed()
+
+    async def overview(self, now: float) -> Overview:
+        states = await self.pool.fetch("SELECT state, count(*) FROM jobs GROUP BY state")
+        recent = await self.pool.fetchval(
+            "SELECT count(*) FROM feed WHERE body IS NOT NULL AND at >= $1", now - 60
+        )
+        dead = await self.pool.fetchval(
+            "SELECT count(DISTINCT event_id) FROM deliveries WHERE state = $1", DeliveryState.DEAD.value
+        )
+        oldest = await self.pool.fetch(
+            "SELECT d.sink, min((j.doc->>'finished_at')::float8) FROM deliveries d"
+            " JOIN jobs j ON j.id = d.event_id WHERE d.state <> $1 GROUP BY d.sink",
+            DeliveryState.DELIVERED.value,
+        )
+        return Overview(
+            jobs_per_state={state.value: 0 for state in JobState} | {row[0]: int(row[1]) for row in states},
+            events_last_minute=int(recent),
+            dead_letters=int(dead),
+            oldest_undelivered={row[0]: float(row[1] or 0.0) for row in oldest},
+        )
 
     @asynccontextmanager
     async def watch(self, on_change: Callable[[Change], None]) -> AsyncIterator[None]:

@@ -13,7 +13,13 @@ from receiver.stores.base import Delivery, DeliveryState, StoreFigures
 DELIVERY_COLUMNS = "event_id, sink, state, attempts, next_at, last_error, delivered_at"
 FINAL_STATE_NAMES = sorted(state.value for state in FINAL_STATES)
 # What a job leaves behind in each table, by the column naming it: deleted with the job.
-JOB_TABLES = (("deliveries", "event_id"), ("events", "id"), ("job_inputs", "job_id"), ("jobs", "id"))
+JOB_TABLES = (
+    ("deliveries", "event_id"),
+    ("events", "id"),
+    ("job_inputs", "job_id"),
+    ("feed", "job_id"),
+    ("jobs", "id"),  # last: its count is the answer
+)
 SELECT_DELIVERIES = f"SELECT {DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - constants only
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -17,7 +18,8 @@ import anyio.to_thread
 from receiver.errors import ConfigError
 from receiver.models import Event, Job, JobState, Transition
 from receiver.resource import ResourceBase
-from receiver.stores.base import Change, Delivery, DeliveryState, StoreFigures, UpstreamLimits
+from receiver.stores.base import Change, Delivery, DeliveryState, Overview, StoreFigures, UpstreamLimits
+from receiver.stores.feed import FEED_COLUMNS, FeedEntry, Signal, entry_from_row
 from receiver.stores.rows import (
     DELIVERY_COLUMNS,
     FINAL_STATE_NAMES,
@@ -67,7 +69,33 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (event_id, sink)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at);
-"""
+CREATE TABLE IF NOT EXISTS feed (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    type TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    state TEXT,
+    sink TEXT,
+    body TEXT
+);
+CREATE INDEX IF NOT EXISTS feed_job ON feed (job_id, seq);
+CREATE TRIGGER IF NOT EXISTS feed_job_created AFTER INSERT ON jobs BEGIN
+    INSERT INTO feed (at, type, job_id, state) VALUES (NOW_S, 'kontext.job.state', NEW.id, NEW.state);
+END;
+CREATE TRIGGER IF NOT EXISTS feed_job_state AFTER UPDATE OF state ON jobs
+WHEN NEW.state IS NOT OLD.state BEGIN
+    INSERT INTO feed (at, type, job_id, state) VALUES (NOW_S, 'kontext.job.state', NEW.id, NEW.state);
+END;
+CREATE TRIGGER IF NOT EXISTS feed_event AFTER INSERT ON events BEGIN
+    INSERT INTO feed (at, type, job_id, body)
+    VALUES (NOW_S, json_extract(NEW.body, '$.type'), NEW.id, NEW.body);
+END;
+CREATE TRIGGER IF NOT EXISTS feed_delivery_state AFTER UPDATE OF state ON deliveries
+WHEN NEW.state IS NOT OLD.state BEGIN
+    INSERT INTO feed (at, type, job_id, state, sink)
+    VALUES (NOW_S, 'kontext.delivery.state', NEW.event_id, NEW.state, NEW.sink);
+END;
+""".replace("NOW_S", "(julianday('now') - 2440587.5) * 86400.0")
 
 
 class SQLiteStore(ResourceBase):
@@ -82,6 +110,8 @@ class SQLiteStore(ResourceBase):
         self._writer: WriterThread | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_slot = anyio.CapacityLimiter(1)  # one reader at a time on the read connection
+        self._signal = Signal()
+        self._feed_head = 0  # the last feed number the writer committed (read in the writer thread)
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -98,7 +128,9 @@ class SQLiteStore(ResourceBase):
         writer = await anyio.to_thread.run_sync(self._connect)
         writer.executescript(_SCHEMA)
         _upgrade(writer)
-        self._writer = WriterThread(writer)
+        self._feed_head = _feed_head(writer)
+        loop = asyncio.get_running_loop()
+        self._writer = WriterThread(writer, on_commit=lambda: self._after_commit(writer, loop))
         # An in-memory database exists only on its one connection: there, reads queue with the writes.
         self._reader = writer if self.path == ":memory:" else await anyio.to_thread.run_sync(self._connect)
 
@@ -120,6 +152,14 @@ class SQLiteStore(ResourceBase):
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
+
+    def _after_commit(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """In the writer thread, after each commit: wake feed readers when the feed grew."""
+        head = _feed_head(conn)
+        if head > self._feed_head:
+            self._feed_head = head
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads any more
+                loop.call_soon_threadsafe(self._signal.notify)
 
     async def _write(self, write: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
@@ -332,6 +372,46 @@ class SQLiteStore(ResourceBase):
 
         return await self._write(reset)
 
+    async def feed(
+        self, after: int, *, job_id: str | None = None, types: Collection[str] = (), limit: int = 100
+    ) -> list[FeedEntry]:
+        sql = f"SELECT {FEED_COLUMNS} FROM feed WHERE seq > ?"  # noqa: S608 - constants and "?" only
+        params: tuple[Any, ...] = (after,)
+        if job_id is not None:
+            sql += " AND job_id = ?"
+            params += (job_id,)
+        if types:
+            sql += f" AND type IN ({','.join('?' * len(types))})"
+            params += tuple(types)
+        rows = await self._read(sql + " ORDER BY seq LIMIT ?", (*params, limit), many=True)
+        return [entry_from_row(row) for row in rows]
+
+    async def feed_head(self) -> int:
+        row = await self._read("SELECT MAX(seq) FROM feed", ())
+        return int(row[0] or 0)
+
+    def feed_changed(self) -> anyio.Event:
+        return self._signal.changed()
+
+    async def overview(self, now: float) -> Overview:
+        states = await self._read("SELECT state, COUNT(*) FROM jobs GROUP BY state", (), many=True)
+        recent = await self._read("SELECT COUNT(*) FROM feed WHERE body IS NOT NULL AND at >= ?", (now - 60,))
+        dead = await self._read(
+            "SELECT COUNT(DISTINCT event_id) FROM deliveries WHERE state = ?", (DeliveryState.DEAD.value,)
+        )
+        oldest = await self._read(
+            "SELECT d.sink, MIN(json_extract(j.doc, '$.finished_at')) FROM deliveries d"
+            " JOIN jobs j ON j.id = d.event_id WHERE d.state != ? GROUP BY d.sink",
+            (DeliveryState.DELIVERED.value,),
+            many=True,
+        )
+        return Overview(
+            jobs_per_state={state.value: 0 for state in JobState} | {row[0]: int(row[1]) for row in states},
+            events_last_minute=int(recent[0]),
+            dead_letters=int(dead[0]),
+            oldest_undelivered={row[0]: float(row[1] or 0.0) for row in oldest},
+        )
+
     def watch(self, on_change: Callable[[Change], None]) -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
@@ -362,6 +442,11 @@ class SQLiteStore(ResourceBase):
             return int(deleted)
 
         return await self._write(delete) if ids else 0
+
+
+def _feed_head(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(seq) FROM feed").fetchone()
+    return int(row[0] or 0)
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:

@@ -26,8 +26,9 @@ _Write = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", async
 
 
 class WriterThread:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, on_commit: Callable[[], None] = lambda: None) -> None:
         self.conn = conn
+        self.on_commit = on_commit  # runs in this thread after every commit
         self._queue: queue.SimpleQueue[_Write | object] = queue.SimpleQueue()
         self._urgent: queue.SimpleQueue[_Write] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
@@ -93,6 +94,9 @@ class WriterThread:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             outcomes = [(False, exc)] * len(batch)
+        else:
+            with contextlib.suppress(sqlite3.Error):  # a failed look after the commit changes nothing
+                self.on_commit()
         # One wake-up of each waiting event loop per transaction, not one per write.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, done, loop), (ok, value) in zip(batch, outcomes, strict=True):

@@ -20,11 +20,12 @@ from receiver.services import Clock, open_services
 from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store
-from receiver.web import edits, health, jobs, webhooks
+from receiver.web import dashboard, edits, events, health, jobs, webhooks
 from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
 from receiver.web.limits import RequestLimits
 from receiver.web.openapi import OPENAPI, build_openapi
 from receiver.web.schemas import EDIT_BODIES, EditBodies
+from receiver.web.thumbnails import ThumbnailCache
 from receiver.worker.runner import release_claims, run_workers
 from receiver.worker.scheduler import Scheduler
 
@@ -37,8 +38,11 @@ API_ROUTES = [
     Route("/v1/jobs/{job_id}/image", jobs.get_image, methods=["GET"]),
     Route("/v1/jobs/{job_id}/input", jobs.get_input, methods=["GET"]),
     Route("/v1/jobs/{job_id}/redeliver", jobs.redeliver, methods=["POST"]),
+    Route("/v1/events", events.stream_events, methods=["GET"]),
+    Route("/v1/overview", jobs.overview, methods=["GET"]),
     Route("/webhooks/bfl/{job_id}", webhooks.bfl_webhook, methods=["POST"]),
     Route("/openapi.json", health.openapi, methods=["GET"]),
+    *dashboard.ROUTES,
 ]
 # What every process answers, the worker alone included.
 HEALTH_ROUTES = [
@@ -76,6 +80,8 @@ def create_app(
         ) as svc:
             scheduler = Scheduler.for_services(svc, downloads=workers)
             app.state.services, app.state.scheduler = svc, scheduler
+            app.state.streams = events.StreamSlots(settings.max_streams)
+            app.state.thumbnails = ThumbnailCache()
             async with anyio.create_task_group() as tg:
                 if workers:
                     await tg.start(run_workers, svc, scheduler)

@@ -19,8 +19,10 @@ from receiver.bfl.sansio import decode_json
 from receiver.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     InvalidRequest,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     ReceiverError,
     RequestTimeout,
@@ -32,6 +34,7 @@ from receiver.errors import (
     Unavailable,
 )
 from receiver.services import Services
+from receiver.web import session
 from receiver.web.limits import RequestLimits
 from receiver.worker.handover import Handover
 
@@ -40,6 +43,7 @@ log = structlog.get_logger("receiver.web")
 STATUS: dict[type[ReceiverError], int] = {
     BadRequest: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     RequestTimeout: 408,
@@ -47,6 +51,7 @@ STATUS: dict[type[ReceiverError], int] = {
     InvalidRequest: 422,
     TooManyRequests: 429,
     Unavailable: 503,
+    Overloaded: 503,
     StorageUnavailable: 503,
 }
 
@@ -94,18 +99,29 @@ def parse_json(body: bytes) -> Any:
 
 
 def require_token(request: Request) -> None:
-    """Check `Authorization: Bearer <token>` against RECEIVER_API_TOKENS, in constant time."""
-    tokens = services(request).settings.api_tokens
+    """Check `Authorization: Bearer <token>` against RECEIVER_API_TOKENS, in constant time; without that
+    header, a dashboard session cookie will do (and, for anything but a read, its CSRF token)."""
+    settings = services(request).settings
+    tokens = settings.api_tokens
     if not tokens:  # only a demo receiver runs without tokens (`Settings.check` refuses otherwise)
         return
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    header = request.headers.get("authorization")
+    if header is None and session.COOKIE in request.cookies:
+        session.require(request, settings)
+        return
+    scheme, _, presented = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not presented:
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    if not token_matches(tokens, presented.strip()):
+        raise Unauthorized("invalid bearer token")
+
+
+def token_matches(tokens: tuple[str, ...], presented: str) -> bool:
+    """Whether `presented` is one of `tokens`, comparing with every one in constant time."""
     matched = False
     for token in tokens:
-        matched |= hmac.compare_digest(token.encode(), presented.strip().encode())
-    if not matched:
-        raise Unauthorized("invalid bearer token")
+        matched |= hmac.compare_digest(token.encode(), presented.encode("utf-8", "surrogateescape"))
+    return matched
 
 
 async def on_receiver_error(request: Request, exc: Exception) -> Response:

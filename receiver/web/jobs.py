@@ -10,10 +10,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from receiver.blobs import image_key
 from receiver.errors import Conflict, NotFound
-from receiver.models import FINAL_STATES, Job
+from receiver.models import FINAL_STATES, Job, isotime
+from receiver.sinks import reachability
 from receiver.web.common import handover, require_token, services
 from receiver.web.ranges import RangeNotSatisfiable, byte_range
-from receiver.web.schemas import InputQuery, JobQuery, JobsQuery, validate
+from receiver.web.schemas import ImageQuery, InputQuery, JobQuery, JobsQuery, validate
+from receiver.web.thumbnails import CONTENT_TYPE as THUMBNAIL_TYPE
+from receiver.web.thumbnails import ThumbnailCache
 from receiver.web.views import job_view
 from receiver.worker.handover import Work
 
@@ -40,32 +43,60 @@ async def list_jobs(request: Request) -> JSONResponse:
     jobs = await svc.store.list_jobs(
         state=query.state, dead_letter=query.delivery == "dead", limit=query.limit, offset=query.offset
     )
-    return JSONResponse(
-        {"jobs": [job_view(job) for job in jobs], "limit": query.limit, "offset": query.offset}
-    )
+    with_deliveries = query.include == "deliveries"
+    views = [job_view(job, await svc.store.deliveries(job.id) if with_deliveries else None) for job in jobs]
+    return JSONResponse({"jobs": views, "limit": query.limit, "offset": query.offset})
 
 
 async def get_image(request: Request) -> Response:
+    """The stored result; with `?width=N`, a thumbnail N pixels wide (WebP)."""
     require_token(request)
+    width = validate(ImageQuery, dict(request.query_params), "query").width
     job = await _job(request)
     if job.image is None:
         raise NotFound(f"job {job.id} has no stored image (state {job.state.value})")
     image = job.image
     key = image_key(job.id, image.content_type)
+    if width is not None:
+        return await _thumbnail(request, key, image.sha256, width)
     return await _blob_response(request, key, image.content_type, image.bytes, image.sha256)
 
 
 async def get_input(request: Request) -> Response:
-    """An input image of the job: `?index=N` picks one of several (from 0, the default)."""
+    """An input image of the job: `?index=N` picks one of several (from 0, the default); with
+    `?width=N`, a thumbnail N pixels wide (WebP)."""
     require_token(request)
+    query = validate(InputQuery, dict(request.query_params), "query")
     job = await _job(request)
     if not job.inputs:
         raise NotFound(f"job {job.id} has no stored input image (it was given by URL, or is older)")
-    index = validate(InputQuery, dict(request.query_params), "query").index
+    index = query.index
     if index >= len(job.inputs):
         raise NotFound(f"job {job.id} has {len(job.inputs)} input image(s); there is no index {index}")
     stored = job.inputs[index]
+    if query.width is not None:
+        return await _thumbnail(request, stored.key, stored.sha256, query.width)
     return await _blob_response(request, stored.key, stored.content_type, stored.bytes, stored.sha256)
+
+
+async def overview(request: Request) -> JSONResponse:
+    """Jobs per state, completion events in the last minute, dead letters, oldest undelivered per sink."""
+    require_token(request)
+    svc = services(request)
+    now = svc.clock()
+    seen = await svc.store.overview(now)
+    return JSONResponse(
+        {
+            "jobs": seen.jobs_per_state,
+            "events_per_minute": seen.events_last_minute,
+            "dead_letters": seen.dead_letters,
+            "oldest_undelivered": {
+                sink: {"since": isotime(made), "age_s": round(max(0.0, now - made), 1)}
+                for sink, made in sorted(seen.oldest_undelivered.items())
+            },
+            "sinks": await reachability(svc.sinks),
+        }
+    )
 
 
 async def redeliver(request: Request) -> JSONResponse:
@@ -102,6 +133,26 @@ async def _blob_response(request: Request, key: str, content_type: str, size: in
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     return StreamingResponse(
         _prepend(first, chunks), status_code=206 if wanted else 200, media_type=content_type, headers=headers
+    )
+
+
+async def _thumbnail(request: Request, key: str, sha256: str, width: int) -> Response:
+    """A WebP thumbnail of the blob, made once per sha256 and width."""
+    blobs = services(request).blobs
+
+    async def load() -> bytes:
+        return b"".join([chunk async for chunk in blobs.read(key)])
+
+    thumbnails: ThumbnailCache = request.app.state.thumbnails
+    return Response(
+        await thumbnails.get(sha256, width, load),
+        media_type=THUMBNAIL_TYPE,
+        # A thumbnail is made whole: a Range asked of it is ignored (RFC 9110 allows that).
+        headers={
+            "ETag": f'"{sha256}-{width}"',
+            "Accept-Ranges": "none",
+            "Cache-Control": "private, max-age=86400",
+        },
     )
 
 

@@ -18,12 +18,15 @@ from receiver.web.schemas import (
     EDIT_BODIES,
     EditBodies,
     ErrorAnswer,
+    EventsQuery,
+    ImageQuery,
     InputQuery,
     InvalidAnswer,
     JobAnswer,
     JobListAnswer,
     JobQuery,
     JobsQuery,
+    OverviewAnswer,
     Query,
     ReadyAnswer,
     RedeliveredAnswer,
@@ -99,8 +102,9 @@ _IMAGE = {
         "description": "The image",
         "headers": {
             "Content-Length": _HEADER | {"required": True},
-            "ETag": _HEADER | {"required": True, "description": "The image's sha256"},
-            "Accept-Ranges": _HEADER | {"required": True, "description": "`bytes`"},
+            "ETag": _HEADER
+            | {"required": True, "description": "The image's sha256 (and width, for a thumbnail)"},
+            "Accept-Ranges": _HEADER | {"required": True, "description": "`bytes` (`none` for a thumbnail)"},
         },
         "content": _IMAGE_CONTENT,
     },
@@ -145,8 +149,11 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
         bodies.schema,
         JobQuery,
         JobsQuery,
+        ImageQuery,
         InputQuery,
+        EventsQuery,
         JobAnswer,
+        OverviewAnswer,
         JobListAnswer,
         RedeliveredAnswer,
         WebhookAnswer,
@@ -159,7 +166,9 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
     schemas: dict[str, Any] = defs["$defs"]
     job_query = _query_parameters(JobQuery, schemas)
     jobs_query = _query_parameters(JobsQuery, schemas)
+    image_query = _query_parameters(ImageQuery, schemas)
     input_query = _query_parameters(InputQuery, schemas)
+    events_query = _query_parameters(EventsQuery, schemas)
     schemas["BflWebhook"] = _BFL_WEBHOOK
     return {
         "openapi": "3.1.0",
@@ -266,13 +275,14 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
             "/v1/jobs/{job_id}/image": {
                 "get": {
                     "operationId": "getJobImage",
-                    "summary": "The stored result image",
+                    "summary": "The stored result image, or a thumbnail of it",
                     "security": _BEARER,
-                    "parameters": [_JOB_ID, _RANGE],
+                    "parameters": [_JOB_ID, *image_query, _RANGE],
                     "responses": _IMAGE
                     | {
                         "401": _UNAUTHORIZED,
                         "404": _error("No such job, or it has no stored image"),
+                        "422": _INVALID,
                         "503": _UNAVAILABLE,
                     },
                 }
@@ -280,7 +290,7 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
             "/v1/jobs/{job_id}/input": {
                 "get": {
                     "operationId": "getJobInput",
-                    "summary": "An input image of the edit, as it was submitted",
+                    "summary": "An input image of the edit, as it was submitted, or a thumbnail of it",
                     "security": _BEARER,
                     "parameters": [_JOB_ID, *input_query, _RANGE],
                     "responses": _IMAGE
@@ -305,6 +315,44 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                         "404": _NO_JOB,
                         "409": _error("The job has no event yet"),
                     },
+                }
+            },
+            "/v1/events": {
+                "get": {
+                    "operationId": "streamEvents",
+                    "summary": "Server-Sent Events: job states, completion CloudEvents, delivery states",
+                    "description": "Each entry is `id: <n>`, `event: <type>`, `data: <JSON>`, in "
+                    "the order the store committed them; `Last-Event-ID` (or `after`) resumes after an "
+                    "entry on any replica of the same store. An idle stream gets a `: heartbeat` "
+                    "comment every RECEIVER_SSE_HEARTBEAT_S seconds.",
+                    "security": _BEARER,
+                    "parameters": [
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "description": "The last event id seen; the stream resumes after it",
+                            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                        },
+                        *events_query,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The stream, until the client leaves",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "401": _UNAUTHORIZED,
+                        "422": _INVALID,
+                        "503": _error("RECEIVER_MAX_STREAMS streams are open in this process; retry later"),
+                    },
+                }
+            },
+            "/v1/overview": {
+                "get": {
+                    "operationId": "overview",
+                    "summary": "Jobs per state, completion events per minute, dead letters, and the oldest "
+                    "undelivered event per sink",
+                    "security": _BEARER,
+                    "responses": {"200": _json("The overview", OverviewAnswer), "401": _UNAUTHORIZED},
                 }
             },
             "/webhooks/bfl/{job_id}": {

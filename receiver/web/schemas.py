@@ -62,6 +62,7 @@ MAX_METADATA_BYTES = 16 * 1024
 MAX_WAIT_S = 60.0
 MAX_PAGE = 500
 MAX_OFFSET = 10**9
+MIN_THUMBNAIL, MAX_THUMBNAIL = 16, 1024
 
 Location = Literal["body", "query", "header", "path"]
 T = TypeVar("T", bound=BaseModel)
@@ -474,10 +475,45 @@ class JobsQuery(Query):
     )
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 50
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
+    include: Literal["deliveries"] | None = Field(
+        default=None,
+        description="`deliveries`: each job with its deliveries, as `GET /v1/jobs/{job_id}` has them",
+        json_schema_extra=_not_nullable,
+    )
 
 
-class InputQuery(Query):
+class ImageQuery(Query):
+    width: Annotated[int, Field(ge=MIN_THUMBNAIL, le=MAX_THUMBNAIL)] | None = Field(
+        default=None,
+        description="A WebP thumbnail this many pixels wide (never wider than the image) instead",
+        json_schema_extra=_not_nullable,
+    )
+
+
+class InputQuery(ImageQuery):
     index: Annotated[int, Field(ge=0, description="Which input image, from 0")] = 0
+
+
+class EventsQuery(Query):
+    after: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Start after this event id (as `Last-Event-ID` does); without either, the stream "
+        "starts with what happens next, or with `job`, at that job's first entry",
+        json_schema_extra=_not_nullable,
+    )
+    job: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, description="Only this job's entries", json_schema_extra=_not_nullable
+    )
+    type: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None,
+        description="Only these types, comma-separated: kontext.job.state, kontext.delivery.state, "
+        "kontext.edit.completed, kontext.edit.failed, kontext.edit.moderated, kontext.edit.expired",
+        json_schema_extra=_not_nullable,
+    )
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(name for name in (self.type or "").split(",") if name)
 
 
 # Answers, for the API description (the handlers build them as plain dicts; the schemathesis run in
@@ -569,7 +605,9 @@ class JobAnswer(Answer):
     timings: TimingsAnswer
     links: LinksAnswer
     deliveries: list[DeliveryAnswer] | None = Field(
-        default=None, description="Only in `GET /v1/jobs/{job_id}`", json_schema_extra=_not_nullable
+        default=None,
+        description="Only in `GET /v1/jobs/{job_id}`, and in `GET /v1/jobs?include=deliveries`",
+        json_schema_extra=_not_nullable,
     )
 
 
@@ -577,6 +615,26 @@ class JobListAnswer(Answer):
     jobs: list[JobAnswer]
     limit: int
     offset: int
+
+
+class UndeliveredAnswer(Answer):
+    since: str | None = Field(description="When the oldest event not yet delivered to the sink was made")
+    age_s: float
+
+
+class ReachabilityAnswer(Answer):
+    reachable: bool
+    error: str | None = Field(default=None, json_schema_extra=_not_nullable)
+
+
+class OverviewAnswer(Answer):
+    jobs: dict[str, int] = Field(description="Jobs per state (every state, 0 included)")
+    events_per_minute: int = Field(description="Completion events made in the last 60 s")
+    dead_letters: int = Field(description="Jobs with a dead-lettered delivery")
+    oldest_undelivered: dict[str, UndeliveredAnswer] = Field(description="Per sink with anything undelivered")
+    sinks: dict[str, ReachabilityAnswer] = Field(
+        description="Every configured sink, by name: whether it answered a ping just now (as in /readyz)"
+    )
 
 
 class RedeliveredAnswer(Answer):

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from receiver.logs import configure_logging
-from tests.bench import ack, completions, postgres, redis_sink, s3, upstream
+from tests.bench import ack, completions, postgres, redis_sink, s3, streams, upstream
 from tests.bench.context import Context
 from tests.bench.launch import start_result_server
 from tests.bench.plan import Plan
@@ -47,6 +47,7 @@ def scenarios() -> list[tuple[str, Scenario]]:
         ("7s peak memory, S3 blobs", lambda ctx: [s3.peak_memory_s3(ctx)]),
         ("8 postgres", postgres.postgres),
         ("8 redis sink", redis_sink.redis_sink),
+        ("9 idle streams", streams.idle_streams),
     ]
 
 

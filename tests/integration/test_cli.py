@@ -66,6 +66,8 @@ def test_edit_waits_for_the_outcome_and_writes_the_image(tmp_path: Path) -> None
         assert job["model"] == "flux-kontext-max" and job["outcome"] == "completed"
         assert hashlib.sha256(out.read_bytes()).hexdigest() == job["image"]["sha256"]
         assert "completed" in result.stderr  # the progress display's last line
+        shown = [line.rsplit(": ", 1)[-1] for line in result.stderr.splitlines() if line.startswith("[")]
+        assert shown == ["created", "submitted", "received", "stored"]  # each state, from /v1/events
 
 
 def test_edit_sends_references_and_the_flux2_fields_to_any_catalog_model(tmp_path: Path) -> None:
