@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -34,11 +35,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"kontext-receiver: configuration error: {exc}", file=sys.stderr)
         code = 2
+    except httpx.TransportError as exc:
+        origin = exc.request.url.copy_with(path="/", query=None, userinfo=b"")
+        print(f"kontext-receiver: cannot reach the receiver at {origin} ({exc})", file=sys.stderr)
+        code = 1
     except (ReceiverError, httpx.HTTPError, TimeoutError) as exc:
         print(f"kontext-receiver: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `jobs show ID | head`: the reader went away; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
     sys.exit(code)
 
 
@@ -103,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument(
         "--receiver", help="receiver base URL (default: $RECEIVER_URL or http://127.0.0.1:8080)"
     )
-    edit.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the outcome")
+    edit.add_argument(
+        "--timeout", type=float, default=1800.0, help="seconds to wait for the outcome (default: 1800)"
+    )
     edit.set_defaults(run=_edit)
 
     jobs = commands.add_parser("jobs", help="inspect jobs in the configured store, re-publish events")
@@ -173,7 +183,7 @@ def _edit(args: argparse.Namespace) -> int:
     client = ClientSettings.from_env()
     url = (args.receiver or client.receiver_url).rstrip("/")
     headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
-    images = [base64.b64encode(path.read_bytes()).decode() for path in (args.image, *args.ref)]
+    images = [_read_base64(path) for path in (args.image, *args.ref)]
     options = {key: getattr(args, key) for key in ("width", "height", "steps", "guidance")}
     body = {"prompt": args.prompt, "images": images, "model": MODELS[args.model]}
     progress = Progress()
@@ -199,6 +209,13 @@ def _edit(args: argparse.Namespace) -> int:
             print(f"edited image written to {args.out}")
     print(json.dumps(job, indent=2))
     return 0
+
+
+def _read_base64(path: Path) -> str:
+    try:
+        return base64.b64encode(path.read_bytes()).decode()
+    except OSError as exc:
+        raise ReceiverError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def _follow(http: httpx.Client, job_id: str, progress: Progress, timeout: float) -> None:
@@ -315,5 +332,15 @@ def _db_migrate(args: argparse.Namespace) -> int:
 
 def _store() -> Any:
     from receiver.stores import store_from_url
+    from receiver.stores.sqlite import SQLiteStore
 
-    return store_from_url(Settings.from_env().store_url)
+    url = Settings.from_env().store_url
+    store = store_from_url(url)
+    # Opening a SQLite path creates it: a `jobs` command run away from the receiver's folder would
+    # show an empty, new store rather than say it is looking in the wrong place.
+    if isinstance(store, SQLiteStore) and store.path != ":memory:" and not Path(store.path).exists():
+        raise ReceiverError(
+            f"no store at {Path(store.path).resolve()} (RECEIVER_STORE_URL={url}): run this where the "
+            "receiver runs, or set RECEIVER_STORE_URL to its database"
+        )
+    return store

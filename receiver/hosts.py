@@ -83,7 +83,9 @@ def check_sample_url(url: str, patterns: Sequence[str]) -> tuple[str, int]:
     if not exact and not (any(p.covers(host) for p in allowed) and not is_internal(host)):
         raise SampleRejected(f"sample host {host} port {port} is not in RECEIVER_SAMPLE_HOSTS")
     if parts.scheme == "http" and not exact:
-        raise SampleRejected(f"plain http is allowed only from hosts named exactly, not {host}")
+        raise SampleRejected(
+            f"plain http is allowed only from hosts named exactly in RECEIVER_SAMPLE_HOSTS, not {host}"
+        )
     return host, port
 
 

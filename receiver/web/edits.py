@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+from typing import Any
 
 import anyio.to_thread
 import structlog
@@ -29,16 +31,23 @@ MAX_EDIT_BODY = 64 * 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def parse_edit_request(body: bytes, bodies: EditBodies = EDIT_BODIES) -> tuple[EditRequest, list[InputImage]]:
-    """The job's request and its decoded input images in order (those given by URL are named in the
-    request's `image_urls`); `BadRequest` for a body that is not JSON, `InvalidRequest` for one that
-    is not a valid edit for its model."""
-    edit = bodies.parse(parse_json(body))
-    return edit.to_request(), [image for image in edit.inputs if isinstance(image, InputImage)]
+def parse_edit_request(
+    body: bytes, bodies: EditBodies = EDIT_BODIES
+) -> tuple[EditRequest, list[InputImage], str]:
+    """The job's request, its decoded input images in order (those given by URL are named in the
+    request's `image_urls`) and its fingerprint; `BadRequest` for a body that is not JSON,
+    `InvalidRequest` for one that is not a valid edit for its model."""
+    value = parse_json(body)
+    edit = bodies.parse(value)
+    images = [image for image in edit.inputs if isinstance(image, InputImage)]
+    return edit.to_request(), images, fingerprint(value)
 
 
-def fingerprint(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
+def fingerprint(value: Any) -> str:
+    """The same JSON value gives the same digest whatever its key order and spacing, so a client that
+    serialises its retry afresh replays its job rather than meet a 409."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 async def create_edit(request: Request) -> JSONResponse:
@@ -57,14 +66,14 @@ async def create_edit(request: Request) -> JSONResponse:
 async def _accept(request: Request, svc: Services, bounds: RequestLimits, key: str | None) -> JSONResponse:
     body = await read_body(request, MAX_EDIT_BODY)
     # Decoding up to 64 MB of JSON and base64 would stall every other request: do it off the loop.
-    edit, images = await anyio.to_thread.run_sync(parse_edit_request, body, request.app.state.edit_bodies)
+    edit, images, digest = await anyio.to_thread.run_sync(
+        parse_edit_request, body, request.app.state.edit_bodies
+    )
     await bounds.queue.check(svc.store)
     job_id = str(uuid.uuid4())
     # The images are in the blob store before the job exists, so whoever submits it finds them.
     inputs = await store_inputs(svc.blobs, job_id, images)
-    job = lifecycle.new_job(
-        job_id, edit, svc.clock(), idempotency_key=key, fingerprint=fingerprint(body), inputs=inputs
-    )
+    job = lifecycle.new_job(job_id, edit, svc.clock(), idempotency_key=key, fingerprint=digest, inputs=inputs)
     try:
         stored = await svc.store.insert(job)
     except BaseException:

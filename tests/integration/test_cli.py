@@ -11,22 +11,25 @@ from pathlib import Path
 
 from tests.images import encode_image
 from tests.integration.stack import TOKEN, Stack, stack
-from tests.servers import wait_until
+from tests.servers import free_port, wait_until
 
 
 def run(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "BFL_", "SIM_"))}
     return subprocess.run(
         [sys.executable, "-m", "receiver", *args],
         cwd=cwd,
-        env=clean | (env or {}),
+        env=clean_env() | (env or {}),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "BFL_", "SIM_"))}
 
 
 def store_env(running: Stack) -> dict[str, str]:
@@ -96,6 +99,19 @@ def test_edit_reports_a_refused_request(tmp_path: Path) -> None:
         assert "422" in result.stderr and "not a JPEG, PNG or WebP" in result.stderr
 
 
+def test_edit_names_an_unreadable_image_and_an_unreachable_receiver(tmp_path: Path) -> None:
+    missing = run("edit", str(tmp_path / "nope.jpg"), "Make it blue", cwd=tmp_path)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert f"cannot read {tmp_path / 'nope.jpg'}: No such file or directory" in missing.stderr
+    source = tmp_path / "car.png"
+    source.write_bytes(encode_image("PNG"))
+    url = f"http://user:hunter2@127.0.0.1:{free_port()}"  # nothing listens there
+    down = run("edit", str(source), "Make it blue", cwd=tmp_path, env={"RECEIVER_URL": url})
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert f"cannot reach the receiver at http://{url.split('@')[1]}/" in down.stderr
+    assert "hunter2" not in down.stderr
+
+
 def test_jobs_list_show_and_redeliver(tmp_path: Path) -> None:
     with stack(tmp_path / "data") as running:
         job_id = running.submit()["id"]
@@ -103,6 +119,16 @@ def test_jobs_list_show_and_redeliver(tmp_path: Path) -> None:
         listing = run("jobs", "list", cwd=tmp_path, env=store_env(running))
         assert listing.returncode == 0 and job_id in listing.stdout
         shown = run("jobs", "show", job_id, cwd=tmp_path, env=store_env(running))
+        piped = subprocess.Popen(  # `jobs show ID | head -0`: the reader is gone before the first line
+            [sys.executable, "-m", "receiver", "jobs", "show", job_id],
+            cwd=tmp_path,
+            env=clean_env() | store_env(running),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert piped.stdout is not None and piped.stderr is not None
+        piped.stdout.close()
+        assert piped.wait(timeout=60) == 1 and b"Traceback" not in piped.stderr.read()
         view = json.loads(shown.stdout)
         assert view["event"]["id"] == job_id and view["deliveries"][0]["state"] == "delivered"
         again = run("jobs", "redeliver", job_id, cwd=tmp_path, env=store_env(running))
@@ -113,6 +139,13 @@ def test_jobs_list_show_and_redeliver(tmp_path: Path) -> None:
         assert running.events()[0] == running.events()[1]  # same event, same id, delivered again
         missing = run("jobs", "show", "no-such-job", cwd=tmp_path, env=store_env(running))
         assert missing.returncode == 1 and "no job" in missing.stderr
+
+
+def test_jobs_refuses_a_sqlite_store_that_does_not_exist_rather_than_create_it(tmp_path: Path) -> None:
+    result = run("jobs", "list", cwd=tmp_path, env={"RECEIVER_STORE_URL": "sqlite:///data/receiver.db"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"no store at {tmp_path / 'data' / 'receiver.db'}" in result.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_serve_refuses_to_start_without_required_settings(tmp_path: Path) -> None:

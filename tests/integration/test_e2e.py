@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import httpx
@@ -150,6 +151,14 @@ def test_idempotency_key_returns_the_same_job(tmp_path: Path) -> None:
         )
         assert again.status_code == 202 and again.json()["id"] == first["id"]
         assert again.headers["Idempotent-Replayed"] == "true"
+        # The same request serialised afresh (other key order, other spacing) is a replay too.
+        reserialised = json.dumps({"image": IMAGE_B64, "prompt": "Change the car color to red"}, indent=2)
+        retry = running.client.post(
+            "/v1/edits",
+            content=reserialised,
+            headers={"Idempotency-Key": "order-42", "Content-Type": "application/json"},
+        )
+        assert retry.status_code == 202 and retry.json()["id"] == first["id"], retry.text
         clash = running.post_edit(
             {"prompt": "Something else", "image": IMAGE_B64}, {"Idempotency-Key": "order-42"}
         )

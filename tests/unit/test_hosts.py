@@ -64,7 +64,9 @@ def test_non_http_urls_are_refused(url: str) -> None:
 
 
 def test_plain_http_needs_an_exact_name() -> None:
-    assert "plain http" in str(refused("http://delivery-eu1.bfl.ai/s.jpeg"))
+    message = str(refused("http://delivery-eu1.bfl.ai/s.jpeg"))
+    assert "plain http" in message
+    assert "RECEIVER_SAMPLE_HOSTS" in message  # the setting to change
     exact = ("*.bfl.ai", "delivery-eu1.bfl.ai")
     assert check_sample_url("http://delivery-eu1.bfl.ai/s.jpeg", exact) == ("delivery-eu1.bfl.ai", 80)
 
