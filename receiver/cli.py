@@ -21,6 +21,7 @@ from receiver.errors import ConfigError, ReceiverError
 from receiver.logs import configure_logging
 from receiver.models import FINAL_STATES, JobState
 from receiver.progress import Progress
+from receiver.retry import backoff
 from receiver.settings import ClientSettings, Settings, SimSettings
 from receiver.stores.feed import JOB_STATE
 
@@ -218,10 +219,14 @@ def _read_base64(path: Path) -> str:
         raise ReceiverError(f"cannot read {path}: {exc.strerror}") from exc
 
 
+RECONNECT_BASE_S, RECONNECT_CAP_S = 0.25, 5.0  # `edit`'s waits between tries to resume the stream
+
+
 def _follow(http: httpx.Client, job_id: str, progress: Progress, timeout: float) -> None:
     """Show each state of the job as `/v1/events` announces it, until a final one; a dropped stream is
     resumed where it broke off (`Last-Event-ID`)."""
     last_id: str | None = None
+    failures = 0
     while progress.elapsed() <= timeout:
         headers = {"Last-Event-ID": last_id} if last_id else {}
         try:
@@ -229,6 +234,7 @@ def _follow(http: httpx.Client, job_id: str, progress: Progress, timeout: float)
                 if stream.status_code != 200:
                     stream.read()
                     _ok(stream, 200)
+                failures = 0
                 for message in sse.parse(stream.iter_lines()):
                     last_id = message.id or last_id
                     if message.event == JOB_STATE:
@@ -238,8 +244,11 @@ def _follow(http: httpx.Client, job_id: str, progress: Progress, timeout: float)
                             return
                     if progress.elapsed() > timeout:
                         break
-        except httpx.TransportError as exc:  # dropped or timed out: resume
-            progress.update(f"job {job_id}: reconnecting ({type(exc).__name__})")
+        except httpx.TransportError as exc:  # dropped or timed out: resume, sooner for a blip
+            failures += 1
+            delay = backoff(failures, RECONNECT_BASE_S, RECONNECT_CAP_S, job_id)
+            progress.update(f"job {job_id}: reconnecting in {delay:.1f}s ({type(exc).__name__})")
+            time.sleep(min(delay, max(0.0, timeout - progress.elapsed())))
     raise TimeoutError(f"no outcome for job {job_id} after {timeout:.0f}s")
 
 
