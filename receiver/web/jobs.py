@@ -13,6 +13,7 @@ from receiver.errors import Conflict, NotFound
 from receiver.models import FINAL_STATES, Job, isotime
 from receiver.sinks import reachability
 from receiver.web.common import handover, require_token, services
+from receiver.web.conditional import none_match_fails
 from receiver.web.ranges import RangeNotSatisfiable, byte_range
 from receiver.web.schemas import ImageQuery, InputQuery, JobQuery, JobsQuery, validate
 from receiver.web.thumbnails import CONTENT_TYPE as THUMBNAIL_TYPE
@@ -119,8 +120,11 @@ async def _job(request: Request) -> Job:
 
 
 async def _blob_response(request: Request, key: str, content_type: str, size: int, sha256: str) -> Response:
-    """The blob, or the one byte range the request asks for (206), streamed from the blob store."""
+    """The blob, or the one byte range the request asks for (206), streamed from the blob store; 304
+    when the client's copy (If-None-Match) is the blob."""
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha256}"'}
+    if none_match_fails(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
     try:
         wanted = byte_range(request.headers.get("range"), size)
     except RangeNotSatisfiable:

@@ -97,6 +97,12 @@ _RANGE = {
     "past the end of the image is a 416; a header of another form is ignored (RFC 9110) and the whole "
     "image is sent",
 }
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "schema": {"type": "string"},
+    "description": "ETags of the copies the client has (or `*`): a 304 when one is the stored image",
+}
 _IMAGE = {
     "200": {
         "description": "The image",
@@ -116,6 +122,10 @@ _IMAGE = {
             "ETag": _HEADER | {"required": True},
         },
         "content": _IMAGE_CONTENT,
+    },
+    "304": {
+        "description": "The client's copy is the image: If-None-Match named its ETag",
+        "headers": {"ETag": _HEADER | {"required": True}},
     },
     "416": {
         "description": "The range starts past the end of the image",
@@ -277,7 +287,7 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                     "operationId": "getJobImage",
                     "summary": "The stored result image, or a thumbnail of it",
                     "security": _BEARER,
-                    "parameters": [_JOB_ID, *image_query, _RANGE],
+                    "parameters": [_JOB_ID, *image_query, _RANGE, _IF_NONE_MATCH],
                     "responses": _IMAGE
                     | {
                         "401": _UNAUTHORIZED,
@@ -292,7 +302,7 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                     "operationId": "getJobInput",
                     "summary": "An input image of the edit, as it was submitted, or a thumbnail of it",
                     "security": _BEARER,
-                    "parameters": [_JOB_ID, *input_query, _RANGE],
+                    "parameters": [_JOB_ID, *input_query, _RANGE, _IF_NONE_MATCH],
                     "responses": _IMAGE
                     | {
                         "401": _UNAUTHORIZED,

@@ -49,6 +49,11 @@ def served_like_stored(running: Stack, path: str, data: bytes, content_type: str
     assert whole.headers["content-type"] == content_type and whole.headers["accept-ranges"] == "bytes"
     assert whole.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
     assert whole.headers["content-length"] == str(len(data))
+    current = running.client.get(path, headers={"If-None-Match": whole.headers["etag"]})
+    assert current.status_code == 304 and current.content == b""
+    assert current.headers["etag"] == whole.headers["etag"]
+    stale = running.client.get(path, headers={"If-None-Match": '"another"'})
+    assert stale.status_code == 200 and stale.content == data
     part = running.client.get(path, headers={"Range": "bytes=10-19"})
     assert part.status_code == 206 and part.content == data[10:20]
     assert part.headers["content-range"] == f"bytes 10-19/{len(data)}"
