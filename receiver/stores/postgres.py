@@ -365,8 +365,8 @@ class PostgresStore(ResourceBase):
         get higher numbers, even when their transaction began first."""
         if await self.pool.fetchval("SELECT 1 FROM feed WHERE seq IS NULL LIMIT 1") is None:
             return
-        async with self.pool.acquire() as conn, conn.transaction():
-            lock = f"kontext-receiver.feed:{self.schema or ''}"
+        async with self._acquire() as conn, conn.transaction():
+            lock = f"kontext-receiver.feed:{self._schema_in_use}"
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock)
             await conn.execute(
                 "WITH numbered AS (SELECT id, nextval('feed_seq') AS seq"
@@ -382,7 +382,7 @@ class PostgresStore(ResourceBase):
         return self._signal.changed()
 
     async def overview(self, now: float) -> Overview:
-        states = await self.pool.fetch("SELECT state, count(*) FROM jobs GROUP BY state")
+        states = await self.pool.fetch(JOBS_BY_STATE)  # settled jobs from their counters, not a scan
         recent = await self.pool.fetchval(
             "SELECT count(*) FROM feed WHERE body IS NOT NULL AND at >= $1", now - 60
         )

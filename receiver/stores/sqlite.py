@@ -428,7 +428,7 @@ class SQLiteStore(ResourceBase):
         return self._signal.changed()
 
     async def overview(self, now: float) -> Overview:
-        states = await self._read("SELECT state, COUNT(*) FROM jobs GROUP BY state", (), many=True)
+        states = await self._read(JOBS_BY_STATE, (), many=True)  # settled jobs from their counters
         recent = await self._read("SELECT COUNT(*) FROM feed WHERE body IS NOT NULL AND at >= ?", (now - 60,))
         dead = await self._read(
             "SELECT COUNT(DISTINCT event_id) FROM deliveries WHERE state = ?", (DeliveryState.DEAD.value,)
