@@ -3,6 +3,7 @@ from the `/v1/*` API and `/v1/events`, with the session cookie standing in for t
 
 from __future__ import annotations
 
+import functools
 import html
 import secrets
 from importlib import resources
@@ -31,8 +32,14 @@ SECURITY_HEADERS = {
 }
 
 
+@functools.cache
+def _files() -> dict[str, bytes]:
+    """The dashboard's files, read from the package once: they never change while it runs."""
+    return {item.name: item.read_bytes() for item in UI.iterdir() if item.is_file()}
+
+
 def _page(name: str, status: int = 200, **values: str) -> HTMLResponse:
-    text = (UI / name).read_text(encoding="utf-8")
+    text = _files()[name].decode("utf-8")
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", html.escape(value))
     return HTMLResponse(text, status_code=status, headers=SECURITY_HEADERS)
@@ -93,11 +100,11 @@ async def sign_out(request: Request) -> Response:
 async def static(request: Request) -> Response:
     name = request.path_params["name"]
     kind = STATIC_TYPES.get(name[name.rfind(".") :]) if "." in name else None
-    asset = UI / name
-    if kind is None or "/" in name or not asset.is_file():
+    asset = _files().get(name)
+    if kind is None or asset is None:
         raise NotFound(f"no dashboard file {name}")
     headers = SECURITY_HEADERS | {"Cache-Control": "no-cache"}
-    return Response(asset.read_bytes(), media_type=kind, headers=headers)
+    return Response(asset, media_type=kind, headers=headers)
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -141,22 +141,21 @@ async def _blob_response(request: Request, key: str, content_type: str, size: in
 
 
 async def _thumbnail(request: Request, key: str, sha256: str, width: int) -> Response:
-    """A WebP thumbnail of the blob, made once per sha256 and width."""
+    """A WebP thumbnail of the blob, made once per sha256 and width; 304 when the client has it."""
     blobs = services(request).blobs
 
     async def load() -> bytes:
         return b"".join([chunk async for chunk in blobs.read(key)])
 
+    headers = {"ETag": f'"{sha256}-{width}"', "Cache-Control": "private, max-age=86400"}
+    if none_match_fails(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
     thumbnails: ThumbnailCache = request.app.state.thumbnails
     return Response(
         await thumbnails.get(sha256, width, load),
         media_type=THUMBNAIL_TYPE,
         # A thumbnail is made whole: a Range asked of it is ignored (RFC 9110 allows that).
-        headers={
-            "ETag": f'"{sha256}-{width}"',
-            "Accept-Ranges": "none",
-            "Cache-Control": "private, max-age=86400",
-        },
+        headers=headers | {"Accept-Ranges": "none"},
     )
 
 

@@ -44,6 +44,9 @@ def test_thumbnails_and_the_overview(tmp_path: Path) -> None:
                 assert thumb.width == 40
             again = running.client.get(f"/v1/jobs/{job['id']}/{kind}", params={"width": 40})
             assert again.content == small.content
+            current = {"If-None-Match": small.headers["etag"]}
+            kept = running.client.get(f"/v1/jobs/{job['id']}/{kind}", params={"width": 40}, headers=current)
+            assert kept.status_code == 304 and kept.content == b""
         assert running.client.get(f"/v1/jobs/{job['id']}/image", params={"width": 5}).status_code == 422
         assert running.client.get("/v1/jobs", params={"include": "everything"}).status_code == 422
         listed = running.client.get("/v1/jobs", params={"include": "deliveries"}).json()["jobs"]
