@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import stamina
 import structlog
 
 from receiver import credits, lifecycle
@@ -146,18 +147,10 @@ class Submitter:
         """BFL has the task (and bills it): its id must be recorded, or the edit would be submitted again
         once the claim lapses. While the store is unavailable, keep trying within the claim."""
         svc = self.svc
-        deadline = anyio.current_time() + svc.policy.lease_s * 0.8
-        delay = 0.25
-        while True:
-            try:
-                await svc.update(job.id, change)
-                return
-            except StoreUnavailable:
-                if anyio.current_time() + delay > deadline:
-                    raise
-                log.warning("job.submit_not_recorded_yet", job_id=job.id, bfl_task_id=accepted.task_id)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        retrying = stamina.AsyncRetryingCaller(
+            attempts=None, timeout=svc.policy.lease_s * 0.8, wait_initial=0.25, wait_max=5.0, wait_jitter=0.25
+        )
+        await retrying(StoreUnavailable, svc.update, job.id, change)
 
     async def _input_images(self, job: Job) -> list[str]:
         """The job's input images in base64, read back from the blob store (or, for a job accepted
