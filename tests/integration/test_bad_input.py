@@ -242,7 +242,7 @@ def test_webhook_about_another_task_changes_nothing_and_is_409(quiet: Stack, sub
         response = quiet.webhook(submitted, body)
         assert response.status_code == 409, response.text
     assert quiet.job(submitted) == before
-    assert quiet.events() == [] or all(e["id"] != submitted for e in quiet.events())
+    assert all(e["id"] != submitted for e in quiet.events())
 
 
 def test_confirmed_webhooks_ask_bfl_before_acting(tmp_path: Path) -> None:
