@@ -61,6 +61,8 @@ class PostgresStore(ResourceBase):
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
         asyncpg.exceptions.OperatorInterventionError,
+        # A connection left mid-operation when the server went away (raised as the pool resets it).
+        asyncpg.InternalClientError,
     )
 
     def __init__(self, dsn: str, schema: str | None = None, *, max_connections: int = 10) -> None:
