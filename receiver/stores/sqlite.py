@@ -236,6 +236,10 @@ class SQLiteStore(ResourceBase):
         row = await self._read("SELECT doc FROM jobs WHERE id = ?", (job_id,))
         return job_from_doc(row[0]) if row else None
 
+    async def keyed(self, idempotency_key: str) -> Job | None:
+        row = await self._read("SELECT doc FROM jobs WHERE idempotency_key = ?", (idempotency_key,))
+        return job_from_doc(row[0]) if row else None
+
     async def legacy_input(self, job_id: str) -> str | None:
         row = await self._read("SELECT image FROM job_inputs WHERE job_id = ?", (job_id,))
         return str(row[0]) if row else None

@@ -82,11 +82,20 @@ def rich_job() -> Job:
         image=image,
         inputs=(
             StoredInput("job-rich.input-0.png", "1a" * 32, 2048, "image/png", 96, 64),
-            StoredInput("job-rich.input-1.jpg", "2b" * 32, 4096, "image/jpeg", 64, 96),
+            StoredInput(
+                "job-rich.input-1.jpg", "2b" * 32, 4096, "image/jpeg", 64, 96, "https://images.example/b.jpg"
+            ),
         ),
         error={"code": "none", "detail": [1, "two"]},
         finished_at=T0 + 22,
     )
+
+
+def test_a_stored_input_from_before_source_urls_reads_back_without_one() -> None:
+    doc = rich_job().to_doc()
+    for item in doc["inputs"]:
+        del item["source_url"]
+    assert [item.source_url for item in Job.from_doc(doc).inputs] == [None, None]
 
 
 def final(job: Job, at: float = T0 + 30) -> Transition:
@@ -123,6 +132,8 @@ class StoreContract:
         assert await store.get("job-2") is None
         other = await store.insert(make_job("job-3", idempotency_key="key-2"))
         assert other.id == "job-3"
+        assert await store.keyed("key-1") == first and await store.keyed("key-2") == other
+        assert await store.keyed("key-3") is None
 
     async def test_a_new_job_has_no_legacy_input(self, store: Store) -> None:
         await store.insert(rich_job())
