@@ -10,6 +10,7 @@ import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from receiver.blobs import BlobStore
@@ -20,7 +21,7 @@ from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store
 from receiver.web import dashboard, edits, events, health, jobs, webhooks
-from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
+from receiver.web.common import on_client_disconnect, on_http_error, on_receiver_error, on_unexpected_error
 from receiver.web.limits import RequestLimits
 from receiver.web.openapi import OPENAPI, build_openapi
 from receiver.web.schemas import EDIT_BODIES, EditBodies
@@ -97,6 +98,7 @@ def create_app(
         exception_handlers={
             ReceiverError: on_receiver_error,
             HTTPException: on_http_error,
+            ClientDisconnect: on_client_disconnect,
             Exception: on_unexpected_error,
         },
     )

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import structlog
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.bfl.sansio import decode_json
@@ -146,6 +146,14 @@ async def on_receiver_error(request: Request, exc: Exception) -> Response:
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away before its request was read whole: nothing was done, and the 400 never
+    reaches anyone. Not an error of ours."""
+    assert isinstance(exc, ClientDisconnect)
+    log.info("http.client_disconnected", method=request.method, path=request.url.path)
+    return Response(status_code=400)
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
