@@ -19,6 +19,7 @@ from receiver.errors import ReceiverError
 from receiver.services import Clock, open_services
 from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_settings
+from receiver.sinks.reachability import Reachability
 from receiver.stores import Store
 from receiver.web import dashboard, edits, events, health, jobs, webhooks
 from receiver.web.common import on_client_disconnect, on_http_error, on_receiver_error, on_unexpected_error
@@ -86,6 +87,7 @@ def create_app(
             app.state.services, app.state.scheduler = svc, scheduler
             app.state.streams = events.StreamSlots(settings.max_streams)
             app.state.thumbnails = ThumbnailCache()
+            app.state.reachability = Reachability(svc.sinks)
             if workers:
                 async with running_workers(svc, scheduler):
                     yield

@@ -34,6 +34,7 @@ from receiver.errors import (
     Unavailable,
 )
 from receiver.services import Services
+from receiver.sinks.reachability import Reachability
 from receiver.web import session
 from receiver.web.limits import RequestLimits
 from receiver.worker.handover import Handover
@@ -65,6 +66,12 @@ def handover(request: Request) -> Handover:
     """The background work of this process, as far as the HTTP side may drive it."""
     work: Handover = request.app.state.scheduler
     return work
+
+
+def reachability(request: Request) -> Reachability:
+    """Each sink's reachability, pinged at most every few seconds for all the requests of this app."""
+    sinks: Reachability = request.app.state.reachability
+    return sinks
 
 
 async def read_body(request: Request, limit: int) -> bytes:

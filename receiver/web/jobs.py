@@ -11,8 +11,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from receiver.blobs import image_key
 from receiver.errors import Conflict, NotFound
 from receiver.models import FINAL_STATES, Job, isotime
-from receiver.sinks import reachability
-from receiver.web.common import handover, require_token, services
+from receiver.web.common import handover, reachability, require_token, services
 from receiver.web.conditional import none_match_fails
 from receiver.web.ranges import RangeNotSatisfiable, byte_range
 from receiver.web.schemas import ImageQuery, InputQuery, JobQuery, JobsQuery, validate
@@ -95,7 +94,7 @@ async def overview(request: Request) -> JSONResponse:
                 sink: {"since": isotime(made), "age_s": round(max(0.0, now - made), 1)}
                 for sink, made in sorted(seen.oldest_undelivered.items())
             },
-            "sinks": await reachability(svc.sinks),
+            "sinks": await reachability(request).report(),
         }
     )
 
