@@ -43,8 +43,10 @@ async def list_jobs(request: Request) -> JSONResponse:
     jobs = await svc.store.list_jobs(
         state=query.state, dead_letter=query.delivery == "dead", limit=query.limit, offset=query.offset
     )
-    with_deliveries = query.include == "deliveries"
-    views = [job_view(job, await svc.store.deliveries(job.id) if with_deliveries else None) for job in jobs]
+    deliveries = (
+        await svc.store.deliveries_of([job.id for job in jobs]) if query.include == "deliveries" else {}
+    )
+    views = [job_view(job, deliveries.get(job.id)) for job in jobs]
     return JSONResponse({"jobs": views, "limit": query.limit, "offset": query.offset})
 
 
