@@ -21,7 +21,7 @@ from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_settings
 from receiver.sinks.reachability import Reachability
 from receiver.stores import Store
-from receiver.web import dashboard, edits, events, health, jobs, webhooks
+from receiver.web import dashboard, edits, events, health, jobs, session, webhooks
 from receiver.web.common import on_client_disconnect, on_http_error, on_receiver_error, on_unexpected_error
 from receiver.web.limits import RequestLimits
 from receiver.web.openapi import OPENAPI, build_openapi
@@ -108,5 +108,6 @@ def create_app(
     bodies = EDIT_BODIES if catalog is CATALOG else EditBodies(catalog)
     app.state.edit_bodies = bodies
     app.state.openapi = OPENAPI if bodies is EDIT_BODIES else build_openapi(bodies)
+    app.state.sessions = session.Sessions(settings)
     app.state.limits = RequestLimits(settings.max_uploads, settings.max_queued, settings.body_timeout_s)
     return app

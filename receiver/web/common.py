@@ -68,6 +68,12 @@ def handover(request: Request) -> Handover:
     return work
 
 
+def sessions(request: Request) -> session.Sessions:
+    """The dashboard's sessions, checked with what the app made once from its settings."""
+    made: session.Sessions = request.app.state.sessions
+    return made
+
+
 def reachability(request: Request) -> Reachability:
     """Each sink's reachability, pinged at most every few seconds for all the requests of this app."""
     sinks: Reachability = request.app.state.reachability
@@ -114,7 +120,7 @@ def require_token(request: Request) -> None:
         return
     header = request.headers.get("authorization")
     if header is None and session.COOKIE in request.cookies:
-        session.require(request, settings)
+        sessions(request).require(request)
         return
     scheme, _, presented = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not presented:
