@@ -88,7 +88,7 @@ class RetryLater(ReceiverError):
 
 
 class Unavailable(RetryLater):
-    """Something the request needs is down or busy (the store, BFL, the upload slots)."""
+    """Something the request needs is down or busy (the store, BFL)."""
 
 
 class StoreUnavailable(Unavailable):

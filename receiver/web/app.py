@@ -23,7 +23,7 @@ from receiver.sinks.reachability import Reachability
 from receiver.stores import Store
 from receiver.web import dashboard, edits, events, health, jobs, session, webhooks
 from receiver.web.common import on_client_disconnect, on_http_error, on_receiver_error, on_unexpected_error
-from receiver.web.limits import RequestLimits
+from receiver.web.limits import RequestLimits, Slots
 from receiver.web.openapi import OPENAPI, build_openapi
 from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.web.thumbnails import ThumbnailCache
@@ -85,7 +85,10 @@ def create_app(
             scheduler = Scheduler.for_services(svc, downloads=workers)
             scheduler.forward = forward_wakeups
             app.state.services, app.state.scheduler = svc, scheduler
-            app.state.streams = events.StreamSlots(settings.max_streams)
+            app.state.streams = Slots(
+                settings.max_streams,
+                f"this receiver already serves {settings.max_streams} event streams (RECEIVER_MAX_STREAMS)",
+            )
             app.state.thumbnails = ThumbnailCache()
             app.state.reachability = Reachability(svc.sinks)
             if workers:
