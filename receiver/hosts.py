@@ -15,7 +15,8 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+import httpx
 
 from receiver.errors import ConfigError, HostRefused
 
@@ -81,11 +82,16 @@ def check_url(
     """(host, port) of a URL the patterns of setting `variable` allow downloading `what` from, or
     `HostRefused` saying why not."""
     try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:  # a bad port or bracket
+        # httpx's own parser: the host checked is the one the client asks, also for names that are
+        # not plain ASCII, and a URL it cannot parse is refused here, not met while downloading.
+        parts = httpx.URL(url)
+        parts.host  # noqa: B018 - decoding the name (an A-label) raises for one that is not valid
+    except (httpx.InvalidURL, ValueError) as exc:  # a bad port, bracket or international name
         raise HostRefused(f"{what} URL is malformed: {exc}") from None
+    host = parts.raw_host.decode("ascii").lower()
+    port = parts.port if parts.port is not None else 443 if parts.scheme == "https" else 80
+    if not 0 < port < 65536:
+        raise HostRefused(f"{what} URL is malformed: port {port} is not from 1 to 65535")
     if parts.scheme not in {"https", "http"} or not host:
         raise HostRefused(f"{what} URL is not an http(s) URL: {parts.scheme}://")
     allowed = [p for p in parse_patterns(tuple(patterns), variable) if p.admits_port(port)]

@@ -218,6 +218,23 @@ def input_refused(url: str, patterns: tuple[str, ...] = ("*",)) -> str:
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "https://\u2170.example/car.png",  # not a valid international name
+        "https://\uff11\uff12\uff17.0.0.1/car.png",  # full-width digits
+        "https://xn--127-.0.0.1/car.png",  # an A-label ending in a hyphen
+    ],
+)
+def test_a_url_the_client_cannot_parse_is_refused_even_by_a_bare_star(url: str) -> None:
+    """What is checked is parsed as the client parses it: anything it would raise on is refused here."""
+    assert "input image URL is malformed" in input_refused(url)
+
+
+def test_an_international_name_is_checked_as_the_client_asks_it() -> None:
+    assert check_url("https://b\u00fccher.bfl.ai/a.png", BFL) == ("xn--bcher-kva.bfl.ai", 443)
+
+
+@pytest.mark.parametrize(
     "url", ["https://images.example/car.png", "https://cdn.images.example:8443/a.jpg", "https://8.8.8.8/x"]
 )
 def test_a_bare_star_admits_every_public_host_for_input_images(url: str) -> None:
