@@ -22,6 +22,9 @@ from receiver.hosts import SAMPLE_HOSTS, check_resolved, check_url, is_ip_litera
 from receiver.http_transport import BackpressureTransport
 
 MAX_REDIRECTS = 3
+# Images are compressed already, and inflating a body in memory would let a small gzip stand for a huge
+# one: a body is asked for as it is, and one sent encoded all the same is refused.
+_IDENTITY = {"Accept-Encoding": "identity"}
 _HEAD_BYTES = 256 * 1024  # enough for the header of any JPEG/PNG/WebP short of absurd metadata
 _MAGIC = {
     b"\xff\xd8\xff": "image/jpeg",
@@ -75,7 +78,7 @@ async def open_download(
         # connects (see `download_client`).
         check_url(url, policy.allowed_hosts, policy.setting, policy.what)
         try:
-            async with http.stream("GET", url) as response:
+            async with http.stream("GET", url, headers=_IDENTITY) as response:
                 location = response.headers.get("location") if response.is_redirect else None
                 if location is None:
                     yield response
@@ -115,6 +118,9 @@ async def store_checked(
 ) -> CheckedImage:
     """Stream the body into the blob store under `key_for(content type)`, checked on the way: a JPEG,
     PNG or WebP by its magic bytes and its header, within the policy's bytes and pixels."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in {"identity", ""}:  # asked for as it is (`_IDENTITY`): never inflated here
+        raise ImageRejected(f"{policy.what} is sent encoded (Content-Encoding: {encoding}), not as it is")
     chunks = response.aiter_bytes()
     head = b""
     async for chunk in chunks:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gzip
 import hashlib
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +29,7 @@ from tests.servers import free_port, serve
 CAR = encode_image("PNG", (120, 80))
 JACKET = encode_image("JPEG", (64, 64))
 ONE_SHOT_TIMEOUT_S = 1.0
+GZIP = {"Content-Encoding": "gzip"}  # sent although the receiver asks for the body as it is
 
 
 @dataclass
@@ -71,6 +73,8 @@ def image_host(trap_url: str, release: threading.Event) -> Starlette:
             "/car.png": Response(CAR, media_type="image/png"),
             "/jacket.jpg": Response(JACKET, media_type="image/jpeg"),
             "/text.png": Response(b"<html>not an image</html>", media_type="image/png"),
+            "/gzipped.png": Response(gzip.compress(CAR), media_type="image/png", headers=GZIP),
+            "/bad-gzip.png": Response(b"\x1f\x8b not gzip at all", media_type="image/png", headers=GZIP),
             "/wide.png": Response(encode_image("PNG", (3000, 2000), "1"), media_type="image/png"),
             "/too-many-pixels.png": Response(encode_image("PNG", (5000, 4100), "1"), media_type="image/png"),
         }
@@ -171,6 +175,8 @@ def test_several_urls_of_one_edit_are_downloaded_at_once(running: Stack, hosts: 
     [
         ("/missing.png", "url_fetch_failed", "the image URL answered 404"),
         ("/text.png", "image_invalid", "input image is not a JPEG, PNG or WebP image"),
+        ("/gzipped.png", "image_invalid", "input image is sent encoded (Content-Encoding: gzip)"),
+        ("/bad-gzip.png", "image_invalid", "input image is sent encoded (Content-Encoding: gzip)"),
         ("/huge.png", "image_invalid", "input image is over the 20971520-byte cap"),
         ("/too-many-pixels.png", "image_invalid", "input image is 5000x4100, over the 20000000-pixel cap"),
         ("/slow.png", "url_fetch_failed", f"did not finish within {ONE_SHOT_TIMEOUT_S:g} s"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -234,3 +235,17 @@ async def test_body_cut_short_is_retryable_and_stores_nothing() -> None:
     error = await delivery.refused()
     assert (type(error), error.retryable) == (DownloadError, True)
     assert delivery.blobs.blobs == {}
+
+
+async def test_a_result_is_asked_for_as_it_is_and_refused_when_sent_encoded() -> None:
+    """A small gzip body could inflate to a huge one in memory: none is ever decoded."""
+    plain = serve(PNG)
+    await plain.fetch()
+    assert plain.seen[0].headers["accept-encoding"] == "identity"
+    gzipped = Body(gzip.compress(PNG), 64)
+    encoded = Delivery(
+        lambda request: httpx.Response(200, content=gzipped, headers={"Content-Encoding": "gzip"})
+    )
+    error = await encoded.refused()
+    assert isinstance(error, SampleRejected) and "Content-Encoding: gzip" in str(error)
+    assert encoded.blobs.blobs == {}
