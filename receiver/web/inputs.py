@@ -25,6 +25,7 @@ from receiver.errors import (
 )
 from receiver.hosts import check_url
 from receiver.models import StoredInput
+from receiver.registry import redact
 
 log = structlog.get_logger("receiver.inputs")
 
@@ -115,7 +116,11 @@ async def fetch_input(
             response, lambda content_type: input_key(job_id, index, content_type), blobs, policy
         )
     blob = image.blob
-    return StoredInput(image.key, blob.sha256, blob.size, image.content_type, image.width, image.height, url)
+    # A presigned URL's query is a credential, as a user and password are: neither is kept.
+    source = redact(url)
+    return StoredInput(
+        image.key, blob.sha256, blob.size, image.content_type, image.width, image.height, source
+    )
 
 
 def _problem(loc: Loc, exc: DownloadError) -> Problem:

@@ -163,6 +163,20 @@ def test_image_url_is_stored_and_shown_with_where_it_came_from(running: Stack, h
     assert running.wait_event(job["id"])["type"] == "kontext.edit.completed"
 
 
+def test_the_source_url_is_kept_without_its_credentials(running: Stack, hosts: Hosts) -> None:
+    """A presigned URL's query string is a credential, as userinfo is: used to download, never kept."""
+    host = hosts.images.url.removeprefix("http://")
+    url = f"http://reader:hunter2@{host}/car.png?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=5ec12e7"
+    job = running.submit(image=None, image_url=url)
+    assert job["inputs"][0]["source_url"] == f"http://***@{host}/car.png?***"
+    assert hosts.images.asked("/car.png") == 1
+    shown = running.client.get(f"/v1/jobs/{job['id']}").text
+    kept = b"".join(path.read_bytes() for path in running.data.rglob("*") if path.is_file())
+    assert job["id"].encode() in kept  # the store is among what is read
+    for secret in ("hunter2", "AKIAEXAMPLE", "5ec12e7"):
+        assert secret not in shown and secret.encode() not in kept
+
+
 def test_several_urls_of_one_edit_are_downloaded_at_once(running: Stack, hosts: Hosts) -> None:
     """The gate answers only while all three are waiting together: one after another would time out."""
     images = [f"{hosts.images.url}/gate/{n}.png" for n in range(3)]
