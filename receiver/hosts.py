@@ -4,8 +4,8 @@ downloaded from; pure.
 Patterns are exact host names or addresses (`delivery-eu1.bfl.ai`, `127.0.0.1`, `[::1]`) or wildcards
 (`*.bfl.ai`; for input images also a bare `*`, every host), each optionally with `:port`, which then
 admits that port only. A private, loopback or link-local address (also one embedded in IPv6:
-IPv4-mapped, NAT64, 6to4) is allowed only when named exactly, so a wildcard can never be turned into a
-request to the receiver's own network.
+IPv4-mapped, IPv4-compatible, NAT64, 6to4) is allowed only when named exactly, so a wildcard can never
+be turned into a request to the receiver's own network.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from receiver.errors import ConfigError, HostRefused
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215, local-use translation
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291's deprecated `::a.b.c.d`
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def is_internal(host: str) -> bool:
         if address in _NAT64_LOCAL:
             return True
         embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
+        if embedded is None and (address in _NAT64 or address in _IPV4_COMPATIBLE):
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         return embedded is not None and not embedded.is_global
     return False

@@ -183,6 +183,8 @@ def test_an_entry_that_is_not_a_host_pattern_is_a_config_error(entry: str) -> No
         "2002:a00:1::",  # 6to4 of 10.0.0.1
         "2002:7f00:1::",
         "[::ffff:192.168.1.1]",
+        "::127.0.0.1",  # IPv4-compatible (deprecated)
+        "::a9fe:a9fe",
     ],
 )
 def test_ipv6_forms_of_internal_ipv4_count_as_internal(address: str) -> None:
@@ -246,6 +248,7 @@ def test_a_bare_star_admits_every_public_host_for_input_images(url: str) -> None
     [
         "https://127.0.0.1/x.png",
         "https://127.0.0.2/x.png",
+        "https://[::127.0.0.1]/x.png",
         "https://10.0.0.1/x.png",
         "http://169.254.169.254/latest/meta-data/",
         "https://[::1]/x.png",
