@@ -42,14 +42,21 @@ class Host:
 
 
 def image_host(trap_url: str, release: threading.Event) -> Starlette:
-    """Valid, oversized, non-image, failing, slow and redirecting answers, each at its own path; the
-    `gate/*` paths answer only once three of them are waiting at the same time."""
+    """Valid, oversized, non-image, encoded, failing, stalled, dripping and redirecting answers, each at
+    its own path; the `gate/*` paths answer only once three of them are waiting at the same time."""
     waiting: list[str] = []
     gate_open = anyio.Event()
 
     async def slow_body() -> AsyncIterator[bytes]:
         yield CAR[:32]
         await anyio.to_thread.run_sync(release.wait, abandon_on_cancel=True)  # until the tests are over
+
+    async def drip_body() -> AsyncIterator[bytes]:
+        """A byte every 0.1 s, well within any read timeout: only the edit's deadline can end it."""
+        yield CAR[:32]
+        while not release.is_set():
+            await anyio.sleep(0.1)
+            yield b"\0"
 
     async def handle(request: Request) -> Response:
         path = request.url.path
@@ -63,6 +70,8 @@ def image_host(trap_url: str, release: threading.Event) -> Starlette:
             return Response(CAR, media_type="image/png")
         if path == "/slow.png":
             return StreamingResponse(slow_body(), media_type="image/png")
+        if path == "/drip.png":
+            return StreamingResponse(drip_body(), media_type="image/png")
         if path == "/huge.png":  # streamed, with no Content-Length to refuse it by
             chunks = [b"\x89PNG\r\n\x1a\n", *([b"\0" * (1 << 20)] * 21)]
             return StreamingResponse(iter(chunks), media_type="image/png")
@@ -194,6 +203,7 @@ def test_several_urls_of_one_edit_are_downloaded_at_once(running: Stack, hosts: 
         ("/huge.png", "image_invalid", "input image is over the 20971520-byte cap"),
         ("/too-many-pixels.png", "image_invalid", "input image is 5000x4100, over the 20000000-pixel cap"),
         ("/slow.png", "url_fetch_failed", f"did not finish within {ONE_SHOT_TIMEOUT_S:g} s"),
+        ("/drip.png", "url_fetch_failed", f"did not finish within {ONE_SHOT_TIMEOUT_S:g} s"),
     ],
 )
 def test_a_url_that_gives_no_acceptable_image_is_a_422_naming_the_field(
