@@ -58,9 +58,9 @@ def download_client(
 ) -> httpx.AsyncClient:
     """A client for downloads under `policy`: each connection goes only to an address it admits."""
 
-    def check(host: str, addresses: list[str]) -> None:
+    def check(host: str, port: int, addresses: list[str]) -> None:
         if not is_ip_literal(host):  # an IP literal was checked with the URL
-            check_resolved(host, addresses, policy.allowed_hosts, policy.setting, policy.what)
+            check_resolved(host, port, addresses, policy.allowed_hosts, policy.setting, policy.what)
 
     transport = transport or BackpressureTransport(limits, check_addresses=check)
     return httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)

@@ -106,21 +106,24 @@ def check_url(
 
 def check_resolved(
     host: str,
+    port: int,
     addresses: Iterable[str],
     patterns: Sequence[str],
     variable: str = SAMPLE_HOSTS,
     what: str = "sample",
 ) -> None:
-    """Refuse a wildcard-matched name that resolves to an internal address."""
-    if named_exactly(host, patterns, variable):
+    """Refuse a name that resolves to an internal address unless it is named exactly for this port
+    (`host:9000` lets its addresses be internal on port 9000 only)."""
+    if named_exactly(host, port, patterns, variable):
         return
     for address in addresses:
         if is_internal(address):
             raise HostRefused(f"{what} host {host} resolves to internal address {address}")
 
 
-def named_exactly(host: str, patterns: Sequence[str], variable: str = SAMPLE_HOSTS) -> bool:
-    return any(p.names(host.lower()) for p in parse_patterns(tuple(patterns), variable))
+def named_exactly(host: str, port: int, patterns: Sequence[str], variable: str = SAMPLE_HOSTS) -> bool:
+    parsed = parse_patterns(tuple(patterns), variable)
+    return any(p.names(host.lower()) and p.admits_port(port) for p in parsed)
 
 
 def is_internal(host: str) -> bool:

@@ -23,8 +23,8 @@ import httpx
 
 READ_LIMIT = 64 * 1024
 
-# Called with a host name and the addresses it resolved to; raises to refuse the connection.
-AddressCheck = Callable[[str, list[str]], None]
+# Called with a host name, the port and the addresses the name resolved to; raises to refuse.
+AddressCheck = Callable[[str, int, list[str]], None]
 
 # Resolves (host, port) as `loop.getaddrinfo` does.
 Resolve = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
@@ -112,7 +112,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
             with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
                 found = await asyncio.wait_for(self._resolve(host, port), timeout)
             targets = list(dict.fromkeys(str(info[4][0]) for info in found))
-            self._check(host, targets)
+            self._check(host, port, targets)
         with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
             local = (local_address, 0) if local_address else None
             reader, writer = await asyncio.wait_for(self._open(targets, port, local), timeout)

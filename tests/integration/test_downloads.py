@@ -115,7 +115,9 @@ def test_every_checked_address_of_a_name_is_tried() -> None:
 
         async def run() -> httpx.Response:
             transport = BackpressureTransport(
-                LIMITS, check_addresses=lambda host, addresses: checked.append(addresses), resolve=resolve
+                LIMITS,
+                check_addresses=lambda host, port, addresses: checked.append(addresses),
+                resolve=resolve,
             )
             async with httpx.AsyncClient(transport=transport, timeout=TIMEOUT) as http:
                 return await http.get(f"http://images.test:{port}/x.png")

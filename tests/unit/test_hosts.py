@@ -108,15 +108,24 @@ def test_exact_name_keeps_the_port() -> None:
 )
 def test_wildcard_host_resolving_to_an_internal_address_is_refused(addresses: list[str]) -> None:
     with pytest.raises(SampleRejected, match="resolves to internal address"):
-        check_resolved("delivery-eu1.bfl.ai", addresses, BFL)
+        check_resolved("delivery-eu1.bfl.ai", 443, addresses, BFL)
 
 
 def test_wildcard_host_resolving_to_public_addresses_is_allowed() -> None:
-    check_resolved("delivery-eu1.bfl.ai", ["104.18.7.7", "2606:4700::6812:707"], BFL)
+    check_resolved("delivery-eu1.bfl.ai", 443, ["104.18.7.7", "2606:4700::6812:707"], BFL)
+
+
+def test_a_host_named_with_a_port_may_resolve_internally_on_that_port_only() -> None:
+    """`files.bfl.ai:9000` is internal on 9000; on 443 it is only covered by `*.bfl.ai`, and refused."""
+    patterns = ("*.bfl.ai", "files.bfl.ai:9000")
+    check_resolved("files.bfl.ai", 9000, ["10.0.0.7"], patterns)
+    assert check_url("https://files.bfl.ai/x.png", patterns) == ("files.bfl.ai", 443)
+    with pytest.raises(HostRefused, match=r"resolves to internal address 10\.0\.0\.7"):
+        check_resolved("files.bfl.ai", 443, ["10.0.0.7"], patterns)
 
 
 def test_exactly_named_host_may_resolve_internally() -> None:
-    check_resolved("sim.internal", ["10.0.0.7"], ("*.bfl.ai", "sim.internal"))
+    check_resolved("sim.internal", 443, ["10.0.0.7"], ("*.bfl.ai", "sim.internal"))
 
 
 # --- ports, invalid entries, IPv6 with IPv4 inside ----------------------------------------------------
@@ -200,7 +209,7 @@ def test_ipv6_forms_of_public_ipv4_are_not_internal(address: str) -> None:
 
 def test_a_wildcard_never_admits_an_embedded_internal_address() -> None:
     with pytest.raises(SampleRejected):
-        check_resolved("delivery.bfl.ai", ["64:ff9b::a9fe:a9fe"], BFL)
+        check_resolved("delivery.bfl.ai", 443, ["64:ff9b::a9fe:a9fe"], BFL)
 
 
 @pytest.mark.parametrize(
@@ -264,9 +273,11 @@ def test_a_bare_star_never_admits_an_internal_address(url: str) -> None:
 
 def test_internal_input_hosts_only_when_named_exactly() -> None:
     assert check_url("http://127.0.0.1:9000/x.png", ("*", "127.0.0.1"), INPUT_HOSTS) == ("127.0.0.1", 9000)
-    check_resolved("images.internal", ["10.0.0.7"], ("*", "images.internal"), INPUT_HOSTS)
+    check_resolved("images.internal", 443, ["10.0.0.7"], ("*", "images.internal"), INPUT_HOSTS)
     with pytest.raises(HostRefused, match=r"input image host images\.example resolves to internal address"):
-        check_resolved("images.example", ["93.184.215.14", "10.0.0.7"], ("*",), INPUT_HOSTS, "input image")
+        check_resolved(
+            "images.example", 443, ["93.184.215.14", "10.0.0.7"], ("*",), INPUT_HOSTS, "input image"
+        )
 
 
 def test_a_star_with_a_port_admits_that_port_only() -> None:

@@ -103,7 +103,7 @@ def test_sample_url_checks_raise_only_our_errors(url: str) -> None:
 @PROPERTIES
 @given(st.text(max_size=40), st.lists(st.text(max_size=40), max_size=3))
 def test_resolved_address_checks_raise_only_our_errors(host: str, addresses: list[str]) -> None:
-    only_our_errors(lambda: check_resolved(host, addresses, PATTERNS))
+    only_our_errors(lambda: check_resolved(host, 443, addresses, PATTERNS))
 
 
 @PROPERTIES
