@@ -291,6 +291,15 @@ class PostgresStore(ResourceBase):
         rows = await self.pool.fetch(SELECT_DELIVERIES + " WHERE event_id = $1 ORDER BY sink", event_id)
         return [delivery_from_row(row) for row in rows]
 
+    async def deliveries_of(self, event_ids: Collection[str]) -> dict[str, list[Delivery]]:
+        found: dict[str, list[Delivery]] = {event_id: [] for event_id in event_ids}
+        if found:
+            sql = SELECT_DELIVERIES + " WHERE event_id = ANY($1::text[]) ORDER BY sink"
+            for row in await self.pool.fetch(sql, list(found)):
+                delivery = delivery_from_row(row)
+                found[delivery.event_id].append(delivery)
+        return found
+
     async def claim_deliveries(
         self, now: float, lease_s: float, limit: int, sinks: Collection[str]
     ) -> list[Delivery]:

@@ -43,6 +43,8 @@ from receiver.stores.urgency import is_urgent
 
 T = TypeVar("T")
 
+FEED_WATCH_S = 0.25  # how soon a feed reader learns of entries another process committed
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -143,7 +145,8 @@ class SQLiteStore(ResourceBase):
         self._reader: sqlite3.Connection | None = None
         self._read_slot = anyio.CapacityLimiter(1)  # one reader at a time on the read connection
         self._signal = Signal()
-        self._feed_head = 0  # the last feed number the writer committed (read in the writer thread)
+        self._feed_head = 0  # the newest feed number seen committed, by this process or another
+        self._feed_watch: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -173,6 +176,11 @@ class SQLiteStore(ResourceBase):
         self._reader = writer if self.path == ":memory:" else await anyio.to_thread.run_sync(self._connect)
 
     async def aclose(self) -> None:
+        if self._feed_watch is not None:
+            self._feed_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feed_watch
+            self._feed_watch = None
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
         if writer is not None:
@@ -363,6 +371,16 @@ class SQLiteStore(ResourceBase):
         )
         return [delivery_from_row(row) for row in rows]
 
+    async def deliveries_of(self, event_ids: Collection[str]) -> dict[str, list[Delivery]]:
+        found: dict[str, list[Delivery]] = {event_id: [] for event_id in event_ids}
+        if found:
+            marks = ",".join("?" * len(found))
+            sql = f"{SELECT_DELIVERIES} WHERE event_id IN ({marks}) ORDER BY sink"
+            for row in await self._read(sql, tuple(found), many=True):
+                delivery = delivery_from_row(row)
+                found[delivery.event_id].append(delivery)
+        return found
+
     async def claim_deliveries(
         self, now: float, lease_s: float, limit: int, sinks: Collection[str]
     ) -> list[Delivery]:
@@ -444,7 +462,20 @@ class SQLiteStore(ResourceBase):
         return int(row[0] or 0)
 
     def feed_changed(self) -> anyio.Event:
+        if self._feed_watch is None and self.path != ":memory:":
+            self._feed_watch = asyncio.get_running_loop().create_task(self._watch_feed())
         return self._signal.changed()
+
+    async def _watch_feed(self) -> None:
+        """Other processes on this file (`serve --processes N`) commit where our writer thread cannot
+        see it: once anyone waits for the feed, look for its growth every FEED_WATCH_S."""
+        while True:
+            await anyio.sleep(FEED_WATCH_S)
+            with contextlib.suppress(*self.unavailable_errors):
+                head = await self.feed_head()
+                if head > self._feed_head:
+                    self._feed_head = head
+                    self._signal.notify()
 
     async def overview(self, now: float) -> Overview:
         states = await self._read(JOBS_BY_STATE, (), many=True)  # settled jobs from their counters

@@ -191,6 +191,23 @@ class StoreContract:
         assert await store.event("job-2") is None
         assert await store.deliveries("job-2") == []
 
+    async def test_deliveries_of_many_events_in_one_read(self, store: Store) -> None:
+        for job_id in ("job-1", "job-2"):
+            await self.finished(store, job_id)
+        await store.insert(make_job("job-3"))  # no event yet
+        [first, _] = await store.deliveries("job-1")
+        dead = dataclasses.replace(first, state=DeliveryState.DEAD, attempts=12, last_error="gone")
+        assert await store.save_delivery(dead, expected_attempts=0)
+        found = await store.deliveries_of(["job-2", "job-1", "job-3", "no-such-job"])
+        assert found == {
+            "job-1": await store.deliveries("job-1"),
+            "job-2": await store.deliveries("job-2"),
+            "job-3": [],
+            "no-such-job": [],
+        }
+        assert found["job-1"][0] == dead and [d.sink for d in found["job-2"]] == sorted(SINKS)
+        assert await store.deliveries_of([]) == {}
+
     async def test_a_second_event_with_the_same_id_is_refused(self, store: Store) -> None:
         job, event = await self.finished(store, "job-1")
         again = final(job, at=T0 + 99)
