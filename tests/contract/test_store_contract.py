@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -619,6 +620,26 @@ class TestSQLiteStore(StoreContract):
             await store.save(dataclasses.replace(job, state=JobState.SUBMITTED), drop_input=True)
             assert await store.legacy_input(job.id) is None
             assert await store.insert(rich_job()) == rich_job()
+
+    async def test_a_write_is_answered_once_the_wal_holding_it_is_on_disk(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Commits do not fsync under the write lock (synchronous=NORMAL); the writer flushes the WAL
+        itself before it answers."""
+        path = tmp_path / "receiver.db"
+        flushed: list[str] = []
+        fdatasync = os.fdatasync
+
+        def recording(fd: int) -> None:
+            fdatasync(fd)
+            flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+        async with SQLiteStore(str(path)) as store:
+            monkeypatch.setattr(os, "fdatasync", recording)
+            await store.insert(make_job("job-1"))
+            assert flushed == [f"{path}-wal"]
+            await store.update("job-1", lambda job: Transition(dataclasses.replace(job, attempts=1)))
+            assert flushed == [f"{path}-wal"] * 2
 
     async def test_two_stores_on_one_file_serialize_their_updates(self, tmp_path: Path) -> None:
         """As the processes of a multi-process `serve` do: each its own writer, one database file."""
