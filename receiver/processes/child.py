@@ -64,8 +64,11 @@ async def run_worker(settings: Settings, wake_fd: int) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, sched.stop)
         listen(wake_fd, sched.wake)
-        async with running_workers(svc, sched):
+        async with running_workers(svc, sched), anyio.create_task_group() as tg:
+            # No scrape reaches this process: it writes the store's figures for the web processes.
+            tg.start_soon(svc.metrics.report_figures, svc.store, list(svc.sinks), svc.clock)
             await sched.stopping.wait()
+            tg.cancel_scope.cancel()
 
 
 if __name__ == "__main__":

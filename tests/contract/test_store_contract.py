@@ -256,6 +256,39 @@ class StoreContract:
         assert job is not None and job.published_at == T0 + 9
         assert {d.state for d in await store.deliveries("job-1")} == {DeliveryState.DELIVERED}
 
+    async def test_completions_arriving_together_apply_each_event_step_once(self, store: Store) -> None:
+        """Every sink of several events completed at once (with a stale one among them): each event's
+        step is applied once, after its last delivery, and the stale completion changes nothing."""
+        ids = [f"job-{n}" for n in range(6)]
+        for job_id in ids:
+            await self.finished(store, job_id)
+        deliveries = [d for job_id in ids for d in await store.deliveries(job_id)]
+        steps: list[str] = []
+
+        def publish(job: Job) -> Transition:
+            steps.append(job.id)
+            return Transition(dataclasses.replace(job, published_at=T0 + 9))
+
+        answers: dict[tuple[str, str, int], bool] = {}
+
+        async def complete(delivery: Delivery, expected_attempts: int) -> None:
+            done = dataclasses.replace(delivery, state=DeliveryState.DELIVERED, delivered_at=T0 + 9)
+            answer = await store.complete_delivery(done, expected_attempts=expected_attempts, then=publish)
+            answers[delivery.event_id, delivery.sink, expected_attempts] = answer
+
+        async with anyio.create_task_group() as tg:
+            for delivery in deliveries:
+                tg.start_soon(complete, delivery, 0)
+            tg.start_soon(complete, deliveries[0], 7)  # a claim since lost
+        assert answers == {(d.event_id, d.sink, 0): True for d in deliveries} | {
+            (deliveries[0].event_id, deliveries[0].sink, 7): False
+        }
+        assert sorted(steps) == ids
+        for job_id in ids:
+            job = await store.get(job_id)
+            assert job is not None and job.published_at == T0 + 9
+            assert {d.state for d in await store.deliveries(job_id)} == {DeliveryState.DELIVERED}
+
     async def test_claim_deliveries_only_for_the_given_sinks(self, store: Store) -> None:
         await self.finished(store, "job-1")
         [only] = await store.claim_deliveries(T0, 30, 10, ["stdout://", "http://elsewhere"])
