@@ -385,6 +385,24 @@ def test_a_missing_or_unknown_key_is_refused_with_401(
         assert (polled.status_code, polled.json()) == (status, {"detail": said})
 
 
+@pytest.mark.parametrize("key", ['"test-key"', "test key", "test-key.", "sk:" + KEY, "k" * 129])
+def test_the_live_flavour_refuses_a_key_of_no_bfl_shape_with_422(sim: Sim, live: Sim, key: str) -> None:
+    body = {"prompt": "Change the car color to red", "input_image": IMAGE}
+    headers = {"x-key": key}
+
+    for running, status, said in ((live, 422, "Invalid API key format"), (sim, 401, "Invalid API key")):
+        submitted = running.http.post(f"{running.url}/v1/flux-kontext-pro", json=body, headers=headers)
+        polled = running.http.get(f"{running.url}/v1/get_result", params={"id": "x"}, headers=headers)
+
+        assert (submitted.status_code, submitted.json()) == (status, {"detail": said})
+        assert (polled.status_code, polled.json()) == (status, {"detail": said})
+
+
+def test_without_configured_keys_the_live_flavour_takes_any_key() -> None:
+    with simulator(flavor="live", latency_s=0.05) as running:
+        assert running.submit(key="any key: at all").status_code == 200
+
+
 def test_every_configured_key_is_accepted_in_any_header_case(sim: Sim) -> None:
     body = {"prompt": "Change the car color to red", "input_image": IMAGE}
 
