@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +222,13 @@ def _read_base64(path: Path) -> str:
 RECONNECT_BASE_S, RECONNECT_CAP_S = 0.25, 5.0  # `edit`'s waits between tries to resume the stream
 
 
-def _follow(http: httpx.Client, job_id: str, progress: Progress, timeout: float) -> None:
+def _follow(
+    http: httpx.Client,
+    job_id: str,
+    progress: Progress,
+    timeout: float,
+    sleep: Callable[[float], object] = time.sleep,
+) -> None:
     """Show each state of the job as `/v1/events` announces it, until a final one; a dropped stream is
     resumed where it broke off (`Last-Event-ID`)."""
     last_id: str | None = None
@@ -248,7 +254,7 @@ def _follow(http: httpx.Client, job_id: str, progress: Progress, timeout: float)
             failures += 1
             delay = backoff(failures, RECONNECT_BASE_S, RECONNECT_CAP_S, job_id)
             progress.update(f"job {job_id}: reconnecting in {delay:.1f}s ({type(exc).__name__})")
-            time.sleep(min(delay, max(0.0, timeout - progress.elapsed())))
+            sleep(min(delay, max(0.0, timeout - progress.elapsed())))
     raise TimeoutError(f"no outcome for job {job_id} after {timeout:.0f}s")
 
 

@@ -63,6 +63,8 @@ _CREDITS = {
 _SPENT = CREDITS_SPENT.format(since="?", until="?", **_CREDITS)
 _COMMITTED = CREDITS_COMMITTED.format(since="?", until="?", now="?", **_CREDITS)
 
+FEED_WATCH_S = 0.25  # how soon a feed reader learns of entries another process committed
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -164,7 +166,8 @@ class SQLiteStore(ResourceBase):
         self._reader: sqlite3.Connection | None = None
         self._read_slot = anyio.CapacityLimiter(1)  # one reader at a time on the read connection
         self._signal = Signal()
-        self._feed_head = 0  # the last feed number the writer committed (read in the writer thread)
+        self._feed_head = 0  # the newest feed number seen committed, by this process or another
+        self._feed_watch: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -193,6 +196,11 @@ class SQLiteStore(ResourceBase):
         self._reader = writer if self.path == ":memory:" else await anyio.to_thread.run_sync(self._connect)
 
     async def aclose(self) -> None:
+        if self._feed_watch is not None:
+            self._feed_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feed_watch
+            self._feed_watch = None
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
         if writer is not None:
@@ -453,7 +461,20 @@ class SQLiteStore(ResourceBase):
         return int(row[0] or 0)
 
     def feed_changed(self) -> anyio.Event:
+        if self._feed_watch is None and self.path != ":memory:":
+            self._feed_watch = asyncio.get_running_loop().create_task(self._watch_feed())
         return self._signal.changed()
+
+    async def _watch_feed(self) -> None:
+        """Other processes on this file (`serve --processes N`) commit where our writer thread cannot
+        see it: once anyone waits for the feed, look for its growth every FEED_WATCH_S."""
+        while True:
+            await anyio.sleep(FEED_WATCH_S)
+            with contextlib.suppress(*self.unavailable_errors):
+                head = await self.feed_head()
+                if head > self._feed_head:
+                    self._feed_head = head
+                    self._signal.notify()
 
     async def overview(self, now: float) -> Overview:
         states = await self._read(JOBS_BY_STATE, (), many=True)  # settled jobs from their counters

@@ -19,6 +19,14 @@ from tests.contract.test_store_contract import SINKS, T0, final, make_job
 pytestmark = pytest.mark.anyio
 
 
+async def assert_a_write_wakes(reader: Store, writer: Store) -> None:
+    changed = reader.feed_changed()
+    await writer.insert(make_job("job-1"))
+    with anyio.fail_after(5):
+        await changed.wait()
+    assert [e.job_id for e in await reader.feed(0)] == ["job-1"]
+
+
 class FeedContract:
     async def test_a_jobs_life_in_order_with_its_event(self, store: Store) -> None:
         job = await store.insert(make_job("job-1"))
@@ -70,11 +78,7 @@ class FeedContract:
         assert entry.job_id == "job-c" and entry.seq > head
 
     async def test_a_write_that_grows_the_feed_wakes_readers(self, store: Store) -> None:
-        changed = store.feed_changed()
-        await store.insert(make_job("job-1"))
-        with anyio.fail_after(5):
-            await changed.wait()
-        assert [e.job_id for e in await store.feed(0)] == ["job-1"]
+        await assert_a_write_wakes(store, store)
 
     async def test_overview(self, store: Store) -> None:
         await store.insert(make_job("job-a"))
@@ -108,6 +112,11 @@ class TestSQLiteFeed(FeedContract):
         async with SQLiteStore(str(tmp_path / "receiver.db")) as store:
             yield store
 
+    async def test_a_write_by_another_process_wakes_readers(self, tmp_path: Path) -> None:
+        path = str(tmp_path / "receiver.db")  # two stores on one file, as `serve --processes N` has
+        async with SQLiteStore(path) as writer, SQLiteStore(path) as reader:
+            await assert_a_write_wakes(reader, writer)
+
 
 class TestPostgresFeed(FeedContract):
     @pytest.fixture
@@ -118,11 +127,7 @@ class TestPostgresFeed(FeedContract):
     async def test_a_write_on_one_replica_wakes_another(self, postgres_schemas: Callable[[], str]) -> None:
         url = postgres_schemas()
         async with store_from_url(url) as writer, store_from_url(url) as reader:
-            changed = reader.feed_changed()
-            await writer.insert(make_job("job-1"))
-            with anyio.fail_after(5):
-                await changed.wait()
-            assert [e.job_id for e in await reader.feed(0)] == ["job-1"]
+            await assert_a_write_wakes(reader, writer)
 
     async def test_a_row_committed_late_is_numbered_after_what_was_read(
         self, postgres_schemas: Callable[[], str]

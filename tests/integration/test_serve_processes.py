@@ -16,6 +16,7 @@ import httpx
 
 from receiver.simulator import create_sim_app
 from tests.integration.processes import ReceiverProcess, receiver_env, receiver_process
+from tests.integration.sse import Listener
 from tests.integration.stack import FAST_SIM, IMAGE_B64, TOKEN
 from tests.servers import free_port, serve, wait_until
 
@@ -96,6 +97,16 @@ def test_edits_complete_through_web_and_worker_processes(tmp_path: Path) -> None
                 return {state for (state,) in db.execute("SELECT state FROM jobs")}
 
         wait_until(lambda: states() == {"published"}, 10, "every job published")
+
+
+def test_a_stream_learns_what_the_worker_process_published(tmp_path: Path) -> None:
+    """The worker commits `published` in another process than the stream's: with heartbeats a minute
+    apart, it still reaches the stream well before the next one."""
+    slow = {"RECEIVER_SSE_HEARTBEAT_S": "60"}
+    with serve(create_sim_app(FAST_SIM)) as sim_url, three_processes(tmp_path, sim_url, **slow) as r:
+        stream = Listener(r.url, params={"after": "0"})
+        for job_id in submit(r.url, 3):
+            stream.wait_state(job_id, "published", timeout=20)
 
 
 def test_a_sigkill_of_the_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
