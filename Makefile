@@ -36,6 +36,7 @@ test: lint
 # Performance figures against baselines measured in the same run (about 4 minutes, plus about 2 the
 # first time, to build the cached stores of figure 9; not part of `test`).
 # `$(BIN)/python -m tests.bench --quick` is a shorter variant (about 2 minutes). Writes bench-results.json.
+# `--only 1 8` runs phases 1 and 8 alone: each name's first words, whole (1 is not 1s, 10 or 11).
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 

@@ -17,7 +17,7 @@ import httpx
 
 from receiver import sse
 from receiver.catalog import CATALOG
-from receiver.errors import ConfigError, ReceiverError
+from receiver.errors import ConfigError, ReceiverError, StartupError
 from receiver.logs import configure_logging
 from receiver.models import FINAL_STATES, JobState
 from receiver.progress import Progress
@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"kontext-receiver: configuration error: {exc}", file=sys.stderr)
         code = 2
+    except StartupError as exc:
+        code = startup_failed(exc)
     except httpx.TransportError as exc:
         origin = exc.request.url.copy_with(path="/", query=None, userinfo=b"")
         print(f"kontext-receiver: cannot reach the receiver at {origin} ({exc})", file=sys.stderr)
@@ -49,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
     sys.exit(code)
+
+
+def startup_failed(exc: StartupError) -> int:
+    print(f"kontext-receiver: cannot start: {exc}", file=sys.stderr)
+    return 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,9 +171,16 @@ def _serve(args: argparse.Namespace) -> int:
         serve(settings, args.host, args.port, api=args.api, workers=args.workers)
         return 0
     from receiver.processes.supervisor import supervise
+    from receiver.services import open_services
     from receiver.sinks import sinks_from_settings
 
     sinks_from_settings(settings)  # a bad sink URL stops start-up here, as it does a single process
+
+    async def open_once() -> None:  # and so does what cannot be opened: one message, not one a process
+        async with open_services(settings):
+            pass
+
+    anyio.run(open_once)
     return supervise(settings, args.host, args.port, processes, workers=args.workers)
 
 

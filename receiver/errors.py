@@ -17,6 +17,11 @@ class MissingDependency(ConfigError):
     """A backend was configured whose optional dependency is not installed."""
 
 
+class StartupError(ReceiverError):
+    """A resource the settings name (the job store, the blob store, a sink) could not be opened; the
+    process cannot start. The message says which, without its secrets."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One invalid field, in the shape of BFL's 422 bodies (`loc`, `msg`, `type`)."""
@@ -83,7 +88,7 @@ class RetryLater(ReceiverError):
 
 
 class Unavailable(RetryLater):
-    """Something the request needs is down or busy (the store, BFL, the upload slots)."""
+    """Something the request needs is down or busy (the store, BFL)."""
 
 
 class StoreUnavailable(Unavailable):

@@ -234,10 +234,12 @@ def step_crashed(job: Job, state: JobState, message: str, now: float, policy: Po
 
 
 def published(job: Job, now: float) -> Transition | None:
-    """Every sink has the event."""
-    if job.state is not JobState.STORED:
+    """Every sink has the event: a stored job is `published`; a failed, moderated or expired one keeps
+    its state. Either way, when is noted (the first time: a redelivery changes nothing)."""
+    if job.state not in FINAL_STATES or job.published_at is not None:
         return None
-    return Transition(dataclasses.replace(job, state=JobState.PUBLISHED, published_at=now))
+    state = JobState.PUBLISHED if job.state is JobState.STORED else job.state
+    return Transition(dataclasses.replace(job, state=state, published_at=now))
 
 
 def finish(

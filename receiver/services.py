@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 
@@ -16,10 +17,12 @@ from receiver.bfl.sansio import SAMPLE_URL_LIFETIME_S
 from receiver.blobs import BlobStore, blobs_from_url
 from receiver.catalog import CATALOG, Catalog
 from receiver.downloads import FetchPolicy, download_client
+from receiver.errors import ReceiverError, StartupError
 from receiver.http_transport import BackpressureTransport
 from receiver.lifecycle import Policy
 from receiver.metrics import Metrics, Step
 from receiver.models import FINAL_STATES, Job, Transition
+from receiver.registry import redact
 from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_settings
 from receiver.stores import Store, store_from_url
@@ -27,6 +30,7 @@ from receiver.stores.guard import guarded
 from receiver.webhook_auth import WebhookSigner
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,16 +82,18 @@ async def open_services(
     clock: Clock = time.time,
     catalog: Catalog = CATALOG,
 ) -> AsyncIterator[Services]:
-    """Open every resource the settings name (or use the ones given) and close them all on exit."""
+    """Open every resource the settings name (or use the ones given) and close them all on exit. One
+    that cannot be opened raises `StartupError`; a malformed URL, `ConfigError`."""
     async with AsyncExitStack() as stack:
+        store = store or store_from_url(settings.store_url)
+        blobs = blobs or blobs_from_url(settings.blob_url)
+        sinks = sinks or sinks_from_settings(settings)
         opened_store = guarded(
-            await stack.enter_async_context(store or store_from_url(settings.store_url)),
+            await _open(stack, store, f"the job store {redact(settings.store_url)}"),
             settings.store_timeout_s,
         )
-        opened_blobs = await stack.enter_async_context(blobs or blobs_from_url(settings.blob_url))
-        opened_sinks = [
-            await stack.enter_async_context(sink) for sink in sinks or sinks_from_settings(settings)
-        ]
+        opened_blobs = await _open(stack, blobs, f"the blob store {redact(settings.blob_url)}")
+        opened_sinks = [await _open(stack, sink, f"sink {sink.name}") for sink in sinks]
         timeout = httpx.Timeout(30.0, read=settings.download_timeout_s)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         fetch_policy = FetchPolicy(
@@ -124,3 +130,12 @@ async def open_services(
             catalog=catalog,
             metrics=Metrics(settings.metrics_store_ttl_s),
         )
+
+
+async def _open(stack: AsyncExitStack, resource: AbstractAsyncContextManager[T], what: str) -> T:
+    try:
+        return await stack.enter_async_context(resource)
+    except ReceiverError as exc:  # the backend's message names what failed, its secrets left out
+        raise StartupError(str(exc)) from exc
+    except Exception as exc:
+        raise StartupError(f"cannot open {what}: {type(exc).__name__}: {exc}") from exc

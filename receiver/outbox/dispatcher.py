@@ -145,9 +145,10 @@ class Dispatcher:
                     deliveries.append(delivery)
                     events.append(event)
             errors = await self._publish(events)
-            for delivery, event, error in zip(deliveries, events, errors, strict=True):
-                with about_job(event.id, event.data.get("bfl_task_id")):  # an event has its job's id
-                    await self._record(delivery, error, event)
+            # All at once: a store with group commit (PostgreSQL) writes them in one transaction.
+            async with anyio.create_task_group() as tg:
+                for delivery, event, error in zip(deliveries, events, errors, strict=True):
+                    tg.start_soon(self._record_about, delivery, error, event)
             self._note(errors)
         except Exception:  # recording failed: the claims lapse and the deliveries are taken again
             log.exception("outbox.record_failed", sink=self.sink.name)
@@ -189,6 +190,10 @@ class Dispatcher:
         except SinkError:  # the outcomes are in `errors`
             pass
         return errors
+
+    async def _record_about(self, delivery: Delivery, error: SinkError | None, event: Event) -> None:
+        with about_job(event.id, event.data.get("bfl_task_id")):  # an event has its job's id
+            await self._record(delivery, error, event)
 
     async def _record(self, delivery: Delivery, error: SinkError | None, event: Event | None = None) -> None:
         now, sink = self.clock(), self.sink.name

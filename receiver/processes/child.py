@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import anyio
 
+from receiver.cli import startup_failed
+from receiver.errors import StartupError
 from receiver.logs import configure_logging
 from receiver.processes.wakebus import WakeSender, listen
 from receiver.services import open_services
@@ -39,11 +41,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
     settings = Settings.from_env().check(api=args.role == "web", workers=args.role == "worker")
     configure_logging(settings.log_level, settings.log_json)
-    if args.role == "web":
-        wake_fds = [int(fd) for fd in args.wake_fds.split(",") if fd]
-        run_web(settings, args.listen_fd, wake_fds)  # (none with `serve --no-worker`)
-    else:
-        anyio.run(run_worker, settings, args.wake_fd, backend_options={"use_uvloop": True})
+    try:
+        if args.role == "web":
+            wake_fds = [int(fd) for fd in args.wake_fds.split(",") if fd]
+            run_web(settings, args.listen_fd, wake_fds)  # (none with `serve --no-worker`)
+        else:
+            anyio.run(run_worker, settings, args.wake_fd, backend_options={"use_uvloop": True})
+    except StartupError as exc:
+        sys.exit(startup_failed(exc))
 
 
 def run_web(settings: Settings, listen_fd: int, wake_fds: list[int]) -> None:
@@ -59,8 +64,11 @@ async def run_worker(settings: Settings, wake_fd: int) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, sched.stop)
         listen(wake_fd, sched.wake)
-        async with running_workers(svc, sched):
+        async with running_workers(svc, sched), anyio.create_task_group() as tg:
+            # No scrape reaches this process: it writes the store's figures for the web processes.
+            tg.start_soon(svc.metrics.report_figures, svc.store, list(svc.sinks), svc.clock)
             await sched.stopping.wait()
+            tg.cancel_scope.cancel()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ single `serve` does, and the supervisor exits when all have, re-raising the sign
 exits by itself stops the others, and the supervisor exits 1 for whatever restarts it. A SIGKILL of
 the supervisor kills every process (PR_SET_PDEATHSIG on Linux; elsewhere a process finding its parent
 gone at start exits).
+
+Every process counts its metrics in a directory the supervisor makes for the serve (prometheus-client's
+multiprocess mode, `receiver.metrics`), under the temp directory, and removes once all have ended.
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ import contextlib
 import ctypes
 import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
+from prometheus_client.multiprocess import mark_process_dead
 
 from receiver.errors import ConfigError
+from receiver.metrics import MULTIPROCESS_DIR
 from receiver.settings import Settings
 
 log = structlog.get_logger("receiver.processes")
@@ -81,10 +88,24 @@ class Supervisor:
         self.split = Split.of(processes, workers=workers)
         self.host, self.port = host, port
         self.children: list[subprocess.Popen[bytes]] = []
+        self.metrics_dir = ""
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)  # taken by sigwaitinfo below
         listener = bind(self.host, self.port)
+        self.metrics_dir = tempfile.mkdtemp(prefix="kontext-receiver-metrics-")
+        try:
+            self._start_all(listener)
+            code, stop_signal = self._wait()
+        finally:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if stop_signal is not None:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
+            signal.signal(stop_signal, signal.SIG_DFL)
+            os.kill(os.getpid(), stop_signal)  # exit by the signal, as uvicorn does
+        return code  # still here: PID 1 of a container ignores it, and exits 0 as uvicorn there
+
+    def _start_all(self, listener: socket.socket) -> None:
         pipes = [os.pipe() for _ in range(self.split.workers)]
         try:
             for read_end, _ in pipes:
@@ -100,35 +121,32 @@ class Supervisor:
                 os.close(write_end)
         pids = [child.pid for child in self.children]
         log.info("serve.started", web=self.split.web, workers=self.split.workers, pids=pids)
-        return self._wait()
 
     def _start(self, role: str, extra: Sequence[str], fds: Sequence[int]) -> None:
         args = [sys.executable, "-m", "receiver.processes.child", role, "--parent", str(os.getpid()), *extra]
-        self.children.append(subprocess.Popen(args, pass_fds=tuple(fds), preexec_fn=_child_setup))  # noqa: S603
+        env = os.environ | {MULTIPROCESS_DIR: self.metrics_dir}
+        self.children.append(
+            subprocess.Popen(args, pass_fds=tuple(fds), env=env, preexec_fn=_child_setup)  # noqa: S603
+        )
 
-    def _wait(self) -> int:
-        stop_signal: int | None = None
+    def _wait(self) -> tuple[int, int | None]:
+        """Until every process has ended: the exit code, and the signal that stopped the serve."""
         while True:
             info = signal.sigwaitinfo(_WATCHED)
             if info.si_signo == signal.SIGCHLD:
                 exited = [child for child in self.children if child.poll() is not None]
-                if stop_signal is None and exited:
+                if exited:
                     codes = {child.pid: child.returncode for child in exited}
                     log.error("serve.process_exited", exited=codes)
                     self._stop_all(signal.SIGTERM)
                     self._reap()
-                    return 1
+                    return 1, None
             else:
                 stop_signal = info.si_signo
                 log.info("serve.stopping", signal=signal.Signals(stop_signal).name)
                 self._stop_all(signal.SIGTERM)
                 self._reap()
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
-                signal.signal(stop_signal, signal.SIG_DFL)
-                os.kill(os.getpid(), stop_signal)  # exit by the signal, as uvicorn does
-                return 0  # still here: PID 1 of a container ignores it, and exits 0 as uvicorn there
-            if all(child.poll() is not None for child in self.children):
-                return 0
+                return 0, stop_signal
 
     def _stop_all(self, signum: int) -> None:
         for child in self.children:
@@ -145,6 +163,7 @@ class Supervisor:
                 log.warning("serve.process_killed", pid=child.pid)
                 child.kill()
                 child.wait()
+            mark_process_dead(child.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
         log.info("serve.stopped")
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-import anyio
+from collections.abc import Sequence
 
 from receiver.errors import ConfigError
 from receiver.registry import Registry
@@ -53,32 +51,11 @@ def sinks_from_settings(settings: Settings) -> list[Sink]:
     return sinks_from_urls(settings.sinks, options)
 
 
-async def reachability(sinks: Mapping[str, Sink], timeout_s: float = 0.5) -> dict[str, dict[str, object]]:
-    """Each sink by name: whether it answered a ping within `timeout_s`, and the error if not. Short,
-    so `/readyz` answers well within a readiness probe's timeout even while a broker hangs."""
-    answers: dict[str, dict[str, object]] = {}
-
-    async def check(name: str, sink: Sink) -> None:
-        try:
-            with anyio.fail_after(timeout_s):
-                await sink.ping()
-        except Exception as exc:  # any failure to reach a sink is reported, never raised
-            answers[name] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}".rstrip(": ")}
-        else:
-            answers[name] = {"reachable": True}
-
-    async with anyio.create_task_group() as tg:
-        for name, sink in sinks.items():
-            tg.start_soon(check, name, sink)
-    return dict(sorted(answers.items()))
-
-
 __all__ = [
     "SINKS",
     "Sink",
     "SinkOptions",
     "event_line",
-    "reachability",
     "sink_from_url",
     "sinks_from_settings",
     "sinks_from_urls",

@@ -195,6 +195,10 @@ class Store(Resource, Protocol):
 
     async def deliveries(self, event_id: str) -> list[Delivery]: ...
 
+    async def deliveries_of(self, event_ids: Collection[str]) -> dict[str, list[Delivery]]:
+        """The deliveries of every given event in one read: by event id, each list as `deliveries`
+        gives it (by sink), an empty one for an event with none."""
+
     async def claim_deliveries(
         self, now: float, lease_s: float, limit: int, sinks: Collection[str]
     ) -> list[Delivery]:

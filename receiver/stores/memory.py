@@ -188,6 +188,13 @@ class MemoryStore(ResourceBase):
     async def deliveries(self, event_id: str) -> list[Delivery]:
         return sorted((d for d in self._deliveries.values() if d.event_id == event_id), key=lambda d: d.sink)
 
+    async def deliveries_of(self, event_ids: Collection[str]) -> dict[str, list[Delivery]]:
+        found: dict[str, list[Delivery]] = {event_id: [] for event_id in event_ids}
+        for delivery in sorted(self._deliveries.values(), key=lambda d: d.sink):
+            if delivery.event_id in found:
+                found[delivery.event_id].append(delivery)
+        return found
+
     async def claim_deliveries(
         self, now: float, lease_s: float, limit: int, sinks: Collection[str]
     ) -> list[Delivery]:

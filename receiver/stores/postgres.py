@@ -23,7 +23,7 @@ from receiver.resource import ResourceBase
 from receiver.stores import migrations
 from receiver.stores.base import Change, Delivery, DeliveryState, Overview, StoreFigures, UpstreamLimits
 from receiver.stores.feed import FEED_COLUMNS, FeedEntry, Signal, entry_from_row
-from receiver.stores.postgres_batch import Update, UpdateBatcher
+from receiver.stores.postgres_batch import Completion, CompletionBatcher, Update, UpdateBatcher
 from receiver.stores.rows import (
     CREDITS_COMMITTED,
     CREDITS_SPENT,
@@ -90,6 +90,7 @@ class PostgresStore(ResourceBase):
         self._listening: asyncpg.Connection | None = None  # while `watch` is open
         self._reporting = False  # this replica reports the store's figures (see `figures`)
         self._batcher = UpdateBatcher(self._acquire, self._update_alone)
+        self._completions = CompletionBatcher(self._acquire, self._complete_alone)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -146,6 +147,7 @@ class PostgresStore(ResourceBase):
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
+        await self._completions.aclose()
         if self._feed_listener is not None:
             listener, self._feed_listener = self._feed_listener, None
             await listener.close()
@@ -157,6 +159,11 @@ class PostgresStore(ResourceBase):
     def batches_committed(self) -> int:
         """Transactions the group commit of updates has committed (see `postgres_batch`)."""
         return self._batcher.committed
+
+    @property
+    def completion_batches_committed(self) -> int:
+        """Transactions the group commit of delivery completions has committed."""
+        return self._completions.committed
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -209,7 +216,8 @@ class PostgresStore(ResourceBase):
         claimed_until: float | None = None,
     ) -> tuple[Job | None, bool]:
         """Group commit: updates arriving together share a transaction (see `postgres_batch`)."""
-        return await self._batcher.update(job_id, change, sinks, claimed_until, urgent=is_urgent())
+        update = Update(job_id, change, tuple(sinks), claimed_until)
+        return await self._batcher.run(update, urgent=is_urgent())
 
     async def _update_alone(self, update: Update) -> tuple[Job | None, bool]:
         job_id, change = update.job_id, update.change
@@ -306,6 +314,15 @@ class PostgresStore(ResourceBase):
         rows = await self.pool.fetch(SELECT_DELIVERIES + " WHERE event_id = $1 ORDER BY sink", event_id)
         return [delivery_from_row(row) for row in rows]
 
+    async def deliveries_of(self, event_ids: Collection[str]) -> dict[str, list[Delivery]]:
+        found: dict[str, list[Delivery]] = {event_id: [] for event_id in event_ids}
+        if found:
+            sql = SELECT_DELIVERIES + " WHERE event_id = ANY($1::text[]) ORDER BY sink"
+            for row in await self.pool.fetch(sql, list(found)):
+                delivery = delivery_from_row(row)
+                found[delivery.event_id].append(delivery)
+        return found
+
     async def claim_deliveries(
         self, now: float, lease_s: float, limit: int, sinks: Collection[str]
     ) -> list[Delivery]:
@@ -333,6 +350,11 @@ class PostgresStore(ResourceBase):
     async def complete_delivery(
         self, delivery: Delivery, *, expected_attempts: int, then: Callable[[Job], Transition | None]
     ) -> bool:
+        """Group commit: completions arriving together share a transaction (see `postgres_batch`)."""
+        return await self._completions.run(Completion(delivery, expected_attempts, then))
+
+    async def _complete_alone(self, completion: Completion) -> bool:
+        delivery, expected_attempts, then = completion.delivery, completion.expected_attempts, completion.then
         async with self._acquire() as conn, conn.transaction():
             if not await _save_delivery(conn, delivery, expected_attempts):
                 return False
@@ -356,7 +378,7 @@ class PostgresStore(ResourceBase):
                 "INSERT INTO deliveries (event_id, sink, state, attempts, next_at) VALUES ($1, $2, $3, 0, $4)"
                 " ON CONFLICT (event_id, sink) DO UPDATE SET state = excluded.state, attempts = 0,"
                 " next_at = excluded.next_at, last_error = NULL, delivered_at = NULL",
-                [(event_id, sink, DeliveryState.PENDING.value, now) for sink in sinks],
+                [(event_id, sink, DeliveryState.PENDING.value, now) for sink in sorted(sinks)],
             )
         return len(sinks)
 

@@ -1,11 +1,17 @@
-"""Group commit for PostgreSQL: job updates that arrive together share one transaction.
+"""Group commit for PostgreSQL: job updates that arrive together share one transaction, and so do
+delivery completions.
 
-While a batch is being committed, new updates queue; the next batch takes them all (urgent ones first,
-those someone waits on). A batch reads its jobs with one `SELECT ... FOR UPDATE`, applies each update's
-lifecycle step in order (several steps of one job see each other's result), and writes every changed
-job, event, delivery and dropped input with one statement; nobody is answered before the commit.
-If that statement fails (an event another writer already stored), each update of the batch is run
-again on its own, so one update's conflict never fails the others.
+While a batch is being committed, new items queue; the next batch takes them all (urgent ones first,
+those someone waits on); nobody is answered before the commit. If a batch fails on a conflict (an
+event another writer already stored, a deadlock), each item of it is run again on its own, so one
+item's conflict never fails the others.
+
+A batch of updates reads its jobs with one `SELECT ... FOR UPDATE`, applies each update's lifecycle
+step in order (several steps of one job see each other's result), and writes every changed job, event,
+delivery and dropped input with one statement. A batch of completions writes its deliveries with one
+statement, then locks the jobs of those written, finds in a statement of its own (which sees the
+completions other transactions committed while it waited for the locks) the events with a sink still
+to go, and applies each other event's step to its job with the updates' one write.
 """
 
 from __future__ import annotations
@@ -15,16 +21,19 @@ import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
 from receiver.models import Job, Transition
+from receiver.stores.base import Delivery, DeliveryState
 from receiver.stores.rows import job_columns, job_doc, job_from_doc, new_delivery
 
 MAX_BATCH = 64
 
 Outcome = tuple[Job | None, bool]
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 LOCK_JOBS = "SELECT id, doc FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 
@@ -50,6 +59,84 @@ WITH changed AS (
 SELECT count(*) FROM changed
 """
 
+COMPLETE_DELIVERIES = """
+UPDATE deliveries SET state = v.state, attempts = v.attempts, next_at = v.next_at,
+    last_error = v.last_error, delivered_at = v.delivered_at
+FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[], $6::float8[], $7::text[],
+            $8::float8[]) WITH ORDINALITY
+    AS v(event_id, sink, expected_attempts, state, attempts, next_at, last_error, delivered_at, n)
+WHERE deliveries.event_id = v.event_id AND deliveries.sink = v.sink
+    AND deliveries.attempts = v.expected_attempts
+RETURNING v.n
+"""
+
+UNDELIVERED = "SELECT DISTINCT event_id FROM deliveries WHERE event_id = ANY($1::text[]) AND state <> $2"
+
+
+class RunAlone(Exception):
+    """Raised by a batch's commit (rolling it back) to have each of its items run on its own."""
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Items arriving together committed in one transaction by `commit`, one result per item, or each
+    by `alone` when the batch conflicts."""
+
+    def __init__(
+        self,
+        commit: Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]],
+        alone: Callable[[Item], Awaitable[Result]],
+    ) -> None:
+        self._commit = commit
+        self._alone = alone
+        self._urgent: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._background: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._draining: asyncio.Task[None] | None = None
+        self.committed = 0  # batches committed: for tests and metrics
+
+    async def run(self, item: Item, *, urgent: bool = False) -> Result:
+        done: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._background).append((item, done))
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain())
+        return await done  # a caller that goes away leaves its item queued: committed all the same
+
+    async def aclose(self) -> None:
+        """Wait for every item queued to be committed."""
+        if self._draining is not None:
+            await self._draining
+
+    async def _drain(self) -> None:
+        try:
+            while self._urgent or self._background:
+                batch = self._take()
+                try:
+                    outcomes = await self._commit([item for item, _ in batch])
+                except (asyncpg.IntegrityConstraintViolationError, asyncpg.DeadlockDetectedError, RunAlone):
+                    await self._one_by_one(batch)
+                except Exception as exc:  # the connection or the transaction failed: so did every item
+                    _settle(batch, [exc] * len(batch))
+                else:
+                    self.committed += 1
+                    _settle(batch, outcomes)
+        finally:
+            self._draining = None
+
+    def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+        batch = self._urgent[:MAX_BATCH]
+        del self._urgent[: len(batch)]
+        more = self._background[: MAX_BATCH - len(batch)]
+        del self._background[: len(more)]
+        return batch + more
+
+    async def _one_by_one(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        for queued in batch:
+            outcome: Result | BaseException
+            try:
+                outcome = await self._alone(queued[0])
+            except Exception as exc:
+                outcome = exc
+            _settle([queued], [outcome])
+
 
 @dataclass(frozen=True)
 class Update:
@@ -57,7 +144,6 @@ class Update:
     change: Callable[[Job], Transition | None]
     sinks: Sequence[str]
     claimed_until: float | None
-    done: asyncio.Future[Outcome]
 
 
 @dataclass
@@ -81,83 +167,89 @@ class _Writes:
         return [*job_args, self.dropped_inputs, *event_args, *delivery_args]
 
 
-class UpdateBatcher:
+class UpdateBatcher(GroupCommit[Update, Outcome]):
     def __init__(self, acquire: Callable[[], Any], alone: Callable[[Update], Awaitable[Outcome]]):
+        super().__init__(self._commit_updates, alone)
         self._acquire = acquire  # a pooled connection, as `async with acquire() as conn`
-        self._alone = alone  # runs one update in a transaction of its own
-        self._urgent: list[Update] = []
-        self._background: list[Update] = []
-        self._draining: asyncio.Task[None] | None = None
-        self.committed = 0  # batches committed: for tests and metrics
 
-    async def update(
-        self,
-        job_id: str,
-        change: Callable[[Job], Transition | None],
-        sinks: Sequence[str],
-        claimed_until: float | None,
-        *,
-        urgent: bool,
-    ) -> Outcome:
-        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        (self._urgent if urgent else self._background).append(
-            Update(job_id, change, tuple(sinks), claimed_until, done)
-        )
-        if self._draining is None:
-            self._draining = asyncio.create_task(self._drain())
-        return await done  # a caller that goes away leaves its update queued: committed all the same
-
-    async def aclose(self) -> None:
-        """Wait for every update queued to be committed."""
-        if self._draining is not None:
-            await self._draining
-
-    async def _drain(self) -> None:
-        try:
-            while self._urgent or self._background:
-                batch = self._take()
-                try:
-                    outcomes = await self._commit(batch)
-                except (asyncpg.IntegrityConstraintViolationError, asyncpg.DeadlockDetectedError):
-                    outcomes = None
-                except Exception as exc:  # the connection or the transaction failed: so did every update
-                    _settle(batch, exc)
-                    continue
-                if outcomes is None:
-                    await self._one_by_one(batch)
-                else:
-                    self.committed += 1
-                    _settle(batch, outcomes)
-        finally:
-            self._draining = None
-
-    def _take(self) -> list[Update]:
-        batch = self._urgent[:MAX_BATCH]
-        del self._urgent[: len(batch)]
-        more = self._background[: MAX_BATCH - len(batch)]
-        del self._background[: len(more)]
-        return batch + more
-
-    async def _one_by_one(self, batch: list[Update]) -> None:
-        for update in batch:
-            try:
-                outcome = await self._alone(update)
-            except Exception as exc:
-                _settle([update], exc)
-            else:
-                _settle([update], [outcome])
-
-    async def _commit(self, batch: list[Update]) -> list[Outcome | BaseException]:
+    async def _commit_updates(self, batch: list[Update]) -> list[Outcome | BaseException]:
         async with self._acquire() as conn, conn.transaction():
             ids = sorted({update.job_id for update in batch})  # one lock order: batches never deadlock
             locked = {row["id"]: job_from_doc(row["doc"]) for row in await conn.fetch(LOCK_JOBS, ids)}
             writes = _Writes(read_versions={job_id: job.version for job_id, job in locked.items()})
             outcomes = [_step(update, locked, writes) for update in batch]
-            if writes.jobs:
-                changed = await conn.fetchval(WRITE_BATCH, *writes.args())
-                if changed != len(writes.jobs):  # cannot happen while we hold the row locks
-                    raise RuntimeError(f"batch wrote {changed} of {len(writes.jobs)} jobs")
+            await _write(conn, writes)
         return outcomes
+
+
+@dataclass(frozen=True)
+class Completion:
+    delivery: Delivery  # delivered
+    expected_attempts: int
+    then: Callable[[Job], Transition | None]  # for the event's job, once no sink is left to deliver to
+
+
+class CompletionBatcher(GroupCommit[Completion, bool]):
+    def __init__(self, acquire: Callable[[], Any], alone: Callable[[Completion], Awaitable[bool]]):
+        super().__init__(self._commit_completions, alone)
+        self._acquire = acquire
+
+    async def _commit_completions(self, batch: list[Completion]) -> list[bool]:
+        # In one order (that of `redeliver` too), so that batches writing rows of one event never deadlock.
+        order = sorted(range(len(batch)), key=lambda n: _key(batch[n]))
+        rows = [_completion_row(batch[n]) for n in order]
+        async with self._acquire() as conn, conn.transaction():
+            found = await conn.fetch(
+                COMPLETE_DELIVERIES, *[list(column) for column in zip(*rows, strict=True)]
+            )
+            written = {order[row["n"] - 1] for row in found}  # positions in `batch`
+            if written:
+                await _apply_steps(conn, [batch[n] for n in sorted(written)])
+        return [n in written for n in range(len(batch))]
+
+
+def _key(completion: Completion) -> tuple[str, str]:
+    return completion.delivery.event_id, completion.delivery.sink
+
+
+def _completion_row(completion: Completion) -> tuple[Any, ...]:
+    d = completion.delivery
+    return (
+        *_key(completion),
+        completion.expected_attempts,
+        d.state.value,
+        d.attempts,
+        d.next_at,
+        d.last_error,
+        d.delivered_at,
+    )
+
+
+async def _apply_steps(conn: asyncpg.Connection, written: list[Completion]) -> None:
+    """Apply the step of the first of `written` for each event to its job, when the event has no
+    delivery left to do."""
+    # The job's row lock serializes the sinks of one event finishing at the same time: the look for
+    # deliveries left, a statement of its own, sees what the transactions it waited for committed.
+    ids = sorted({completion.delivery.event_id for completion in written})  # the jobs' one lock order
+    locked = {row["id"]: job_from_doc(row["doc"]) for row in await conn.fetch(LOCK_JOBS, ids)}
+    for row in await conn.fetch(UNDELIVERED, list(locked), DeliveryState.DELIVERED.value):
+        del locked[row["event_id"]]
+    writes = _Writes(read_versions={job_id: job.version for job_id, job in locked.items()})
+    stepped: set[str] = set()
+    for completion in written:
+        job_id = completion.delivery.event_id
+        if job_id in locked and job_id not in stepped:
+            stepped.add(job_id)
+            if isinstance(_step(Update(job_id, completion.then, (), None), locked, writes), BaseException):
+                raise RunAlone  # that step fails alone, as `alone` runs it
+    await _write(conn, writes)
+
+
+async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
+    if writes.jobs:
+        changed = await conn.fetchval(WRITE_BATCH, *writes.args())
+        if changed != len(writes.jobs):  # cannot happen while we hold the row locks
+            raise RuntimeError(f"batch wrote {changed} of {len(writes.jobs)} jobs")
 
 
 def _step(update: Update, current: dict[str, Job], writes: _Writes) -> Outcome | BaseException:
@@ -182,12 +274,13 @@ def _step(update: Update, current: dict[str, Job], writes: _Writes) -> Outcome |
     return saved, True
 
 
-def _settle(batch: list[Update], outcomes: Sequence[Outcome | BaseException] | BaseException) -> None:
-    results = [outcomes] * len(batch) if isinstance(outcomes, BaseException) else outcomes
-    for update, result in zip(batch, results, strict=True):
-        if update.done.done():
+def _settle(
+    batch: Sequence[tuple[Any, asyncio.Future[Result]]], outcomes: Sequence[Result | BaseException]
+) -> None:
+    for (_, done), result in zip(batch, outcomes, strict=True):
+        if done.done():
             continue
         if isinstance(result, BaseException):
-            update.done.set_exception(result)
+            done.set_exception(result)
         else:
-            update.done.set_result(result)
+            done.set_result(result)

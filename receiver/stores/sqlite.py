@@ -380,6 +380,16 @@ class SQLiteStore(ResourceBase):
         )
         return [delivery_from_row(row) for row in rows]
 
+    async def deliveries_of(self, event_ids: Collection[str]) -> dict[str, list[Delivery]]:
+        found: dict[str, list[Delivery]] = {event_id: [] for event_id in event_ids}
+        if found:
+            marks = ",".join("?" * len(found))
+            sql = f"{SELECT_DELIVERIES} WHERE event_id IN ({marks}) ORDER BY sink"
+            for row in await self._read(sql, tuple(found), many=True):
+                delivery = delivery_from_row(row)
+                found[delivery.event_id].append(delivery)
+        return found
+
     async def claim_deliveries(
         self, now: float, lease_s: float, limit: int, sinks: Collection[str]
     ) -> list[Delivery]:

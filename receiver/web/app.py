@@ -10,6 +10,7 @@ import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from receiver.blobs import BlobStore
@@ -18,10 +19,11 @@ from receiver.errors import ReceiverError
 from receiver.services import Clock, open_services
 from receiver.settings import Settings
 from receiver.sinks import Sink, sinks_from_settings
+from receiver.sinks.reachability import Reachability
 from receiver.stores import Store
-from receiver.web import dashboard, edits, events, health, jobs, webhooks
-from receiver.web.common import on_http_error, on_receiver_error, on_unexpected_error
-from receiver.web.limits import RequestLimits
+from receiver.web import dashboard, edits, events, health, jobs, session, webhooks
+from receiver.web.common import on_client_disconnect, on_http_error, on_receiver_error, on_unexpected_error
+from receiver.web.limits import RequestLimits, Slots
 from receiver.web.openapi import OPENAPI, build_openapi
 from receiver.web.schemas import EDIT_BODIES, EditBodies
 from receiver.web.thumbnails import ThumbnailCache
@@ -83,8 +85,12 @@ def create_app(
             scheduler = Scheduler.for_services(svc, downloads=workers)
             scheduler.forward = forward_wakeups
             app.state.services, app.state.scheduler = svc, scheduler
-            app.state.streams = events.StreamSlots(settings.max_streams)
+            app.state.streams = Slots(
+                settings.max_streams,
+                f"this receiver already serves {settings.max_streams} event streams (RECEIVER_MAX_STREAMS)",
+            )
             app.state.thumbnails = ThumbnailCache()
+            app.state.reachability = Reachability(svc.sinks)
             if workers:
                 async with running_workers(svc, scheduler):
                     yield
@@ -97,6 +103,7 @@ def create_app(
         exception_handlers={
             ReceiverError: on_receiver_error,
             HTTPException: on_http_error,
+            ClientDisconnect: on_client_disconnect,
             Exception: on_unexpected_error,
         },
     )
@@ -104,5 +111,6 @@ def create_app(
     bodies = EDIT_BODIES if catalog is CATALOG else EditBodies(catalog)
     app.state.edit_bodies = bodies
     app.state.openapi = OPENAPI if bodies is EDIT_BODIES else build_openapi(bodies)
+    app.state.sessions = session.Sessions(settings)
     app.state.limits = RequestLimits(settings.max_uploads, settings.max_queued, settings.body_timeout_s)
     return app

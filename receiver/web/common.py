@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import structlog
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.bfl.sansio import decode_json
@@ -34,6 +34,7 @@ from receiver.errors import (
     Unavailable,
 )
 from receiver.services import Services
+from receiver.sinks.reachability import Reachability
 from receiver.web import session
 from receiver.web.limits import RequestLimits
 from receiver.worker.handover import Handover
@@ -65,6 +66,18 @@ def handover(request: Request) -> Handover:
     """The background work of this process, as far as the HTTP side may drive it."""
     work: Handover = request.app.state.scheduler
     return work
+
+
+def sessions(request: Request) -> session.Sessions:
+    """The dashboard's sessions, checked with what the app made once from its settings."""
+    made: session.Sessions = request.app.state.sessions
+    return made
+
+
+def reachability(request: Request) -> Reachability:
+    """Each sink's reachability, pinged at most every few seconds for all the requests of this app."""
+    sinks: Reachability = request.app.state.reachability
+    return sinks
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -107,7 +120,7 @@ def require_token(request: Request) -> None:
         return
     header = request.headers.get("authorization")
     if header is None and session.COOKIE in request.cookies:
-        session.require(request, settings)
+        sessions(request).require(request)
         return
     scheme, _, presented = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not presented:
@@ -146,6 +159,14 @@ async def on_receiver_error(request: Request, exc: Exception) -> Response:
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away before its request was read whole: nothing was done, and the 400 never
+    reaches anyone. Not an error of ours."""
+    assert isinstance(exc, ClientDisconnect)
+    log.info("http.client_disconnected", method=request.method, path=request.url.path)
+    return Response(status_code=400)
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:

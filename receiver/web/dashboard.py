@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from receiver.errors import Forbidden, NotFound
 from receiver.web import session
-from receiver.web.common import read_body, services, token_matches
+from receiver.web.common import read_body, services, sessions, token_matches
 
 UI = resources.files("receiver.web") / "ui"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
@@ -50,7 +50,7 @@ def _signed_in(request: Request) -> str | None:
     settings = services(request).settings
     if not settings.api_tokens:
         return ""
-    return session.csrf_token(request, settings)
+    return sessions(request).csrf_token(request)
 
 
 def _signin_page(error: str = "", status: int = 200) -> HTMLResponse:
@@ -82,7 +82,7 @@ async def sign_in(request: Request) -> Response:
     if not token or not token_matches(settings.api_tokens, token):
         return _signin_page("That token is not valid here.", status=401)
     response = RedirectResponse("/ui/", status_code=303, headers=SECURITY_HEADERS)
-    session.start(response, settings, token)
+    sessions(request).start(response, token)
     response.delete_cookie(SIGNIN_COOKIE, path="/ui/")
     return response
 
@@ -91,7 +91,7 @@ async def sign_out(request: Request) -> Response:
     form = await _form(request)
     settings = services(request).settings
     if settings.api_tokens:  # a demo receiver has no sessions to end
-        session.require(request, settings, presented_csrf=form.get("csrf", ""))
+        sessions(request).require(request, presented_csrf=form.get("csrf", ""))
     response = RedirectResponse("/ui/", status_code=303, headers=SECURITY_HEADERS)
     session.end(response)
     return response

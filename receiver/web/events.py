@@ -10,44 +10,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from receiver.errors import InvalidRequest, Overloaded, Problem
+from receiver.errors import InvalidRequest, Problem
 from receiver.stores import FeedEntry, Store
 from receiver.web.common import require_token, services
+from receiver.web.limits import Slots
 from receiver.web.schemas import EventsQuery, validate
 
 BATCH = 100
 RETRY_MS = 2000  # how long a browser's EventSource waits before it reconnects
 
 
-@dataclass
-class StreamSlots:
-    """At most `limit` open streams in this process."""
-
-    limit: int
-    open: int = 0
-
-    def take(self) -> None:
-        if self.open >= self.limit:
-            raise Overloaded(
-                f"this receiver already serves {self.limit} event streams (RECEIVER_MAX_STREAMS)"
-            )
-        self.open += 1
-
-    def give_back(self) -> None:
-        self.open -= 1
-
-
 class EventStream(StreamingResponse):
     """A streaming response that gives its slot back however it ends (even if it never started)."""
 
-    def __init__(self, body: AsyncIterator[str], slots: StreamSlots) -> None:
+    def __init__(self, body: AsyncIterator[str], slots: Slots) -> None:
         super().__init__(
             body,
             media_type="text/event-stream",
@@ -59,7 +41,7 @@ class EventStream(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.slots.give_back()
+            self.slots.release()
 
 
 async def stream_events(request: Request) -> EventStream:
@@ -74,8 +56,8 @@ async def stream_events(request: Request) -> EventStream:
     after = int(last_id) if last_id is not None else query.after
     if after is None:
         after = 0 if query.job else await svc.store.feed_head()
-    slots: StreamSlots = request.app.state.streams
-    slots.take()
+    slots: Slots = request.app.state.streams
+    slots.acquire()
     return EventStream(_events(svc.store, after, query.job, query.types, svc.settings.heartbeat_s), slots)
 
 

@@ -9,8 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from receiver.metrics import CONTENT_TYPE
 from receiver.models import JobState
-from receiver.sinks import reachability
-from receiver.web.common import handover, services
+from receiver.web.common import handover, reachability, services
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -28,7 +27,7 @@ async def readyz(request: Request) -> JSONResponse:
         await svc.store.count({JobState.CREATED})
     except Exception as exc:  # any store failure means "not ready", never a 500
         return JSONResponse({"status": "store unavailable", "error": type(exc).__name__}, status_code=503)
-    return JSONResponse({"status": "ready", "sinks": await reachability(svc.sinks)})
+    return JSONResponse({"status": "ready", "sinks": await reachability(request).report()})
 
 
 async def metrics(request: Request) -> Response:

@@ -11,8 +11,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from receiver.blobs import image_key
 from receiver.errors import Conflict, NotFound
 from receiver.models import FINAL_STATES, Job, isotime
-from receiver.sinks import reachability
-from receiver.web.common import handover, require_token, services
+from receiver.web.common import handover, reachability, require_token, services
 from receiver.web.conditional import none_match_fails
 from receiver.web.ranges import RangeNotSatisfiable, byte_range
 from receiver.web.schemas import ImageQuery, InputQuery, JobQuery, JobsQuery, validate
@@ -44,8 +43,10 @@ async def list_jobs(request: Request) -> JSONResponse:
     jobs = await svc.store.list_jobs(
         state=query.state, dead_letter=query.delivery == "dead", limit=query.limit, offset=query.offset
     )
-    with_deliveries = query.include == "deliveries"
-    views = [job_view(job, await svc.store.deliveries(job.id) if with_deliveries else None) for job in jobs]
+    deliveries = (
+        await svc.store.deliveries_of([job.id for job in jobs]) if query.include == "deliveries" else {}
+    )
+    views = [job_view(job, deliveries.get(job.id)) for job in jobs]
     return JSONResponse({"jobs": views, "limit": query.limit, "offset": query.offset})
 
 
@@ -95,7 +96,7 @@ async def overview(request: Request) -> JSONResponse:
                 sink: {"since": isotime(made), "age_s": round(max(0.0, now - made), 1)}
                 for sink, made in sorted(seen.oldest_undelivered.items())
             },
-            "sinks": await reachability(svc.sinks),
+            "sinks": await reachability(request).report(),
         }
     )
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from receiver.errors import TooManyRequests, Unavailable
+from receiver.errors import Overloaded, TooManyRequests
 from receiver.models import JobState
 from receiver.stores import Store
 
@@ -14,22 +14,29 @@ QUEUE_RECOUNT_S = 1.0
 
 
 class Slots:
-    """At most `size` holders at once; one more is refused at once (503), never kept waiting."""
+    """At most `size` holders at once; one more is refused at once (503, with `refusal`), never kept
+    waiting. A holder takes a slot for a block (`take`), or from `acquire` until its `release`."""
 
-    def __init__(self, size: int, what: str) -> None:
+    def __init__(self, size: int, refusal: str) -> None:
         self.size = size
-        self.what = what
+        self.refusal = refusal
         self.used = 0
+
+    def acquire(self) -> None:
+        if self.used >= self.size:
+            raise Overloaded(self.refusal)
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
 
     @contextmanager
     def take(self) -> Iterator[None]:
-        if self.used >= self.size:
-            raise Unavailable(f"all {self.size} {self.what} slots are in use; try again shortly")
-        self.used += 1
+        self.acquire()
         try:
             yield
         finally:
-            self.used -= 1
+            self.release()
 
 
 class QueueBound:
@@ -60,6 +67,6 @@ class QueueBound:
 
 class RequestLimits:
     def __init__(self, max_uploads: int, max_queued: int, body_timeout_s: float) -> None:
-        self.uploads = Slots(max_uploads, "upload")
+        self.uploads = Slots(max_uploads, f"all {max_uploads} upload slots are in use; try again shortly")
         self.queue = QueueBound(max_queued)
         self.body_timeout_s = body_timeout_s

@@ -408,7 +408,7 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                 "get": {
                     "operationId": "readyz",
                     "summary": "Readiness: the store answers and the process is not stopping; each sink's "
-                    "reachability by name",
+                    "reachability by name (pinged at most every 5 s)",
                     "security": [],
                     "responses": {
                         "200": _json("Ready, whether or not every sink is reachable", ReadyAnswer),

@@ -9,7 +9,9 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from receiver.errors import ReceiverError
 from receiver.settings import Settings
 from receiver.web.app import create_app
 from receiver.web.protocol import HeaderDeadlineProtocol
@@ -21,9 +23,13 @@ class ReceiverServer(uvicorn.Server):
 
     uvicorn then stops accepting connections, answers the requests in flight (webhooks included) within
     the grace period, and runs the app's shutdown, which lets claimed work finish and releases the rest.
+    A start-up that fails on one of our errors (the store unreachable, a malformed URL) raises it from
+    `serve`, for the command to report in one line, instead of uvicorn logging the app's traceback.
     """
 
     def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        self.failure = StartupFailure(app)
+        config.app = self.failure
         super().__init__(config)
         self.app = app
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -31,6 +37,14 @@ class ReceiverServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # uvicorn's way out of a failed start-up
+            if self.failure.error is not None:
+                raise self.failure.error from None
+            raise
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         scheduler = getattr(self.app.state, "scheduler", None)
@@ -41,6 +55,39 @@ class ReceiverServer(uvicorn.Server):
                 # (In a task of the loop: `stop` reads the event loop's clock.)
                 asyncio.run_coroutine_threadsafe(_stop(scheduler), self.loop)
         super().handle_exit(sig, frame)
+
+
+class StartupFailure:
+    """The app as uvicorn runs it: one of our errors failing the lifespan's start-up is kept in `error`,
+    and uvicorn told of the failure without the traceback it would log. Anything else is passed on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.error: ReceiverError | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold_failure(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                held.append(message)  # sent once the exception is known
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold_failure)
+        except ReceiverError as exc:
+            if not held:
+                raise
+            self.error = exc
+            await send({"type": "lifespan.startup.failed", "message": ""})
+        except BaseException:
+            for message in held:
+                await send(message)
+            raise
 
 
 async def _stop(scheduler: Scheduler) -> None:

@@ -28,55 +28,53 @@ def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _serializer(settings: Settings) -> URLSafeTimedSerializer:
-    # itsdangerous signs with the last key and verifies with all: the first configured key signs.
-    return URLSafeTimedSerializer(list(reversed(settings.signing_keys)), salt=_SALT)
+class Sessions:
+    """The sessions of one app, with what checking them needs made once: the serializer, and the
+    fingerprints of the tokens that may sign in."""
 
+    def __init__(self, settings: Settings) -> None:
+        # itsdangerous signs with the last key and verifies with all: the first configured key signs.
+        self._serializer = URLSafeTimedSerializer(list(reversed(settings.signing_keys)), salt=_SALT)
+        self._fingerprints = [fingerprint(token).encode() for token in settings.api_tokens]
+        self._secure = settings.public_url.startswith("https://")
 
-def start(response: Response, settings: Settings, token: str) -> str:
-    """Set a new session cookie on `response` for `token`; return the session's CSRF token."""
-    csrf = secrets.token_urlsafe(24)
-    value = _serializer(settings).dumps({"t": fingerprint(token), "c": csrf})
-    response.set_cookie(
-        COOKIE,
-        value,
-        max_age=MAX_AGE_S,
-        path="/",
-        httponly=True,
-        samesite="strict",
-        secure=settings.public_url.startswith("https://"),
-    )
-    return csrf
+    def start(self, response: Response, token: str) -> str:
+        """Set a new session cookie on `response` for `token`; return the session's CSRF token."""
+        csrf = secrets.token_urlsafe(24)
+        value = self._serializer.dumps({"t": fingerprint(token), "c": csrf})
+        response.set_cookie(
+            COOKIE, value, max_age=MAX_AGE_S, path="/", httponly=True, samesite="strict", secure=self._secure
+        )
+        return csrf
+
+    def csrf_token(self, request: Request) -> str | None:
+        """The CSRF token of the request's valid session, or None without one."""
+        raw = request.cookies.get(COOKIE)
+        if not raw:
+            return None
+        try:
+            data = self._serializer.loads(raw, max_age=MAX_AGE_S)
+        except BadSignature:  # also an expired one (SignatureExpired)
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("c"), str):
+            return None
+        presented = str(data.get("t", "")).encode()
+        if not any(hmac.compare_digest(presented, known) for known in self._fingerprints):
+            return None
+        return str(data["c"])
+
+    def require(self, request: Request, presented_csrf: str | None = None) -> None:
+        """A valid session, and for a write its CSRF token (`X-CSRF-Token`, or `presented_csrf` from a
+        form)."""
+        expected = self.csrf_token(request)
+        if expected is None:
+            raise Unauthorized("no valid session: sign in again")
+        if request.method in READS:
+            return
+        presented = presented_csrf if presented_csrf is not None else request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode()):
+            raise Forbidden("missing or wrong CSRF token (send the X-CSRF-Token header)")
 
 
 def end(response: Response) -> None:
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
-
-
-def csrf_token(request: Request, settings: Settings) -> str | None:
-    """The CSRF token of the request's valid session, or None without one."""
-    raw = request.cookies.get(COOKIE)
-    if not raw:
-        return None
-    try:
-        data = _serializer(settings).loads(raw, max_age=MAX_AGE_S)
-    except BadSignature:  # also an expired one (SignatureExpired)
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("c"), str):
-        return None
-    current = [fingerprint(token) for token in settings.api_tokens]
-    if not any(hmac.compare_digest(str(data.get("t", "")).encode(), f.encode()) for f in current):
-        return None
-    return str(data["c"])
-
-
-def require(request: Request, settings: Settings, presented_csrf: str | None = None) -> None:
-    """A valid session, and for a write its CSRF token (`X-CSRF-Token`, or `presented_csrf` from a form)."""
-    expected = csrf_token(request, settings)
-    if expected is None:
-        raise Unauthorized("no valid session: sign in again")
-    if request.method in READS:
-        return
-    presented = presented_csrf if presented_csrf is not None else request.headers.get(CSRF_HEADER, "")
-    if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode()):
-        raise Forbidden("missing or wrong CSRF token (send the X-CSRF-Token header)")

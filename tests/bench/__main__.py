@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tests.bench.harness import run
+from tests.bench.harness import chosen, run, scenarios
 from tests.bench.plan import FULL, QUICK
 
 
@@ -16,7 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     parser.add_argument("--keep", action="store_true", help="keep the temp directory (logs, stores)")
     parser.add_argument(
-        "--only", nargs="+", metavar="PHASE", help="run only the phases whose names start with these"
+        "--only",
+        nargs="+",
+        metavar="PHASE",
+        help="run only these phases, each named by the first words of its name, whole: 1 is phase 1 alone"
+        " (not 1s, 10 or 11), 8 both phases 8, '8 redis' the Redis one",
     )
     parser.add_argument(
         "--profile",
@@ -25,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         help="sample the receiver with py-spy during figure 1 (collapsed stacks to FILE; marks figure 1)",
     )
     args = parser.parse_args(argv)
+    names = [name for name, _ in scenarios()]
+    if unknown := [key for key in args.only or () if not any(chosen(name, {key}) for name in names)]:
+        parser.error(f"no phase named {', '.join(unknown)}; the phases: {'; '.join(names)}")
     try:
         plan = QUICK if args.quick else FULL
         return run(plan, args.out, keep=args.keep, only=set(args.only or ()), profile=args.profile)

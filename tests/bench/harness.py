@@ -34,7 +34,7 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def scenarios() -> list[tuple[str, Scenario]]:
-    """The phases in order; `--only` picks them by the start of their names ("1", "5", "gen")."""
+    """The phases in order; `--only` picks them by the first words of their names (see `chosen`)."""
     return [
         ("0 generator ceiling", lambda ctx: [ack.generator_ceiling(ctx)]),
         ("1 ack throughput", ack.ack_throughputs),
@@ -54,6 +54,12 @@ def scenarios() -> list[tuple[str, Scenario]]:
     ]
 
 
+def chosen(name: str, keys: set[str]) -> bool:
+    """Whether `--only` picks phase `name`: a key is its first words, whole ("1" is phase 1 alone, not
+    1s, 10 or 11; "8" both phases 8; "8 redis" the Redis one)."""
+    return any(name == key or name.startswith(f"{key} ") for key in keys)
+
+
 def run(
     plan: Plan, out: Path, *, keep: bool = False, only: set[str] | None = None, profile: Path | None = None
 ) -> int:
@@ -71,7 +77,7 @@ def run(
             ctx = _setup(plan, workdir, procs, started)
             ctx.profile = profile.resolve() if profile is not None else None
             for name, scenario in scenarios():
-                if only and not any(name.startswith(key) for key in only):
+                if only and not chosen(name, only):
                     continue
                 ctx.progress(name, "starting")
                 try:

@@ -285,3 +285,4 @@ class TestPostgres:
         await hot_path(store, "second")
         assert await prepared() == before
         assert any("WITH changed AS" in sql for sql in before)  # the group commit's one write
+        assert any("UPDATE deliveries" in sql and "WITH ORDINALITY" in sql for sql in before)  # completions

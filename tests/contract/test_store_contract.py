@@ -194,6 +194,23 @@ class StoreContract:
         assert await store.event("job-2") is None
         assert await store.deliveries("job-2") == []
 
+    async def test_deliveries_of_many_events_in_one_read(self, store: Store) -> None:
+        for job_id in ("job-1", "job-2"):
+            await self.finished(store, job_id)
+        await store.insert(make_job("job-3"))  # no event yet
+        [first, _] = await store.deliveries("job-1")
+        dead = dataclasses.replace(first, state=DeliveryState.DEAD, attempts=12, last_error="gone")
+        assert await store.save_delivery(dead, expected_attempts=0)
+        found = await store.deliveries_of(["job-2", "job-1", "job-3", "no-such-job"])
+        assert found == {
+            "job-1": await store.deliveries("job-1"),
+            "job-2": await store.deliveries("job-2"),
+            "job-3": [],
+            "no-such-job": [],
+        }
+        assert found["job-1"][0] == dead and [d.sink for d in found["job-2"]] == sorted(SINKS)
+        assert await store.deliveries_of([]) == {}
+
     async def test_a_second_event_with_the_same_id_is_refused(self, store: Store) -> None:
         job, event = await self.finished(store, "job-1")
         again = final(job, at=T0 + 99)
@@ -242,6 +259,39 @@ class StoreContract:
         job = await store.get("job-1")
         assert job is not None and job.published_at == T0 + 9
         assert {d.state for d in await store.deliveries("job-1")} == {DeliveryState.DELIVERED}
+
+    async def test_completions_arriving_together_apply_each_event_step_once(self, store: Store) -> None:
+        """Every sink of several events completed at once (with a stale one among them): each event's
+        step is applied once, after its last delivery, and the stale completion changes nothing."""
+        ids = [f"job-{n}" for n in range(6)]
+        for job_id in ids:
+            await self.finished(store, job_id)
+        deliveries = [d for job_id in ids for d in await store.deliveries(job_id)]
+        steps: list[str] = []
+
+        def publish(job: Job) -> Transition:
+            steps.append(job.id)
+            return Transition(dataclasses.replace(job, published_at=T0 + 9))
+
+        answers: dict[tuple[str, str, int], bool] = {}
+
+        async def complete(delivery: Delivery, expected_attempts: int) -> None:
+            done = dataclasses.replace(delivery, state=DeliveryState.DELIVERED, delivered_at=T0 + 9)
+            answer = await store.complete_delivery(done, expected_attempts=expected_attempts, then=publish)
+            answers[delivery.event_id, delivery.sink, expected_attempts] = answer
+
+        async with anyio.create_task_group() as tg:
+            for delivery in deliveries:
+                tg.start_soon(complete, delivery, 0)
+            tg.start_soon(complete, deliveries[0], 7)  # a claim since lost
+        assert answers == {(d.event_id, d.sink, 0): True for d in deliveries} | {
+            (deliveries[0].event_id, deliveries[0].sink, 7): False
+        }
+        assert sorted(steps) == ids
+        for job_id in ids:
+            job = await store.get(job_id)
+            assert job is not None and job.published_at == T0 + 9
+            assert {d.state for d in await store.deliveries(job_id)} == {DeliveryState.DELIVERED}
 
     async def test_claim_deliveries_only_for_the_given_sinks(self, store: Store) -> None:
         await self.finished(store, "job-1")

@@ -1,5 +1,6 @@
-"""Bounded resources: upload slots (503), the queue of jobs waiting upstream (429), and a body read
-timeout that cuts a client off however slowly it trickles in (408)."""
+"""Bounded resources: upload slots (503), the queue of jobs waiting upstream (429), a body read
+timeout that cuts a client off however slowly it trickles in (408), and clients that go away
+mid-body."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import dataclasses
 import select
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from structlog.testing import capture_logs
 
 from receiver.web.protocol import HeaderDeadlineProtocol
 from tests.integration.stack import FAST_SIM, IMAGE_B64, TOKEN, Stack, stack
@@ -21,12 +24,17 @@ from tests.servers import wait_until
 
 
 @contextmanager
-def trickling_edit(running: Stack, length: int = 1000) -> Iterator[socket.socket]:
-    """An edit whose body is announced but (so far) not sent."""
+def trickling_edit(
+    running: Stack,
+    length: int = 1000,
+    path: str = "/v1/edits",
+    headers: str = f"Authorization: Bearer {TOKEN}",
+) -> Iterator[socket.socket]:
+    """An edit (or another POST to `path`) whose body is announced but (so far) not sent."""
     parts = urlsplit(running.url)
     sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
     head = (
-        f"POST /v1/edits HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{headers}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
     )
     sock.sendall(head.encode() + b"{")
@@ -120,3 +128,26 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(tmp_path: Path) -> None:
                     closed = sock.recv(4096) == b""
         # A well-behaved request on a new connection is served as usual.
         assert running.client.get("/healthz").status_code == 200
+
+
+def test_a_client_gone_mid_body_is_a_disconnect_not_an_internal_error(tmp_path: Path) -> None:
+    slow = dataclasses.replace(FAST_SIM, latency_s=60.0, webhook_drop_rate=1.0)
+    with capture_logs() as logs, stack(tmp_path, slow, reconcile_after_s=120.0) as running:
+        job_id = running.submit()["id"]
+        running.wait_state(job_id, "submitted")
+        webhook = (f"/webhooks/bfl/{job_id}", f"X-Webhook-Secret: {running.secret(job_id)}")
+        for path, headers in (("/v1/edits", f"Authorization: Bearer {TOKEN}"), webhook):
+            with trickling_edit(running, path=path, headers=headers):
+                pass  # half a body, then the connection is closed
+
+        def disconnects() -> list[MutableMapping[str, Any]]:
+            return [entry for entry in logs if entry["event"] == "http.client_disconnected"]
+
+        wait_until(lambda: len(disconnects()) == 2, 10, "both disconnects to be noted")
+        assert {(entry["path"], entry["log_level"]) for entry in disconnects()} == {
+            ("/v1/edits", "info"),
+            (f"/webhooks/bfl/{job_id}", "info"),
+        }
+        assert running.job(job_id)["state"] == "submitted"
+        assert [job["id"] for job in running.jobs()] == [job_id]
+    assert [entry["event"] for entry in logs if entry["log_level"] in {"error", "critical"}] == []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.images import encode_image
 from tests.integration.stack import TOKEN, Stack, stack
+from tests.s3 import CREDENTIALS, S3Server
 from tests.servers import free_port, wait_until
 
 
@@ -165,14 +166,20 @@ def test_web_and_worker_processes_each_require_the_settings_of_their_part(tmp_pa
         assert "RECEIVER_PUBLIC_URL" in result.stderr and "RECEIVER_SIGNING_KEYS" in result.stderr
 
 
-def test_serve_refuses_to_start_with_a_malformed_sink_url(tmp_path: Path) -> None:
-    production = {
+def production_env(tmp_path: Path) -> dict[str, str]:
+    return {
         "BFL_API_KEY": "key",
         "RECEIVER_PUBLIC_URL": "http://127.0.0.1:9",
         "RECEIVER_SIGNING_KEYS": "signing-key-for-tests-1",
         "RECEIVER_API_TOKENS": "t",
         "RECEIVER_STORE_URL": f"sqlite:///{tmp_path / 'receiver.db'}",
+        "RECEIVER_BLOB_URL": f"file://{tmp_path / 'images'}",
+        "RECEIVER_SINKS": f"file://{tmp_path / 'events.jsonl'}",
     }
+
+
+def test_serve_refuses_to_start_with_a_malformed_sink_url(tmp_path: Path) -> None:
+    production = production_env(tmp_path)
     cases = {
         "redis://:hunter2@127.0.0.1:6379/0?maxlen=10": "127.0.0.1:6379/0?***: stream= is required",
         "nats://127.0.0.1?subject=x&stream_name=S": "unknown query parameter 'stream_name'",
@@ -183,3 +190,37 @@ def test_serve_refuses_to_start_with_a_malformed_sink_url(tmp_path: Path) -> Non
         assert result.returncode == 2, result.stderr
         assert "configuration error: sink " in result.stderr and message in result.stderr
         assert "hunter2" not in result.stderr
+
+
+def only_line(stderr: str, marker: str) -> str:
+    """The one line of `stderr` with `marker`, which must be there without a traceback."""
+    lines = [line for line in stderr.splitlines() if marker in line]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_serve_and_worker_name_an_unreachable_store_in_one_line(tmp_path: Path) -> None:
+    unreachable = production_env(tmp_path) | {"RECEIVER_STORE_URL": "postgresql://ada:hunter2@127.0.0.1:1/x"}
+    for command in (["serve", "--processes", "1"], ["serve", "--processes", "2"], ["worker"]):
+        result = run(*command, "--port", str(free_port()), cwd=tmp_path, env=unreachable)
+        assert result.returncode == 3, result.stderr
+        line = only_line(result.stderr, "cannot start")
+        assert line.startswith("kontext-receiver: cannot start: cannot open the PostgreSQL store")
+        assert "postgresql://***@127.0.0.1:1/x" in line and "hunter2" not in result.stderr
+
+
+def test_worker_names_a_missing_bucket_in_one_line(tmp_path: Path, s3: S3Server) -> None:
+    missing = production_env(tmp_path) | {"RECEIVER_BLOB_URL": s3.url("no-such-bucket")}
+    result = run("worker", "--port", str(free_port()), cwd=tmp_path, env=missing)
+    assert result.returncode == 3, result.stderr
+    line = only_line(result.stderr, "cannot start")
+    assert "s3://no-such-bucket/images" in line and "the bucket must exist" in line
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in result.stderr
+
+
+def test_a_malformed_store_url_is_a_configuration_error_in_one_line(tmp_path: Path) -> None:
+    malformed = production_env(tmp_path) | {"RECEIVER_STORE_URL": "mysql://ada:hunter2@127.0.0.1/x"}
+    result = run("serve", "--processes", "1", "--port", str(free_port()), cwd=tmp_path, env=malformed)
+    assert result.returncode == 2, result.stderr
+    line = only_line(result.stderr, "configuration error")
+    assert "unknown store URL scheme" in line and "hunter2" not in result.stderr

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+from itsdangerous import URLSafeTimedSerializer
 from PIL import Image
 
+from receiver.web import session
 from tests.integration.stack import TOKEN, stack
 
 
@@ -64,3 +68,24 @@ def test_a_demo_receiver_shows_the_dashboard_without_sign_in(tmp_path: Path) -> 
         assert page.status_code == 200 and 'name="token"' not in page.text and "dashboard.js" in page.text
         assert browser.post("/ui/signout", data={"csrf": ""}).status_code == 303
         assert browser.get("/v1/overview").status_code == 200
+
+
+def test_sessions_are_checked_with_one_serializer_made_once_per_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[URLSafeTimedSerializer] = []
+
+    class Counted(URLSafeTimedSerializer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(session, "URLSafeTimedSerializer", Counted)
+    with stack(tmp_path) as running, httpx.Client(base_url=running.url) as browser:
+        browser.get("/ui/")
+        signed = browser.post("/ui/signin", data={"token": TOKEN, "csrf": browser.cookies["kr_signin"]})
+        assert signed.status_code == 303
+        for _ in range(3):
+            assert browser.get("/v1/jobs").status_code == 200
+            assert "csrf-token" in browser.get("/ui/").text
+    assert len(made) == 1

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +34,16 @@ def assert_completed(running: Stack, event: dict[str, object], via: str = "webho
     assert served["sha256"] == image["sha256"]
 
 
+def assert_published(running: Stack, event: dict[str, Any]) -> None:
+    """The job says when every sink had its event, and its other timings are the event's."""
+    job_id = event["id"]
+    wait_until(lambda: running.job(job_id)["timings"]["published_at"] is not None, 10, "published_at")
+    timings, emitted = running.job(job_id)["timings"], event["data"]["timings"]
+    for step in ("submitted_at", "bfl_finished_at", "received_at", "stored_at"):
+        assert timings[step] == emitted[step], step
+    assert timings["finished_at"] == emitted["published_at"] <= timings["published_at"]
+
+
 @pytest.mark.parametrize(
     ("shape", "flavor"), [("observed", "seed"), ("documented", "seed"), ("observed", "live")]
 )
@@ -47,6 +58,7 @@ def test_edit_completes_through_the_webhook(tmp_path: Path, shape: str, flavor: 
         assert event["source"] == running.settings.public_url
         assert event["data"]["metadata"] == {"order": 42}
         assert running.wait_state(job["id"], "published")["outcome"] == "completed"
+        assert_published(running, event)
         image = running.client.get(f"/v1/jobs/{job['id']}/image")
         assert hashlib.sha256(image.content).hexdigest() == event["data"]["image"]["sha256"]
         assert running.sim("/_sim/stats")["get_result"] == 0  # no polling while webhooks arrive
@@ -91,6 +103,7 @@ def test_moderated_edit_publishes_without_image(tmp_path: Path, prompt: str, sta
         assert event["data"]["image"] is None and "dataref" not in event
         assert event["data"]["error"]["status"] == status
         assert running.job(job_id)["state"] == "moderated"
+        assert_published(running, event)
 
 
 def test_failed_edit_publishes_the_upstream_error(tmp_path: Path) -> None:
@@ -99,6 +112,7 @@ def test_failed_edit_publishes_the_upstream_error(tmp_path: Path) -> None:
         event = running.wait_event(job_id)
         assert event["type"] == "kontext.edit.failed"
         assert event["data"]["image"] is None and event["data"]["error"]["code"] == "upstream_error"
+        assert_published(running, event)
 
 
 def test_expired_sample_url_ends_the_job_cleanly(tmp_path: Path) -> None:
@@ -112,6 +126,7 @@ def test_expired_sample_url_ends_the_job_cleanly(tmp_path: Path) -> None:
         # Nothing half-written left behind: only the input image is there.
         assert [p.name for p in (tmp_path / "images").iterdir()] == [f"{job_id}.input-0.jpg"]
         assert running.client.get(f"/v1/jobs/{job_id}/image").status_code == 404
+        assert_published(running, event)
 
 
 def test_lost_webhook_is_recovered_by_polling(tmp_path: Path) -> None:

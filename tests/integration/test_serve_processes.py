@@ -8,17 +8,21 @@ import os
 import signal
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from receiver.simulator import create_sim_app
 from tests.integration.processes import ReceiverProcess, receiver_env, receiver_process
 from tests.integration.sse import Listener
 from tests.integration.stack import FAST_SIM, IMAGE_B64, TOKEN
+from tests.integration.test_metrics import Samples, scrape
 from tests.servers import free_port, serve, wait_until
+from tests.services import postgres_url
 
 GRACE_S = 3
 
@@ -151,3 +155,54 @@ def test_a_process_that_dies_stops_the_others(tmp_path: Path) -> None:
         receiver.process = None
         assert gone(pids)
         assert "serve.process_exited" in (tmp_path / "r.log").read_text()
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of metric `name` over the series that have `labels` (and any others)."""
+    wanted = set(labels.items())
+    return sum(
+        value
+        for (sample, series), value in samples.items()
+        if sample == f"kontext_receiver_{name}" and wanted <= series
+    )
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_metrics_add_up_every_process_whichever_web_process_answers(tmp_path: Path, store: str) -> None:
+    """Counters of the web and the worker processes alike, each counted once on every scrape (each a new
+    connection, taken by either web process); the store's jobs counted once; the shared directory under
+    the temp directory, and gone after the stop."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    overrides = {"TMPDIR": str(temp), "RECEIVER_METRICS_STORE_TTL_S": "0"}
+    if store == "postgres":
+        overrides["RECEIVER_STORE_URL"] = f"{postgres_url()}?schema=metrics_{uuid.uuid4().hex[:12]}"
+    edits = 6
+    with (
+        serve(create_sim_app(FAST_SIM)) as sim_url,
+        three_processes(tmp_path, sim_url, **overrides) as receiver,
+    ):
+        supervised(receiver)
+        [shared] = temp.glob("kontext-receiver-metrics-*")
+        ids = submit(receiver.url, edits)
+        wait_until(lambda: events(tmp_path / "events.jsonl") == set(ids), 60, "every event")
+
+        def settled() -> bool:
+            samples = scrape(receiver.url)
+            published = total(samples, "job_transitions_total", from_state="stored", to_state="published")
+            return published == edits and total(samples, "jobs", state="published") == edits
+
+        wait_until(settled, 20, "every job counted published")  # (the store's gauges at least every 1 s)
+        for _ in range(8):
+            samples = scrape(receiver.url)
+            assert total(samples, "edits_total") == edits  # web processes
+            assert total(samples, "webhooks_total", outcome="accepted") == edits
+            assert total(samples, "submits_total", outcome="accepted") == edits  # the worker process
+            assert total(samples, "submit_seconds_count") == edits
+            assert total(samples, "downloads_total", outcome="stored") == edits
+            assert total(samples, "deliveries_total", outcome="delivered") == edits
+            assert total(samples, "credits_total") > 0
+            assert total(samples, "jobs") == total(samples, "jobs", state="published") == edits
+        assert {path.name.split("_")[0] for path in shared.glob("*.db")} >= {"counter", "histogram", "gauge"}
+        assert receiver.signal(signal.SIGTERM) == -signal.SIGTERM
+    assert not shared.exists()

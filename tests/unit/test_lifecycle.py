@@ -180,6 +180,14 @@ def test_happy_path_builds_the_event_when_stored() -> None:
     assert (after.job.state, after.job.published_at) == (JobState.PUBLISHED, T0 + 31)
 
 
+@pytest.mark.parametrize("state", [JobState.FAILED, JobState.MODERATED, JobState.EXPIRED])
+def test_an_outcome_without_image_notes_when_every_sink_had_its_event(state: JobState) -> None:
+    job = moved(lifecycle.finish(submitted_job(), state, T0 + 20, POLICY, error={"code": "x"}))
+    after = moved(lifecycle.published(job, T0 + 21))
+    assert (after.state, after.finished_at, after.published_at) == (state, T0 + 20, T0 + 21)
+    assert lifecycle.published(after, T0 + 40) is None  # a redelivery keeps the first time
+
+
 def test_event_falls_back_to_the_requested_seed() -> None:
     job = dataclasses.replace(received_job(), result={})
     assert final_event(lifecycle.stored(job, IMAGE, T0 + 30, POLICY)).data["seed"] == 7

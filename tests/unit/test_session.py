@@ -25,9 +25,9 @@ def request(method: str = "GET", cookie: str | None = None, csrf: str | None = N
     return Request({"type": "http", "method": method, "headers": headers, "path": "/"})
 
 
-def signed_in(token: str = "token-a", settings: Settings = SETTINGS) -> tuple[str, str]:
+def signed_in(sessions: session.Sessions, token: str = "token-a") -> tuple[str, str]:
     response = Response()
-    csrf = session.start(response, settings, token)
+    csrf = sessions.start(response, token)
     header = response.headers["set-cookie"]
     assert "HttpOnly" in header and "SameSite=strict" in header and "Secure" not in header
     assert token not in header
@@ -35,33 +35,34 @@ def signed_in(token: str = "token-a", settings: Settings = SETTINGS) -> tuple[st
 
 
 def test_a_session_reads_back_and_writes_need_its_csrf_token() -> None:
-    cookie, csrf = signed_in()
-    assert session.csrf_token(request(cookie=cookie), SETTINGS) == csrf
-    session.require(request(cookie=cookie), SETTINGS)
-    session.require(request("POST", cookie=cookie, csrf=csrf), SETTINGS)
+    sessions = session.Sessions(SETTINGS)
+    cookie, csrf = signed_in(sessions)
+    assert sessions.csrf_token(request(cookie=cookie)) == csrf
+    sessions.require(request(cookie=cookie))
+    sessions.require(request("POST", cookie=cookie, csrf=csrf))
     with pytest.raises(Forbidden):
-        session.require(request("POST", cookie=cookie), SETTINGS)
+        sessions.require(request("POST", cookie=cookie))
     with pytest.raises(Forbidden):
-        session.require(request("POST", cookie=cookie, csrf=csrf + "x"), SETTINGS)
+        sessions.require(request("POST", cookie=cookie, csrf=csrf + "x"))
 
 
 def test_tampered_foreign_or_revoked_sessions_are_refused() -> None:
-    cookie, _ = signed_in("token-b")
-    assert session.csrf_token(request(cookie=cookie[:-2] + "xx"), SETTINGS) is None
-    other_key = dataclasses.replace(SETTINGS, signing_keys=("key-2",))
-    assert session.csrf_token(request(cookie=cookie), other_key) is None
-    revoked = dataclasses.replace(SETTINGS, api_tokens=("token-a",))
-    assert session.csrf_token(request(cookie=cookie), revoked) is None
+    cookie, _ = signed_in(session.Sessions(SETTINGS), "token-b")
+    assert session.Sessions(SETTINGS).csrf_token(request(cookie=cookie[:-2] + "xx")) is None
+    other_key = session.Sessions(dataclasses.replace(SETTINGS, signing_keys=("key-2",)))
+    assert other_key.csrf_token(request(cookie=cookie)) is None
+    revoked = session.Sessions(dataclasses.replace(SETTINGS, api_tokens=("token-a",)))
+    assert revoked.csrf_token(request(cookie=cookie)) is None
     with pytest.raises(Unauthorized):
-        session.require(request(cookie=cookie), revoked)
+        revoked.require(request(cookie=cookie))
 
 
 def test_a_session_survives_key_rotation_and_is_secure_on_https() -> None:
-    cookie, csrf = signed_in()
-    rotated = dataclasses.replace(SETTINGS, signing_keys=("key-2", "key-1"))
-    assert session.csrf_token(request(cookie=cookie), rotated) == csrf
+    cookie, csrf = signed_in(session.Sessions(SETTINGS))
+    rotated = session.Sessions(dataclasses.replace(SETTINGS, signing_keys=("key-2", "key-1")))
+    assert rotated.csrf_token(request(cookie=cookie)) == csrf
     response = Response()
-    session.start(response, dataclasses.replace(SETTINGS, public_url="https://r.example"), "token-a")
+    session.Sessions(dataclasses.replace(SETTINGS, public_url="https://r.example")).start(response, "token-a")
     assert "Secure" in response.headers["set-cookie"]
 
 
