@@ -148,3 +148,11 @@ class SampleRejected(DownloadError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=False)
+
+
+class HostRefused(SampleRejected):
+    """The URL's host, or an address it resolves to, is not allowed to be downloaded from."""
+
+
+class ImageRejected(SampleRejected):
+    """The downloaded body is too large, or not an acceptable image."""

@@ -48,9 +48,11 @@ class EditRequest:
 
     prompt: str
     model: str = DEFAULT_MODEL  # a name in `receiver.catalog`
-    image_url: str | None = None  # the single image by URL of requests from before `image_urls`
-    # One entry per input image, in BFL's order: the URL of an image given by URL, None for one given
-    # inline (those are stored, in the same order: `Job.inputs`).
+    # Jobs accepted before the receiver fetched images given by URL itself passed those URLs to BFL:
+    # `image_url`, the single image of requests from before `image_urls`; `image_urls`, one entry per
+    # input image in BFL's order, the URL, or None for one that is stored (in `Job.inputs`, in order).
+    # Newer jobs have every input image stored, and neither.
+    image_url: str | None = None
     image_urls: tuple[str | None, ...] = ()
     aspect_ratio: str | None = None
     seed: int | None = None
@@ -62,7 +64,7 @@ class EditRequest:
     safety_tolerance: int | None = None
     prompt_upsampling: bool | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    # Megapixels of the input images, when known before submit (not for images given by URL).
+    # Megapixels of the input images (unknown for the images older jobs passed to BFL by URL).
     input_mp: float | None = None
 
 
@@ -87,7 +89,8 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class StoredInput:
-    """An input image of an edit, written to the blob store at submit: where, and exactly what."""
+    """An input image of an edit, written to the blob store when the edit was accepted: where, exactly
+    what, and the URL it was fetched from (None for one given as base64)."""
 
     key: str
     sha256: str
@@ -95,6 +98,7 @@ class StoredInput:
     content_type: str
     width: int
     height: int
+    source_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,12 @@ import httpx
 
 from receiver.bfl.client import BflClient
 from receiver.bfl.sansio import SAMPLE_URL_LIFETIME_S
+from receiver.bfl.validation import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from receiver.blobs import BlobStore, blobs_from_url
 from receiver.catalog import CATALOG, Catalog
 from receiver.downloads import FetchPolicy, download_client
 from receiver.errors import ReceiverError, StartupError
+from receiver.hosts import INPUT_HOSTS
 from receiver.http_transport import BackpressureTransport
 from receiver.lifecycle import Policy
 from receiver.metrics import Metrics, Step
@@ -42,9 +44,11 @@ class Services:
     bfl: BflClient
     http: httpx.AsyncClient  # to BFL's API
     downloads: httpx.AsyncClient  # to the hosts results are downloaded from (see `download_client`)
+    input_downloads: httpx.AsyncClient  # to the hosts input images given by URL are downloaded from
     signer: WebhookSigner
     policy: Policy
     fetch_policy: FetchPolicy
+    input_policy: FetchPolicy
     clock: Clock = time.time
     metrics: Metrics = field(default_factory=Metrics)
     catalog: Catalog = field(default_factory=lambda: CATALOG)
@@ -107,6 +111,16 @@ async def open_services(
             )
         )
         downloads = await stack.enter_async_context(download_client(fetch_policy, timeout, limits, transport))
+        input_policy = FetchPolicy(
+            allowed_hosts=settings.input_hosts,
+            max_bytes=MAX_IMAGE_BYTES,  # what a base64 input may be
+            max_pixels=MAX_IMAGE_PIXELS,
+            setting=INPUT_HOSTS,
+            what="input image",
+        )
+        input_downloads = await stack.enter_async_context(
+            download_client(input_policy, httpx.Timeout(settings.input_fetch_timeout_s), limits, transport)
+        )
         yield Services(
             settings=settings,
             store=opened_store,
@@ -115,6 +129,7 @@ async def open_services(
             bfl=BflClient(http, settings.bfl_api_url, settings.bfl_api_key),
             http=http,
             downloads=downloads,
+            input_downloads=input_downloads,
             signer=WebhookSigner(settings.signing_keys),
             policy=Policy(
                 source=event_source(settings),
@@ -126,6 +141,7 @@ async def open_services(
                 received_grace_s=min(SAMPLE_URL_LIFETIME_S, settings.give_up_after_s),
             ),
             fetch_policy=fetch_policy,
+            input_policy=input_policy,
             clock=clock,
             catalog=catalog,
             metrics=Metrics(settings.metrics_store_ttl_s),

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from receiver.catalog import ModelSpec
 from receiver.errors import ConfigError
-from receiver.hosts import is_loopback, parse_patterns
+from receiver.hosts import INPUT_HOSTS, SAMPLE_HOSTS, is_loopback, parse_patterns
 from receiver.registry import redact
 
 T = TypeVar("T")
@@ -49,6 +49,10 @@ class _Reader:
 
     def items(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         return self.get(name, default, _split)
+
+    def listing(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """Like `items`, but a variable that is set and empty is an empty list, not the default."""
+        return _split(self.environ[name]) if name in self.environ else default
 
     def number(self, name: str, default: float, minimum: float = 0.0) -> float:
         return self.get(name, default, lambda raw: _at_least(float(raw), minimum))
@@ -122,6 +126,8 @@ class Settings:
     sink_concurrency: int = 16
     sink_timeout_s: float = 10.0
     sample_hosts: tuple[str, ...] = ("*.bfl.ai",)
+    input_hosts: tuple[str, ...] = ("*",)  # `*`: every host whose addresses are all public; (): none
+    input_fetch_timeout_s: float = 10.0
     reconcile_after_s: float = 60.0
     give_up_after_s: float = 1800.0
     max_sample_bytes: int = 52_428_800
@@ -165,6 +171,10 @@ class Settings:
             sink_concurrency=env.integer("RECEIVER_SINK_CONCURRENCY", defaults.sink_concurrency, 1),
             sink_timeout_s=env.number("RECEIVER_SINK_TIMEOUT_S", defaults.sink_timeout_s, 0.1),
             sample_hosts=env.items("RECEIVER_SAMPLE_HOSTS", defaults.sample_hosts),
+            input_hosts=env.listing("RECEIVER_INPUT_HOSTS", defaults.input_hosts),
+            input_fetch_timeout_s=env.number(
+                "RECEIVER_INPUT_FETCH_TIMEOUT_S", defaults.input_fetch_timeout_s, 0.1
+            ),
             reconcile_after_s=env.number("RECEIVER_RECONCILE_AFTER_S", defaults.reconcile_after_s),
             give_up_after_s=env.number("RECEIVER_GIVE_UP_AFTER_S", defaults.give_up_after_s),
             max_sample_bytes=env.integer("RECEIVER_MAX_SAMPLE_BYTES", defaults.max_sample_bytes, 1),
@@ -210,10 +220,11 @@ class Settings:
 
     def problems(self, *, api: bool = True, workers: bool = True) -> list[str]:
         problems: list[str] = []
-        try:
-            parse_patterns(self.sample_hosts)
-        except ConfigError as exc:
-            problems.append(str(exc))
+        for patterns, variable in ((self.sample_hosts, SAMPLE_HOSTS), (self.input_hosts, INPUT_HOSTS)):
+            try:
+                parse_patterns(patterns, variable)
+            except ConfigError as exc:
+                problems.append(str(exc))
         repeated = sorted({redact(url) for url in self.sinks if self.sinks.count(url) > 1})
         if repeated:
             problems.append(f"RECEIVER_SINKS names the same sink twice: {', '.join(repeated)}")

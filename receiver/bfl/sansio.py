@@ -107,8 +107,9 @@ def submit_body(
 
 
 def input_sources(request: EditRequest, images_base64: Sequence[str]) -> list[str]:
-    """Every input image as BFL takes it, in order: the stored ones (base64) where the request has no
-    URL, the URLs where it has. Requests from before `image_urls` have one image, stored or by URL."""
+    """Every input image as BFL takes it, in order. Jobs accepted now have every image stored, so all
+    go as base64; older jobs kept the URLs they were given, passed on as they are, beside their stored
+    ones (`image_urls`), and those from before `image_urls` have one image, stored or by URL."""
     if not request.image_urls:
         return list(images_base64) or ([request.image_url] if request.image_url else [])
     stored = iter(images_base64)

@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import anyio
 import anyio.to_thread
 
 from receiver.bfl.validation import InputImage
-from receiver.blobs.base import BlobStore, input_key
+from receiver.blobs.base import BlobStore
 from receiver.errors import InputUnavailable, NotFound
 from receiver.models import StoredInput
 
 
-async def store_inputs(
-    blobs: BlobStore, job_id: str, images: Sequence[InputImage]
-) -> tuple[StoredInput, ...]:
-    """Write a job's input images; if one fails, those already written are removed again."""
-    stored: list[StoredInput] = []
-    try:
-        for index, image in enumerate(images):
-            key = input_key(job_id, index, image.content_type)
-            blob = await blobs.put(key, _once(image.data), image.content_type)
-            stored.append(
-                StoredInput(key, blob.sha256, blob.size, image.content_type, image.width, image.height)
-            )
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await blobs.delete([item.key for item in stored])
-        raise
-    return tuple(stored)
+async def store_input(blobs: BlobStore, key: str, image: InputImage) -> StoredInput:
+    """Write an input image given as base64 (decoded and checked)."""
+    blob = await blobs.put(key, _once(image.data), image.content_type)
+    return StoredInput(key, blob.sha256, blob.size, image.content_type, image.width, image.height)
 
 
 async def read_input(blobs: BlobStore, stored: StoredInput) -> bytes:

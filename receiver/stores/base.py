@@ -133,6 +133,9 @@ class Store(Resource, Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
+    async def keyed(self, idempotency_key: str) -> Job | None:
+        """The job created with this idempotency key, if any."""
+
     async def legacy_input(self, job_id: str) -> str | None:
         """The base64 input image of a job accepted before input images went to the blob store (the
         `job_inputs` table held it until submit; `drop_input` deletes it). None for every newer job."""

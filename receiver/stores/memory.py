@@ -54,6 +54,10 @@ class MemoryStore(ResourceBase):
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
+    async def keyed(self, idempotency_key: str) -> Job | None:
+        job_id = self._keys.get(idempotency_key)
+        return self._jobs[job_id] if job_id is not None else None
+
     async def legacy_input(self, job_id: str) -> str | None:
         return None  # nothing in memory outlives the process
 

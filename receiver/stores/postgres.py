@@ -194,6 +194,10 @@ class PostgresStore(ResourceBase):
         doc = await self.pool.fetchval("SELECT doc FROM jobs WHERE id = $1", job_id)
         return job_from_doc(doc) if doc is not None else None
 
+    async def keyed(self, idempotency_key: str) -> Job | None:
+        doc = await self.pool.fetchval("SELECT doc FROM jobs WHERE idempotency_key = $1", idempotency_key)
+        return job_from_doc(doc) if doc is not None else None
+
     async def legacy_input(self, job_id: str) -> str | None:
         image = await self.pool.fetchval("SELECT image FROM job_inputs WHERE job_id = $1", job_id)
         return str(image) if image is not None else None

@@ -13,14 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from receiver import lifecycle
-from receiver.bfl.validation import InputImage
-from receiver.blobs.inputs import store_inputs
-from receiver.errors import Conflict, InvalidRequest, Problem, StorageUnavailable
-from receiver.models import EditRequest, StoredInput
+from receiver.errors import Conflict, InvalidRequest, Problem
+from receiver.models import Job
 from receiver.services import Services
 from receiver.web.common import handover, limits, parse_json, read_body, require_token, services
+from receiver.web.inputs import discard, store_edit_inputs
 from receiver.web.limits import RequestLimits
-from receiver.web.schemas import EDIT_BODIES, EditBodies
+from receiver.web.schemas import EDIT_BODIES, EditBodies, EditBody, input_megapixels, megapixels
 from receiver.web.views import job_view
 from receiver.worker.handover import Work
 
@@ -31,16 +30,12 @@ MAX_EDIT_BODY = 64 * 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def parse_edit_request(
-    body: bytes, bodies: EditBodies = EDIT_BODIES
-) -> tuple[EditRequest, list[InputImage], str]:
-    """The job's request, its decoded input images in order (those given by URL are named in the
-    request's `image_urls`) and its fingerprint; `BadRequest` for a body that is not JSON,
-    `InvalidRequest` for one that is not a valid edit for its model."""
+def parse_edit_request(body: bytes, bodies: EditBodies = EDIT_BODIES) -> tuple[EditBody, str]:
+    """The valid edit body (its images decoded, those given by URL not yet fetched) and its
+    fingerprint; `BadRequest` for a body that is not JSON, `InvalidRequest` for one that is not a valid
+    edit for its model."""
     value = parse_json(body)
-    edit = bodies.parse(value)
-    images = [image for image in edit.inputs if isinstance(image, InputImage)]
-    return edit.to_request(), images, fingerprint(value)
+    return bodies.parse(value), fingerprint(value)
 
 
 def fingerprint(value: Any) -> str:
@@ -65,39 +60,49 @@ async def create_edit(request: Request) -> JSONResponse:
 
 async def _accept(request: Request, svc: Services, bounds: RequestLimits, key: str | None) -> JSONResponse:
     body = await read_body(request, MAX_EDIT_BODY)
+    bodies: EditBodies = request.app.state.edit_bodies
     # Decoding up to 64 MB of JSON and base64 would stall every other request: do it off the loop.
-    edit, images, digest = await anyio.to_thread.run_sync(
-        parse_edit_request, body, request.app.state.edit_bodies
-    )
+    edit, digest = await anyio.to_thread.run_sync(parse_edit_request, body, bodies)
+    if key is not None:  # a replay is answered before any image is downloaded or stored again
+        earlier = await svc.store.keyed(key)
+        if earlier is not None:
+            return _replayed(earlier, key, digest)
     await bounds.queue.check(svc.store)
     job_id = str(uuid.uuid4())
     # The images are in the blob store before the job exists, so whoever submits it finds them.
-    inputs = await store_inputs(svc.blobs, job_id, images)
-    job = lifecycle.new_job(job_id, edit, svc.clock(), idempotency_key=key, fingerprint=digest, inputs=inputs)
+    inputs = await store_edit_inputs(
+        svc.blobs,
+        svc.input_downloads,
+        svc.input_policy,
+        svc.settings.input_fetch_timeout_s,
+        job_id,
+        edit.input_fields,
+    )
+    too_large = input_megapixels(bodies.catalog[edit.model], megapixels(inputs))
+    if too_large:  # known only now for images given by URL
+        await discard(svc.blobs, inputs)
+        raise InvalidRequest(too_large)
+    job = lifecycle.new_job(
+        job_id, edit.to_request(inputs), svc.clock(), idempotency_key=key, fingerprint=digest, inputs=inputs
+    )
     try:
         stored = await svc.store.insert(job)
     except BaseException:
-        await _discard(svc, inputs)
+        await discard(svc.blobs, inputs)
         raise
-    headers = {"Location": f"/v1/jobs/{stored.id}"}
-    if stored.id != job.id:  # the key was used before: that job and its images are the ones kept
-        await _discard(svc, inputs)
-        if stored.fingerprint != job.fingerprint:
-            raise Conflict(f"Idempotency-Key {key!r} was already used with a different request")
-        return JSONResponse(
-            job_view(stored), status_code=202, headers=headers | {"Idempotent-Replayed": "true"}
-        )
+    if stored.id != job.id:  # the key was taken meanwhile: that job and its images are the ones kept
+        await discard(svc.blobs, inputs)
+        return _replayed(stored, key, digest)
     bounds.queue.added()
     svc.metrics.edits.inc()
     log.info("job.created", job_id=job.id, model=edit.model)
     handover(request).wake(Work.SUBMIT)
-    return JSONResponse(job_view(stored), status_code=202, headers=headers)
+    return JSONResponse(job_view(stored), status_code=202, headers={"Location": f"/v1/jobs/{stored.id}"})
 
 
-async def _discard(svc: Services, inputs: tuple[StoredInput, ...]) -> None:
-    """Remove input images no job refers to; should that fail, they are only unused objects."""
-    with anyio.CancelScope(shield=True):
-        try:
-            await svc.blobs.delete([item.key for item in inputs])
-        except (OSError, StorageUnavailable) as exc:
-            log.warning("job.inputs_not_removed", keys=[item.key for item in inputs], error=str(exc))
+def _replayed(job: Job, key: str | None, digest: str) -> JSONResponse:
+    """The answer to a request whose Idempotency-Key names `job`: that job, or 409 for another body."""
+    if job.fingerprint != digest:
+        raise Conflict(f"Idempotency-Key {key!r} was already used with a different request")
+    headers = {"Location": f"/v1/jobs/{job.id}", "Idempotent-Replayed": "true"}
+    return JSONResponse(job_view(job), status_code=202, headers=headers)

@@ -71,7 +71,7 @@ async def get_input(request: Request) -> Response:
     query = validate(InputQuery, dict(request.query_params), "query")
     job = await _job(request)
     if not job.inputs:
-        raise NotFound(f"job {job.id} has no stored input image (it was given by URL, or is older)")
+        raise NotFound(f"job {job.id} has no stored input image (it is older than stored URL inputs)")
     index = query.index
     if index >= len(job.inputs):
         raise NotFound(f"job {job.id} has {len(job.inputs)} input image(s); there is no index {index}")

@@ -209,6 +209,14 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                 "post": {
                     "operationId": "createEdit",
                     "summary": "Submit an edit",
+                    "description": "Input images given by URL (`image_url`, or URLs in `images`) are "
+                    "downloaded by the receiver before it answers, several at once and all within "
+                    "RECEIVER_INPUT_FETCH_TIMEOUT_S, from hosts RECEIVER_INPUT_HOSTS allows (internal "
+                    "addresses only when named exactly; each redirect, at most 3, checked before it is "
+                    "followed), checked as base64 images are, and stored: BFL gets every image as base64. "
+                    "A URL that is not allowed, cannot be downloaded or gives no acceptable image is a 422 "
+                    "naming its field (`url_not_allowed`, `url_fetch_failed`, `image_invalid`); then nothing "
+                    "is stored.",
                     "security": _BEARER,
                     "parameters": [
                         {
@@ -238,7 +246,12 @@ def build_openapi(bodies: EditBodies = EDIT_BODIES) -> dict[str, Any]:
                         "408": _SLOW_BODY,
                         "409": _error("The Idempotency-Key was used with a different request"),
                         "413": _error(f"Body over {MAX_EDIT_BODY} bytes"),
-                        "422": _INVALID,
+                        "422": _json(
+                            "Invalid fields, or an image URL that is not allowed, could not be downloaded "
+                            "or gives no acceptable image, in BFL's `{detail: [{loc, msg, type}]}` shape; "
+                            "nothing was stored",
+                            InvalidAnswer,
+                        ),
                         "429": _json(
                             "RECEIVER_MAX_QUEUED edits already wait for BFL; nothing was stored",
                             ErrorAnswer,

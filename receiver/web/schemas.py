@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import (
@@ -36,6 +36,7 @@ from receiver.bfl.validation import (
     MAX_SEED,
     MAX_WEBHOOK_URL_CHARS,
     InputImage,
+    Loc,
     decode_image,
     parse_aspect_ratio,
 )
@@ -56,7 +57,7 @@ from receiver.catalog import (
     ModelSpec,
 )
 from receiver.errors import InvalidRequest, Problem
-from receiver.models import EditRequest, ImageInfo, JobState, Outcome, Via
+from receiver.models import EditRequest, ImageInfo, JobState, Outcome, StoredInput, Via
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_WAIT_S = 60.0
@@ -87,7 +88,7 @@ def problems(exc: ValidationError, location: Location) -> list[Problem]:
 # (and from each other) on a few control characters. Patterns and the checks share these classes.
 _SPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 _TEXT = f"[^{_SPACE}]"
-_URL = f"https?://[^{_SPACE}]+"
+HTTP_URL = f"https?://[^{_SPACE}]+"
 
 
 def _has_text(value: str) -> str:
@@ -97,7 +98,7 @@ def _has_text(value: str) -> str:
 
 
 def _http_url(value: str) -> str:
-    if not re.fullmatch(_URL, value):
+    if not re.fullmatch(HTTP_URL, value):
         raise PydanticCustomError("url_scheme", "Input should be an http or https URL, without spaces")
     return value
 
@@ -150,8 +151,9 @@ ImageUrl = Annotated[
     Strict(),
     Field(
         max_length=MAX_WEBHOOK_URL_CHARS,
-        json_schema_extra={"pattern": f"^{_URL}$"},
-        description="An http(s) URL BFL downloads the input image from",
+        json_schema_extra={"pattern": f"^{HTTP_URL}$"},
+        description="An http(s) URL the receiver downloads the input image from before it answers (from "
+        "a host RECEIVER_INPUT_HOSTS allows; the image is checked as a base64 one is, and stored)",
     ),
     AfterValidator(_http_url),
 ]
@@ -227,9 +229,10 @@ AnyImage = Annotated[
         {
             "anyOf": [
                 _BASE64_IMAGE,
-                {"type": "string", "maxLength": MAX_WEBHOOK_URL_CHARS, "pattern": f"^{_URL}$"},
+                {"type": "string", "maxLength": MAX_WEBHOOK_URL_CHARS, "pattern": f"^{HTTP_URL}$"},
             ],
-            "description": "A base64 image, as `image`, or an http(s) URL BFL downloads it from",
+            "description": "A base64 image, as `image`, or an http(s) URL the receiver downloads it from, "
+            "as `image_url`",
         }
     ),
 ]
@@ -284,27 +287,29 @@ class EditBody(Body):
 
     @property
     def inputs(self) -> tuple[InputImage | str, ...]:
-        """The input images in BFL's order: decoded, or the URL BFL fetches."""
-        if self.images:
-            return tuple(self.images)
-        return (self.image,) if self.image is not None else (self.image_url,) if self.image_url else ()
+        """The input images in BFL's order: decoded, or the URL to fetch it from."""
+        return tuple(value for _, value in self.input_fields)
 
-    def to_request(self) -> EditRequest:
-        """The job's record of this request, without the image bytes."""
-        inputs = self.inputs
-        decoded = [image for image in inputs if isinstance(image, InputImage)]
-        optional = {key: getattr(self, key, None) for key in OPTIONAL_FIELDS}
+    @property
+    def input_fields(self) -> tuple[tuple[Loc, InputImage | str], ...]:
+        """Each input image in BFL's order with where it is in the body (`images[2]`, `image_url`)."""
+        if self.images:
+            return tuple((("body", "images", n), image) for n, image in enumerate(self.images))
+        if self.image is not None:
+            return ((("body", "image"), self.image),)
+        return ((("body", "image_url"), self.image_url),) if self.image_url else ()
+
+    def to_request(self, inputs: Sequence[StoredInput]) -> EditRequest:
+        """The job's record of this request, its input images stored as `inputs`."""
+        optional: dict[str, Any] = {key: getattr(self, key, None) for key in OPTIONAL_FIELDS}
         return EditRequest(
             prompt=self.prompt,
             model=self.model,
-            image_urls=tuple(image if isinstance(image, str) else None for image in inputs),
             seed=self.seed,
             output_format=self.output_format,
             safety_tolerance=self.safety_tolerance,
             metadata=self.metadata,
-            input_mp=round(sum(image.megapixels for image in decoded), 2)
-            if len(decoded) == len(inputs)
-            else None,
+            input_mp=round(megapixels(inputs), 2),
             **optional,
         )
 
@@ -428,17 +433,25 @@ def _megapixels(body: EditBody, spec: ModelSpec) -> list[Problem]:
             )
         )
     decoded = [image for image in body.inputs if isinstance(image, InputImage)]
-    total = sum(image.megapixels for image in decoded)
-    if spec.max_input_mp is not None and total > spec.max_input_mp:
-        found.append(
-            Problem(
-                ("body", "images"),
-                f"the input images have {total:.2f} megapixels together; {spec.name} takes at most "
-                f"{spec.max_input_mp:g}",
-                "input_too_large",
-            )
+    return found + input_megapixels(spec, megapixels(decoded))
+
+
+def megapixels(images: Sequence[InputImage | StoredInput]) -> float:
+    return sum(image.width * image.height for image in images) / 1_000_000
+
+
+def input_megapixels(spec: ModelSpec, total: float) -> list[Problem]:
+    """A problem when the input images together have more megapixels than the model takes."""
+    if spec.max_input_mp is None or total <= spec.max_input_mp:
+        return []
+    return [
+        Problem(
+            ("body", "images"),
+            f"the input images have {total:.2f} megapixels together; {spec.name} takes at most "
+            f"{spec.max_input_mp:g}",
+            "input_too_large",
         )
-    return found
+    ]
 
 
 EDIT_BODIES = EditBodies(CATALOG)
@@ -545,6 +558,9 @@ class InputAnswer(Answer):
     width: int
     height: int
     url: str = Field(description="Where `GET /v1/jobs/{job_id}/input?index=N` serves it")
+    source_url: str | None = Field(
+        description="The URL the receiver downloaded it from; null for an image given as base64"
+    )
 
 
 class TimingsAnswer(Answer):
@@ -597,7 +613,10 @@ class JobAnswer(Answer):
     bfl_task_id: str | None
     via: Via | None
     image: ImageInfo | None
-    inputs: list[InputAnswer] = Field(description="The input images as stored (none for an image_url)")
+    inputs: list[InputAnswer] = Field(
+        description="The input images as stored, those given by URL too (none for an edit accepted "
+        "before URL inputs were downloaded by the receiver)"
+    )
     error: dict[str, Any] | None
     cost: CostAnswer | None = Field(description="As BFL answered the submit, or settled; null before")
     hold: HoldAnswer | None = Field(description="Why a created job waits beyond the queue")

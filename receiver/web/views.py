@@ -28,6 +28,7 @@ def job_view(job: Job, deliveries: list[Delivery] | None = None) -> dict[str, An
                 "width": stored.width,
                 "height": stored.height,
                 "url": f"/v1/jobs/{job.id}/input?index={index}",
+                "source_url": stored.source_url,
             }
             for index, stored in enumerate(job.inputs)
         ],

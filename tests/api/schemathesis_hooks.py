@@ -1,16 +1,21 @@
 """Strategies for the custom string formats of the receiver's API description, loaded by schemathesis
 through SCHEMATHESIS_HOOKS: values JSON Schema cannot describe (a picture Pillow reads, a ratio within
 3:7..7:3, a byte range inside an image of unknown size) are generated valid, so schemathesis's positive
-cases are really valid."""
+cases are really valid. Image URLs, which the receiver downloads before it answers, are pointed at the
+loopback image host the test runs (`TEST_INPUT_IMAGE_URL`): no generated host is ever looked up."""
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 import schemathesis
 from hypothesis import strategies as st
 
+from receiver.bfl.validation import MAX_WEBHOOK_URL_CHARS
 from receiver.catalog import CATALOG
+from receiver.web.schemas import HTTP_URL
 from tests.images import base64_image
 
 IMAGES = [
@@ -62,14 +67,32 @@ def _within_megapixels(body: Any) -> Any:
     return body | {"height": 0}
 
 
+def _loopback(value: Any) -> Any:
+    """A valid image URL as the test's image host's (an invalid one stays, so negative cases stay so)."""
+    if isinstance(value, str) and len(value) <= MAX_WEBHOOK_URL_CHARS and re.fullmatch(HTTP_URL, value):
+        return os.environ["TEST_INPUT_IMAGE_URL"]
+    return value
+
+
+def _loopback_images(body: Any) -> Any:
+    if not isinstance(body, dict):
+        return body
+    mapped = dict(body)
+    if "image_url" in mapped:
+        mapped["image_url"] = _loopback(mapped["image_url"])
+    if isinstance(mapped.get("images"), list):
+        mapped["images"] = [_loopback(image) for image in mapped["images"]]
+    return mapped
+
+
 @schemathesis.hook
 def map_body(context: schemathesis.HookContext, body: Any) -> Any:
-    """The generated bodies of the fuzzing phase (see `_within_megapixels`)."""
-    return _within_megapixels(body)
+    """The generated bodies of the fuzzing phase (see `_within_megapixels` and `_loopback`)."""
+    return _loopback_images(_within_megapixels(body))
 
 
 @schemathesis.hook
 def map_case(context: schemathesis.HookContext, case: schemathesis.Case[Any]) -> schemathesis.Case[Any]:
-    """The cases of the other phases (see `_within_megapixels`)."""
-    case.body = _within_megapixels(case.body)
+    """The cases of the other phases (see `_within_megapixels` and `_loopback`)."""
+    case.body = _loopback_images(_within_megapixels(case.body))
     return case

@@ -57,8 +57,12 @@ class Proc:
             return "(no log)"
 
     def kill(self) -> None:
-        if self.alive():
-            self.popen.kill()
+        # The whole process group (each process starts its own session): a server's own children too,
+        # such as `uvicorn --workers` processes, which would otherwise outlive the run. Only while the
+        # process is not reaped: until then its pid cannot name another group.
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=30)
 

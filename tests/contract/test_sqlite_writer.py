@@ -1,8 +1,9 @@
 """Group commit: writes that queue up while one commits share the next transaction, and one that fails
-is rolled back alone."""
+is rolled back alone; a commit is made durable after the write lock is let go, before it is answered."""
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -79,6 +80,53 @@ async def test_a_failing_write_is_rolled_back_alone(writer: tuple[WriterThread, 
     assert outcomes == {2: 2, 3: 3}
     rows = await thread.run(lambda conn: conn.execute("SELECT n FROM t ORDER BY n").fetchall())
     assert rows == [(1,), (2,), (3,)]
+
+
+@pytest.mark.anyio
+async def test_a_commit_is_synced_outside_the_lock_before_it_is_answered(tmp_path: Path) -> None:
+    path, lock_path = tmp_path / "db.sqlite", tmp_path / "db.sqlite-writer.lock"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    seen: list[tuple[list[tuple[int]], bool]] = []
+
+    def sync() -> None:
+        with sqlite3.connect(path) as other, open(lock_path, "ab") as lock:
+            try:  # another writer could take the lock: this sync holds up nobody
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                free = True
+            except BlockingIOError:
+                free = False
+            seen.append((other.execute("SELECT n FROM t").fetchall(), free))
+
+    thread = WriterThread(conn, lock_path=str(lock_path), sync=sync)
+    try:
+        answered: object = await thread.run(insert(7))  # type: ignore[arg-type]
+    finally:
+        thread.stop()
+        conn.close()
+    assert answered == 7
+    assert seen == [([(7,)], True)]  # synced once, after the commit, with the lock free
+
+
+@pytest.mark.anyio
+async def test_writes_whose_commit_could_not_be_synced_fail(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    failing = [True]
+
+    def sync() -> None:
+        if failing.pop(0) if failing else False:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    thread = WriterThread(conn, sync=sync)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            await thread.run(insert(1))  # type: ignore[arg-type]
+        assert await thread.run(insert(2)) == 2  # type: ignore[arg-type]  # the next sync succeeds
+    finally:
+        thread.stop()
+        conn.close()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -85,11 +86,20 @@ def rich_job() -> Job:
         image=image,
         inputs=(
             StoredInput("job-rich.input-0.png", "1a" * 32, 2048, "image/png", 96, 64),
-            StoredInput("job-rich.input-1.jpg", "2b" * 32, 4096, "image/jpeg", 64, 96),
+            StoredInput(
+                "job-rich.input-1.jpg", "2b" * 32, 4096, "image/jpeg", 64, 96, "https://images.example/b.jpg"
+            ),
         ),
         error={"code": "none", "detail": [1, "two"]},
         finished_at=T0 + 22,
     )
+
+
+def test_a_stored_input_from_before_source_urls_reads_back_without_one() -> None:
+    doc = rich_job().to_doc()
+    for item in doc["inputs"]:
+        del item["source_url"]
+    assert [item.source_url for item in Job.from_doc(doc).inputs] == [None, None]
 
 
 def final(job: Job, at: float = T0 + 30) -> Transition:
@@ -127,6 +137,8 @@ class StoreContract:
         assert await store.get("job-2") is None
         other = await store.insert(make_job("job-3", idempotency_key="key-2"))
         assert other.id == "job-3"
+        assert await store.keyed("key-1") == first and await store.keyed("key-2") == other
+        assert await store.keyed("key-3") is None
 
     async def test_a_new_job_has_no_legacy_input(self, store: Store) -> None:
         await store.insert(rich_job())
@@ -691,6 +703,26 @@ class TestSQLiteStore(StoreContract):
             await store.save(dataclasses.replace(job, state=JobState.SUBMITTED), drop_input=True)
             assert await store.legacy_input(job.id) is None
             assert await store.insert(rich_job()) == rich_job()
+
+    async def test_a_write_is_answered_once_the_wal_holding_it_is_on_disk(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Commits do not fsync under the write lock (synchronous=NORMAL); the writer flushes the WAL
+        itself before it answers."""
+        path = tmp_path / "receiver.db"
+        flushed: list[str] = []
+        fdatasync = os.fdatasync
+
+        def recording(fd: int) -> None:
+            fdatasync(fd)
+            flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+        async with SQLiteStore(str(path)) as store:
+            monkeypatch.setattr(os, "fdatasync", recording)
+            await store.insert(make_job("job-1"))
+            assert flushed == [f"{path}-wal"]
+            await store.update("job-1", lambda job: Transition(dataclasses.replace(job, attempts=1)))
+            assert flushed == [f"{path}-wal"] * 2
 
     async def test_two_stores_on_one_file_serialize_their_updates(self, tmp_path: Path) -> None:
         """As the processes of a multi-process `serve` do: each its own writer, one database file."""

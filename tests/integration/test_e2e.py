@@ -6,14 +6,23 @@ import base64
 import dataclasses
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from structlog.testing import capture_logs
 
+from receiver import lifecycle
+from receiver.models import EditRequest
 from receiver.simulator import create_sim_app
+from receiver.stores.sqlite import SQLiteStore
 from receiver.webhook_auth import WebhookSigner
 from tests.images import encode_image
 from tests.integration.stack import FAST_SIM, IMAGE_B64, SIM_KEY, Stack, receiver, stack
@@ -232,21 +241,30 @@ def test_a_malformed_api_key_fails_the_job_saying_so_and_is_never_logged(tmp_pat
     assert SIM_KEY not in repr(logs)
 
 
-@pytest.mark.parametrize(("flavor", "status"), [("seed", 400), ("live", 422)])
-def test_image_by_url_and_an_upstream_refusal(tmp_path: Path, flavor: str, status: int) -> None:
-    from starlette.applications import Starlette
-    from starlette.responses import Response
-    from starlette.routing import Route
-
+def image_files() -> Starlette:
+    """Serves a PNG at /car.png, and counts the requests it gets."""
     png = encode_image("PNG")
-    files = Starlette(routes=[Route("/car.png", lambda request: Response(png, media_type="image/png"))])
-    with stack(tmp_path, dataclasses.replace(FAST_SIM, flavor=flavor)) as running, serve(files) as files_url:
+
+    async def car(request: Request) -> Response:
+        request.app.state.asked += 1
+        return Response(png, media_type="image/png")
+
+    files = Starlette(routes=[Route("/car.png", car)])
+    files.state.asked = 0
+    return files
+
+
+@pytest.mark.parametrize("flavor", ["seed", "live"])
+def test_an_image_by_url_is_downloaded_by_the_receiver_not_by_bfl(tmp_path: Path, flavor: str) -> None:
+    files = image_files()
+    sim = dataclasses.replace(FAST_SIM, flavor=flavor)
+    with serve(files) as files_url, stack(tmp_path, sim, input_hosts=("127.0.0.1",)) as running:
         good = running.submit(image=None, image_url=f"{files_url}/car.png")
         assert_completed(running, running.wait_event(good["id"]))
-        bad = running.submit(image=None, image_url=f"{files_url}/missing.png")
-        event = running.wait_event(bad["id"])
-        # The seed spec's answer to image data it cannot use is a 400; the live API's a 422.
-        assert event["type"] == "kontext.edit.failed" and event["data"]["error"]["status"] == status
+        assert files.state.asked == 1  # by the receiver, before its 202
+        bad = running.post_edit({"prompt": "p", "image_url": f"{files_url}/missing.png"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "image_url"]
+        assert running.sim("/_sim/stats")["submits"] == 1
 
 
 def test_health_metrics_and_openapi(tmp_path: Path) -> None:
@@ -308,7 +326,7 @@ def test_the_input_image_is_kept_beside_the_result_and_served(tmp_path: Path) ->
         assert running.client.get(f"/v1/jobs/{job['id']}/input").content == sent
         event = running.wait_event(job["id"])
         assert_completed(running, event)
-        # The replayed request wrote its image too, and removed it again: one input, one result.
+        # The replay was answered from the job its key names, and wrote no image: one input, one result.
         result = Path(event["data"]["image"]["url"].removeprefix("file://")).name
         assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
             f"{job['id']}.input-0.jpg",
@@ -317,12 +335,25 @@ def test_the_input_image_is_kept_beside_the_result_and_served(tmp_path: Path) ->
         assert running.client.get(f"/v1/jobs/{job['id']}/input", params={"index": 1}).status_code == 404
 
 
-def test_an_edit_by_url_has_no_input_to_serve(tmp_path: Path) -> None:
-    with stack(tmp_path, dataclasses.replace(FAST_SIM, webhook_drop_rate=1.0)) as running:
-        job = running.submit(image=None, image_url="https://images.example/car.png")
-        assert job["inputs"] == []
-        missing = running.client.get(f"/v1/jobs/{job['id']}/input")
-        assert missing.status_code == 404 and "no stored input" in missing.text
+def test_a_job_accepted_before_inputs_were_downloaded_still_sends_its_url(tmp_path: Path) -> None:
+    """An older version passed an `image_url` on to BFL and stored nothing: such a job, still queued in
+    the database, is submitted with its URL, and has no input to serve."""
+    files = image_files()
+    with serve(files) as files_url:
+        request = EditRequest("Change the car color to red", image_url=f"{files_url}/car.png")
+        job = lifecycle.new_job("job-old", request, time.time())
+
+        async def queue_it() -> None:
+            async with SQLiteStore(str(tmp_path / "receiver.db")) as store:
+                await store.insert(job)
+
+        anyio.run(queue_it)
+        with stack(tmp_path) as running:
+            assert_completed(running, running.wait_event(job.id))
+            assert files.state.asked == 1  # by the simulator, as BFL would
+            assert running.job(job.id)["inputs"] == []
+            missing = running.client.get(f"/v1/jobs/{job.id}/input")
+            assert missing.status_code == 404 and "no stored input" in missing.text
 
 
 def test_an_input_image_changed_in_storage_fails_its_job_instead_of_being_sent(tmp_path: Path) -> None:

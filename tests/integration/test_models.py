@@ -43,7 +43,7 @@ def test_multi_reference_edits_reach_bfl_with_every_image_in_order(tmp_path: Pat
     ref_png = encode_image("PNG", (80, 80))
     files = Starlette(routes=[Route("/ref.png", lambda request: Response(ref_png, media_type="image/png"))])
     sim = dataclasses.replace(FAST_SIM, flavor=flavor)
-    with stack(tmp_path, sim) as running, serve(files) as files_url:
+    with stack(tmp_path, sim, input_hosts=("127.0.0.1",)) as running, serve(files) as files_url:
         kontext_images = references(4)  # the image to edit and 3 references: Kontext's limit
         flex_images = [*references(6), f"{files_url}/ref.png"]  # 6 inline references and one by URL
         kontext = running.submit(image=None, images=kontext_images, model="flux-kontext-max")
@@ -58,9 +58,10 @@ def test_multi_reference_edits_reach_bfl_with_every_image_in_order(tmp_path: Pat
             *(sha256_of(image) for image in flex_images[:6]),
             hashlib.sha256(ref_png).hexdigest(),
         ]
-        # Every image given inline is stored beside the result; the one by URL is BFL's to fetch.
+        # Every image is stored beside the result, the one by URL too (downloaded by the receiver).
         assert [item["sha256"] for item in running.job(flex["id"])["inputs"]] == [
-            sha256_of(image) for image in flex_images[:6]
+            *(sha256_of(image) for image in flex_images[:6]),
+            hashlib.sha256(ref_png).hexdigest(),
         ]
         cost = flex_event["data"]["cost"]
         assert cost["credits"] == CATALOG["flux-2-flex"].credits(cost["input_mp"], cost["output_mp"])

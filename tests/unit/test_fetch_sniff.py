@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from receiver.blobs.memory import MemoryBlobStore
-from receiver.downloads import FetchPolicy
+from receiver.downloads import FetchPolicy, sniff
 from receiver.errors import DownloadError, SampleRejected
 from receiver.models import ImageInfo
-from receiver.worker.fetch import fetch_sample, sniff
+from receiver.worker.fetch import fetch_sample
 from tests.images import encode_image
 
 pytestmark = pytest.mark.anyio

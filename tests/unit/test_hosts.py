@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from receiver.errors import ConfigError, SampleRejected
-from receiver.hosts import check_resolved, check_sample_url, is_internal, parse_patterns
+from receiver.errors import ConfigError, HostRefused, SampleRejected
+from receiver.hosts import INPUT_HOSTS, check_resolved, check_url, is_internal, parse_patterns
 
 BFL = ("*.bfl.ai",)
 
 
 def refused(url: str, patterns: tuple[str, ...] = BFL) -> SampleRejected:
     with pytest.raises(SampleRejected) as info:
-        check_sample_url(url, patterns)
+        check_url(url, patterns)
     assert info.value.retryable is False
     return info.value
 
@@ -27,11 +27,11 @@ def refused(url: str, patterns: tuple[str, ...] = BFL) -> SampleRejected:
     ],
 )
 def test_wildcard_allows_bfl_delivery_hosts(url: str, expected: tuple[str, int]) -> None:
-    assert check_sample_url(url, BFL) == expected
+    assert check_url(url, BFL) == expected
 
 
 def test_wildcard_pattern_is_case_insensitive() -> None:
-    assert check_sample_url("https://delivery-eu1.bfl.ai/s.jpeg", ("*.BFL.AI",))[0] == "delivery-eu1.bfl.ai"
+    assert check_url("https://delivery-eu1.bfl.ai/s.jpeg", ("*.BFL.AI",))[0] == "delivery-eu1.bfl.ai"
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_plain_http_needs_an_exact_name() -> None:
     assert "plain http" in message
     assert "RECEIVER_SAMPLE_HOSTS" in message  # the setting to change
     exact = ("*.bfl.ai", "delivery-eu1.bfl.ai")
-    assert check_sample_url("http://delivery-eu1.bfl.ai/s.jpeg", exact) == ("delivery-eu1.bfl.ai", 80)
+    assert check_url("http://delivery-eu1.bfl.ai/s.jpeg", exact) == ("delivery-eu1.bfl.ai", 80)
 
 
 @pytest.mark.parametrize(
@@ -86,12 +86,12 @@ def test_plain_http_needs_an_exact_name() -> None:
 def test_internal_addresses_only_when_named_exactly(url: str, host: str) -> None:
     refused(url)
     refused(url, ("*.bfl.ai", "*.0.0.1", "*.1.2.3", "*.169.254", "*.0.10"))  # a wildcard is never enough
-    allowed_host, _ = check_sample_url(url, ("*.bfl.ai", host))
+    allowed_host, _ = check_url(url, ("*.bfl.ai", host))
     assert allowed_host == host
 
 
 def test_exact_name_keeps_the_port() -> None:
-    assert check_sample_url("http://127.0.0.1:8765/results/x.png", ("127.0.0.1",)) == ("127.0.0.1", 8765)
+    assert check_url("http://127.0.0.1:8765/results/x.png", ("127.0.0.1",)) == ("127.0.0.1", 8765)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ def test_exactly_named_host_may_resolve_internally() -> None:
     ],
 )
 def test_a_pattern_with_a_port_admits_that_port(url: str, patterns: tuple[str, ...]) -> None:
-    check_sample_url(url, patterns)
+    check_url(url, patterns)
 
 
 @pytest.mark.parametrize(
@@ -206,3 +206,65 @@ def test_a_wildcard_never_admits_an_embedded_internal_address() -> None:
 )
 def test_malformed_urls_are_refused_not_crashed(url: str) -> None:
     refused(url)
+
+
+# --- RECEIVER_INPUT_HOSTS: the same grammar, and `*` for every public host ----------------------------
+
+
+def input_refused(url: str, patterns: tuple[str, ...] = ("*",)) -> str:
+    with pytest.raises(HostRefused) as info:
+        check_url(url, patterns, INPUT_HOSTS, "input image")
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://images.example/car.png", "https://cdn.images.example:8443/a.jpg", "https://8.8.8.8/x"]
+)
+def test_a_bare_star_admits_every_public_host_for_input_images(url: str) -> None:
+    check_url(url, ("*",), INPUT_HOSTS)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/x.png",
+        "https://127.0.0.2/x.png",
+        "https://10.0.0.1/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://[::1]/x.png",
+        "https://[::ffff:10.0.0.1]/x.png",
+        "https://[64:ff9b::a9fe:a9fe]/x.png",
+        "https://localhost/x.png",
+        "https://images.localhost/x.png",
+    ],
+)
+def test_a_bare_star_never_admits_an_internal_address(url: str) -> None:
+    assert "not in RECEIVER_INPUT_HOSTS" in input_refused(url)
+
+
+def test_internal_input_hosts_only_when_named_exactly() -> None:
+    assert check_url("http://127.0.0.1:9000/x.png", ("*", "127.0.0.1"), INPUT_HOSTS) == ("127.0.0.1", 9000)
+    check_resolved("images.internal", ["10.0.0.7"], ("*", "images.internal"), INPUT_HOSTS)
+    with pytest.raises(HostRefused, match=r"input image host images\.example resolves to internal address"):
+        check_resolved("images.example", ["93.184.215.14", "10.0.0.7"], ("*",), INPUT_HOSTS, "input image")
+
+
+def test_a_star_with_a_port_admits_that_port_only() -> None:
+    check_url("https://images.example/x.png", ("*:443",), INPUT_HOSTS)
+    assert "port 8443" in input_refused("https://images.example:8443/x.png", ("*:443",))
+
+
+def test_plain_http_input_urls_need_an_exact_name() -> None:
+    message = input_refused("http://images.example/x.png")
+    assert "plain http" in message and "RECEIVER_INPUT_HOSTS" in message
+    check_url("http://images.example/x.png", ("*", "images.example"), INPUT_HOSTS)
+
+
+def test_no_input_hosts_admit_nothing() -> None:
+    assert "not in RECEIVER_INPUT_HOSTS" in input_refused("https://images.example/x.png", ())
+
+
+@pytest.mark.parametrize("entry", ["https://images.example", "/x", "*.", "**", "*x", "host:0"])
+def test_an_invalid_input_host_entry_names_the_variable(entry: str) -> None:
+    with pytest.raises(ConfigError, match=r"RECEIVER_INPUT_HOSTS: .* is invalid"):
+        parse_patterns(("*", entry), INPUT_HOSTS)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from receiver import lifecycle
 from receiver.bfl.sansio import Report, Submitted, TaskReport, parse_result, parse_webhook
 from receiver.errors import ConfigError, DownloadError, InvalidRequest, ReceiverError, UpstreamError
-from receiver.hosts import check_resolved, check_sample_url, parse_patterns
+from receiver.hosts import check_resolved, check_url, parse_patterns
 from receiver.lifecycle import Policy
 from receiver.models import FINAL_STATES, EditRequest, ImageInfo, Job, JobState, Transition, Via
 from receiver.web.schemas import EDIT_BODIES, JobQuery, JobsQuery, validate
@@ -97,7 +97,7 @@ PATTERNS = ("*.bfl.ai", "127.0.0.1:8080", "[::1]", "images.example")
 @PROPERTIES
 @given(URLISH)
 def test_sample_url_checks_raise_only_our_errors(url: str) -> None:
-    only_our_errors(lambda: check_sample_url(url, PATTERNS))
+    only_our_errors(lambda: check_url(url, PATTERNS))
 
 
 @PROPERTIES

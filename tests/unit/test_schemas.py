@@ -9,6 +9,7 @@ import pytest
 
 from receiver.catalog import CATALOG
 from receiver.errors import InvalidRequest
+from receiver.models import StoredInput
 from receiver.web.schemas import EDIT_BODIES, EditBody, JobQuery, JobsQuery, validate
 from tests.images import base64_image
 
@@ -83,7 +84,7 @@ def test_field_limits(field: str, value: Any) -> None:
 
 def test_valid_body_becomes_the_jobs_request() -> None:
     body = parse_edit_body(VALID | {"model": "flux-kontext-max", "seed": 7.0, "aspect_ratio": "16:9"})
-    request = body.to_request()
+    request = body.to_request([StoredInput("k", "sha", 10, "image/png", 32, 32)])
     assert (request.model, request.seed, request.aspect_ratio) == ("flux-kontext-max", 7, "16:9")
     assert isinstance(request.seed, int)
     assert body.image is not None and (body.image.content_type, body.image.width) == ("image/png", 32)
@@ -141,9 +142,33 @@ def test_what_a_model_does_not_take_is_refused_for_that_model(
 def test_images_keep_their_order_base64_and_urls_mixed() -> None:
     url = "https://images.example/ref.png"
     body = parse_edit_body({"prompt": "p", "model": "flux-2-flex", "images": [IMAGE, url, IMAGE], "steps": 4})
-    request = body.to_request()
-    assert (request.image_urls, request.steps, request.input_mp) == ((None, url, None), 4, None)
     assert [type(image).__name__ for image in body.inputs] == ["InputImage", "str", "InputImage"]
+    assert [loc for loc, _ in body.input_fields] == [("body", "images", n) for n in range(3)]
+    assert body.input_fields[1][1] == url
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({}, ("body", "image")),
+        ({"image": None, "image_url": "https://a.example/x.png"}, ("body", "image_url")),
+    ],
+)
+def test_a_single_input_is_named_by_its_field(change: dict[str, Any], where: tuple[str, ...]) -> None:
+    assert [loc for loc, _ in parse_edit_body(VALID | change).input_fields] == [where]
+
+
+def test_the_request_keeps_no_url_and_counts_the_stored_megapixels() -> None:
+    """Every input image is stored, those given by URL too: the job sends them all as base64."""
+    body = parse_edit_body(
+        {"prompt": "p", "model": "flux-2-flex", "images": [IMAGE, "https://a.example/r.png"]}
+    )
+    stored = [
+        StoredInput("k0", "s0", 10, "image/png", 32, 32),
+        StoredInput("k1", "s1", 10, "image/png", 1000, 500, "https://a.example/r.png"),
+    ]
+    request = body.to_request(stored)
+    assert (request.image_url, request.image_urls, request.input_mp) == (None, (), 0.5)
 
 
 @pytest.mark.parametrize(

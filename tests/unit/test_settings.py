@@ -331,11 +331,41 @@ def test_a_bad_http_sink_secret_stops_start_up_without_http_sinks_too() -> None:
             "'https://delivery.bfl.ai' is invalid",
         ),
         ({"RECEIVER_SAMPLE_HOSTS": "*"}, "RECEIVER_SAMPLE_HOSTS: '*' is invalid"),
+        (
+            {"RECEIVER_INPUT_HOSTS": "*,images.example/x"},
+            "RECEIVER_INPUT_HOSTS: 'images.example/x' is invalid",
+        ),
+        ({"RECEIVER_INPUT_HOSTS": "*.,127.0.0.1"}, "RECEIVER_INPUT_HOSTS: '*.' is invalid"),
     ],
 )
 def test_check_refuses_a_configuration_that_cannot_work(changes: dict[str, str], named: str) -> None:
     message = config_error(lambda env: Settings.from_env(env).check(), REQUIRED | changes)
     assert named in message
+
+
+@pytest.mark.parametrize(
+    ("environ", "hosts"),
+    [
+        ({}, ("*",)),  # every host whose addresses are all public
+        ({"RECEIVER_INPUT_HOSTS": ""}, ()),  # set and empty: images by URL are refused
+        ({"RECEIVER_INPUT_HOSTS": " "}, ()),
+        ({"RECEIVER_INPUT_HOSTS": "*.cdn.example, 127.0.0.1:8000"}, ("*.cdn.example", "127.0.0.1:8000")),
+    ],
+)
+def test_input_hosts_default_to_every_public_host_and_empty_means_none(
+    environ: dict[str, str], hosts: tuple[str, ...]
+) -> None:
+    settings = Settings.from_env(REQUIRED | environ).check()
+    assert settings.input_hosts == hosts
+
+
+def test_the_input_fetch_timeout_defaults_to_10_s_and_must_be_positive() -> None:
+    assert Settings.from_env(REQUIRED).input_fetch_timeout_s == 10.0
+    assert (
+        Settings.from_env(REQUIRED | {"RECEIVER_INPUT_FETCH_TIMEOUT_S": "2.5"}).input_fetch_timeout_s == 2.5
+    )
+    message = config_error(Settings.from_env, REQUIRED | {"RECEIVER_INPUT_FETCH_TIMEOUT_S": "0"})
+    assert "RECEIVER_INPUT_FETCH_TIMEOUT_S" in message
 
 
 def test_check_names_every_problem_at_once_and_no_secret() -> None:
