@@ -830,16 +830,16 @@ def test_a_slow_webhook_receiver_does_not_delay_other_tasks(inbox: Inbox) -> Non
 
 
 def test_reordered_webhooks_arrive_in_the_seeded_order_not_the_finishing_one(inbox: Inbox) -> None:
-    with simulator(seed=126, webhook_reorder_s=0.5, webhook_duplicate_rate=1.0, **FAST) as sim:
+    with simulator(seed=126, webhook_reorder_s=2.0, webhook_duplicate_rate=1.0, **FAST) as sim:
         tasks = [sim.task_id(webhook_url=inbox.hook_url("reorder")) for _ in range(3)]
-        wait_until(lambda: sum(len(inbox.for_task(t)) for t in tasks) == 6, 5, "every copy")
+        wait_until(lambda: sum(len(inbox.for_task(t)) for t in tasks) == 6, 10, "every copy")
         arrivals = [tasks.index(hook.task_id) for hook in inbox.hooks if hook.task_id in tasks]
         holds = sorted(
             (hold, n) for n, task_id in enumerate(tasks) for hold in sim.describe(task_id)["webhook_holds"]
         )
 
         # Tasks finish in submit order (0, 1, 2) but each copy is held back by a time drawn from the
-        # seed, 50 ms or more apart with seed 126: so the order is the seed's, every time.
+        # seed, 200 ms or more apart with seed 126: so the order is the seed's, even on a busy machine.
         assert arrivals == [n for _, n in holds] == [1, 2, 0, 0, 1, 2]
         assert [d["copy"] for d in sim.describe(tasks[0])["webhooks"]] == [2, 1]
-        assert all(0.0 <= hold < 0.5 for hold, _ in holds)
+        assert all(0.0 <= hold < 2.0 for hold, _ in holds)
