@@ -71,6 +71,8 @@ def test_a_postgres_outage_loses_nothing_and_answers_no_500(tmp_path: Path) -> N
             return len(jobs) == EDITS and all(job["outcome"] for job in jobs)
 
         wait_until(all_final, 120, "every edit to reach its outcome")
+        # An outcome is committed with its event; the file sink gets the event just after.
+        wait_until(lambda: {event["id"] for event in running.events()} >= ids, 30, "every event in the sink")
         jobs = {job["id"]: job for job in running.jobs()}
         events = running.events()
         webhooks = [
