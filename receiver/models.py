@@ -118,6 +118,9 @@ class Job:
     # Claimed for a submit: until then (or until the submit's outcome is written) the job holds one of
     # the account's active-task slots, whichever process submits it.
     submitting_until: float | None = None
+    # The credits that submit is expected to cost, with a daily cap: counted against the cap, by every
+    # process sharing the store, while the claim runs.
+    credit_estimate: float | None = None
     bfl_task_id: str | None = None
     polling_url: str | None = None
     submitted_at: float | None = None
@@ -139,8 +142,10 @@ class Job:
         """This job taken for its next step: not due again until the lease runs out."""
         return dataclasses.replace(self, due_at=now + lease_s, attempts=self.attempts + 1)
 
-    def claimed_for_submit(self, now: float, lease_s: float) -> Job:
-        return dataclasses.replace(self.claimed(now, lease_s), submitting_until=now + lease_s)
+    def claimed_for_submit(self, now: float, lease_s: float, estimate: float | None = None) -> Job:
+        return dataclasses.replace(
+            self.claimed(now, lease_s), submitting_until=now + lease_s, credit_estimate=estimate
+        )
 
     def holds_upstream_slot(self, now: float) -> bool:
         """BFL has the task, or a submit of it may be on its way."""

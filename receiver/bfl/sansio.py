@@ -127,8 +127,9 @@ def parse_submit(status: int, body: Any) -> Submitted:
             else None
         )
         return Submitted(body["id"], polling_url if isinstance(polling_url, str) else None, cost)
-    detail = error_detail(body) if status != 200 else "answer without a task id"
-    raise UpstreamError(status, detail, retryable=status not in _FINAL_SUBMIT_STATUSES)
+    if status == 200:
+        raise UpstreamError(status, "answer without a task id", retryable=True)
+    raise refusal(status, body)
 
 
 def parse_result(status: int, body: Any) -> TaskReport:
@@ -136,7 +137,7 @@ def parse_result(status: int, body: Any) -> TaskReport:
     if status == 404:
         return TaskReport(Report.NOT_FOUND, None, "Task not found")
     if status != 200 or not isinstance(body, Mapping):
-        raise UpstreamError(status, error_detail(body), retryable=status not in _FINAL_SUBMIT_STATUSES)
+        raise refusal(status, body)
     report = _report(body, body.get("id"))
     if report.report is Report.READY and report.sample is None:
         raise UpstreamError(status, "Ready without result.sample", retryable=True)
@@ -170,6 +171,15 @@ def classify_status(status: str) -> Report:
     if lowered == "task not found":
         return Report.NOT_FOUND
     return Report.RUNNING
+
+
+def refusal(status: int, body: Any) -> UpstreamError:
+    """An answer other than success, saying whether a retry can help. The live API answers a key of
+    the wrong shape with 422 `Invalid API key format`: a setting to fix, said as such."""
+    detail = error_detail(body)
+    if status == 422 and "api key" in detail.lower():
+        detail = f"BFL says the API key is malformed ({detail}): check BFL_API_KEY"
+    return UpstreamError(status, detail, retryable=status not in _FINAL_SUBMIT_STATUSES)
 
 
 def error_detail(body: Any) -> str:

@@ -11,7 +11,9 @@ only the status codes it documents (402 and 429 need their limits configured or 
 BFL's live API as far as it is known: 403 `Not authenticated`, `Task not found` with 200, every
 validation error a 422, no `polling_url` in the answer to a submit with `webhook_url` (and a short
 window in which `get_result` does not know that task yet), FLUX.2 tasks going `Pending`, `Reasoning`,
-`Generating`, and the settled `cost` in the `get_result` of a finished task.
+`Generating`, and the settled `cost` in the `get_result` of a finished task. With `SIM_API_KEYS` set, the
+live flavour also answers a key of a shape no BFL key has (`KEY_SHAPE`) with 422 `Invalid API key format`,
+before it looks the key up.
 
 A truncated download (`SIM_DOWNLOAD_TRUNCATE_RATE`) is a raw ASGI response that announces the full
 `Content-Length`, sends about half the body and returns without finishing: uvicorn then logs
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hmac
 import json
 import random
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -50,7 +53,7 @@ from receiver.bfl.validation import (
     parse_edit,
 )
 from receiver.catalog import CATALOG, GUIDANCE, STEPS, Catalog, ModelSpec
-from receiver.errors import InvalidRequest, PayloadTooLarge, Problem, Unauthorized
+from receiver.errors import InvalidRequest, PayloadTooLarge, Problem, ReceiverError, Unauthorized
 from receiver.settings import SimSettings
 from receiver.simulator.images import edit_image
 from receiver.simulator.state import (
@@ -90,11 +93,21 @@ SCHEMA_PROBLEMS = frozenset(
         "range",
     }
 )
+# What a BFL API key is made of (a UUID's characters, or a URL-safe token's): a key with anything else (a
+# space, quotes, a dot, a colon) or far longer is malformed.
+KEY_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_BODY_BYTES = 96 * 1024 * 1024  # up to 8 images of 20 MB in base64, plus the other fields
 WEBHOOK_TIMEOUT_S = 30.0
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+class MalformedKey(ReceiverError):
+    """An `x-key` that cannot be a BFL key (live flavour): refused before it is looked up."""
+
+
 _REFUSAL_STATUS: dict[type[Exception], int] = {
     Unauthorized: 401,
+    MalformedKey: 422,
     InvalidRequest: 422,
     InsufficientCredits: 402,
     PayloadTooLarge: 413,
@@ -198,7 +211,7 @@ class _Simulator:
     async def get_result(self, request: Request) -> Response:
         try:
             self._account(request)
-        except Unauthorized as exc:
+        except (Unauthorized, MalformedKey) as exc:
             return self._refusal(exc)
         task_id = request.query_params.get("id")
         if not task_id:
@@ -249,6 +262,8 @@ class _Simulator:
         if not key:
             raise Unauthorized("Not authenticated")
         allowed = self.settings.api_keys
+        if allowed and self.settings.flavor == "live" and not KEY_SHAPE.fullmatch(key):
+            raise MalformedKey("Invalid API key format")
         if allowed and not any(hmac.compare_digest(key.encode(), known.encode()) for known in allowed):
             raise Unauthorized("Not authenticated" if self.settings.flavor == "live" else "Invalid API key")
         return key

@@ -7,13 +7,16 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 from receiver.models import Event, Job, JobState, Transition
 from receiver.resource import Resource
 from receiver.stores.feed import FeedEntry
+
+if TYPE_CHECKING:
+    from receiver.credits import CreditBudget
 
 
 class DeliveryState(StrEnum):
@@ -77,6 +80,33 @@ class UpstreamLimits:
         if model not in self.per_model:
             return free
         return min(free, self.per_model[model] - active.get(model, 0))
+
+
+def claims_within(
+    budget: CreditBudget,
+    spent: float,
+    now: float,
+    lease_s: float,
+    due: Callable[[str, int], list[Job]],
+    write: Callable[[list[Job]], list[Job]],
+) -> Callable[[str, int], list[Job]]:
+    """A `claim(model, at_most)` for `UpstreamLimits.fill` that keeps to a credit budget, today's spend
+    being `spent`: of the jobs `due(model, at_most)` finds, those that fit are claimed for submit, the
+    others held until the next day (and no longer due, so the next look finds the jobs after them);
+    `write` stores both and returns them as stored."""
+
+    def claim(model: str, at_most: int) -> list[Job]:
+        nonlocal spent
+        claimed: list[Job] = []
+        while len(claimed) < at_most:
+            allotment = budget.allot(spent, due(model, at_most - len(claimed)), now, lease_s)
+            spent = allotment.spent
+            claimed += write(allotment.claimed + allotment.held)[: len(allotment.claimed)]
+            if not allotment.held:
+                break
+        return claimed
+
+    return claim
 
 
 @dataclass(frozen=True)
@@ -144,10 +174,15 @@ class Store(Resource, Protocol):
         """Take up to `limit` due jobs in `states` (and of `model`), earliest first, each saved as
         `job.claimed(now, lease_s)`. A job another worker holds is not due, so it is never taken twice."""
 
-    async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
+    async def claim_submits(
+        self, now: float, lease_s: float, limits: UpstreamLimits, budget: CreditBudget | None = None
+    ) -> list[Job]:
         """Take due created jobs to submit (each `job.claimed_for_submit(now, lease_s)`), as many as
         `limits` leave room for. What is active is counted in the same transaction, over every process
-        sharing the store: jobs BFL has and jobs claimed for a submit (`Job.holds_upstream_slot`)."""
+        sharing the store: jobs BFL has and jobs claimed for a submit (`Job.holds_upstream_slot`).
+        With a `budget`, so is the day's spend: the costs of the jobs submitted that day and the
+        estimates of the submit claims whose lease runs; a job that does not fit is not claimed but held
+        until the next day (`CreditBudget.allot`), in the same transaction."""
 
     async def count(self, states: Collection[JobState], model: str | None = None) -> int: ...
 

@@ -9,14 +9,25 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from receiver.models import FINAL_STATES, Event, Job, JobState, Transition, epoch
 from receiver.resource import ResourceBase
-from receiver.stores.base import Change, Delivery, DeliveryState, Overview, StoreFigures, UpstreamLimits
+from receiver.stores.base import (
+    Change,
+    Delivery,
+    DeliveryState,
+    Overview,
+    StoreFigures,
+    UpstreamLimits,
+    claims_within,
+)
 from receiver.stores.feed import DELIVERY_STATE, JOB_STATE, FeedEntry, Signal
+
+if TYPE_CHECKING:
+    from receiver.credits import CreditBudget
 
 
 class MemoryStore(ResourceBase):
@@ -105,14 +116,22 @@ class MemoryStore(ResourceBase):
     ) -> list[Job]:
         return self._claim(states, now, limit, model, lambda job: job.claimed(now, lease_s))
 
-    async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
-        active = Counter(job.request.model for job in self._jobs.values() if job.holds_upstream_slot(now))
-        return limits.fill(
-            active,
-            lambda model, wanted: self._claim(
-                {JobState.CREATED}, now, wanted, model, lambda job: job.claimed_for_submit(now, lease_s)
-            ),
-        )
+    async def claim_submits(
+        self, now: float, lease_s: float, limits: UpstreamLimits, budget: CreditBudget | None = None
+    ) -> list[Job]:
+        holding = [job for job in self._jobs.values() if job.holds_upstream_slot(now)]
+        active = Counter(job.request.model for job in holding)
+        if budget is None:
+            return limits.fill(
+                active,
+                lambda model, wanted: self._claim(
+                    {JobState.CREATED}, now, wanted, model, lambda job: job.claimed_for_submit(now, lease_s)
+                ),
+            )
+        claiming = sum(job.credit_estimate or 0.0 for job in holding if job.state is JobState.CREATED)
+        spent = await self.credits_spent(budget.start, budget.end) + claiming
+        due = lambda model, wanted: self._due({JobState.CREATED}, now, model)[:wanted]  # noqa: E731
+        return limits.fill(active, claims_within(budget, spent, now, lease_s, due, self._bump))
 
     def _claim(
         self,
@@ -122,6 +141,9 @@ class MemoryStore(ResourceBase):
         model: str | None,
         claimed_as: Callable[[Job], Job],
     ) -> list[Job]:
+        return self._bump([claimed_as(job) for job in self._due(states, now, model)[:limit]])
+
+    def _due(self, states: Collection[JobState], now: float, model: str | None) -> list[Job]:
         due = [
             job
             for job in self._jobs.values()
@@ -130,10 +152,13 @@ class MemoryStore(ResourceBase):
             and job.due_at <= now
             and (model is None or job.request.model == model)
         ]
-        due.sort(key=lambda job: (job.due_at or 0.0, job.created_at))
-        claimed = [dataclasses.replace(claimed_as(job), version=job.version + 1) for job in due[:limit]]
-        self._jobs.update((job.id, job) for job in claimed)
-        return claimed
+        return sorted(due, key=lambda job: (job.due_at or 0.0, job.created_at))
+
+    def _bump(self, jobs: list[Job]) -> list[Job]:
+        """Store `jobs`, each as a new version of the one stored."""
+        saved = [dataclasses.replace(job, version=job.version + 1) for job in jobs]
+        self._jobs.update((job.id, job) for job in saved)
+        return saved
 
     async def count(self, states: Collection[JobState], model: str | None = None) -> int:
         return sum(

@@ -182,4 +182,11 @@ POSTGRES: tuple[tuple[str, str], ...] = (
             WHERE state IN ('published', 'failed', 'moderated', 'expired') GROUP BY 1, 2, 3;
         """,
     ),
+    (
+        "0007_jobs_submitted",
+        # A daily credit cap sums the costs of the day's submits on each submit claim: an index search
+        # of that day's jobs (the expression matches `rows.CREDITS_SPENT` as the store writes it), not a
+        # read of every job.
+        "CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs (((doc->>'submitted_at')::float8));",
+    ),
 )

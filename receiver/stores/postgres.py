@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
@@ -25,6 +25,8 @@ from receiver.stores.base import Change, Delivery, DeliveryState, Overview, Stor
 from receiver.stores.feed import FEED_COLUMNS, FeedEntry, Signal, entry_from_row
 from receiver.stores.postgres_batch import Completion, CompletionBatcher, Update, UpdateBatcher
 from receiver.stores.rows import (
+    CREDITS_COMMITTED,
+    CREDITS_SPENT,
     FINAL_STATE_NAMES,
     JOB_TABLES,
     JOBS_BY_STATE,
@@ -42,6 +44,9 @@ from receiver.stores.rows import (
 )
 from receiver.stores.urgency import is_urgent
 
+if TYPE_CHECKING:
+    from receiver.credits import CreditBudget
+
 log = structlog.get_logger("receiver.stores.postgres")
 
 # Each bounded, so a server that stopped answering makes a call fail (StoreUnavailable), never hang.
@@ -53,6 +58,14 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 FEED_CHANNEL = "kontext_receiver_feed"  # the payload names the schema whose feed grew
 CHANGES = frozenset(Change)
 LISTEN_RETRY_S = 1.0  # between attempts to listen again after the connection was lost
+# The document's fields a daily credit cap counts (the index `jobs_submitted` is on `submitted_at`).
+_CREDITS = {
+    "cost": "(doc->'cost'->>'credits')::float8",
+    "submitted_at": "(doc->>'submitted_at')::float8",
+    "estimate": "(doc->>'credit_estimate')::float8",
+}
+_SPENT = CREDITS_SPENT.format(since="$1", until="$2", **_CREDITS)
+_COMMITTED = CREDITS_COMMITTED.format(since="$1", until="$2", now="$3", **_CREDITS)
 
 
 class PostgresStore(ResourceBase):
@@ -236,7 +249,9 @@ class PostgresStore(ResourceBase):
         async with self._acquire() as conn, conn.transaction():
             return await _claim(conn, states, now, limit, model, lambda job: job.claimed(now, lease_s))
 
-    async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
+    async def claim_submits(
+        self, now: float, lease_s: float, limits: UpstreamLimits, budget: CreditBudget | None = None
+    ) -> list[Job]:
         # Asked first without the lock: with no job waiting, or every slot taken, a wake-up takes none.
         # The state written out, not a parameter: a generic plan blind to it would read the table
         # from the start looking for one row (with a million settled jobs, a million rows).
@@ -252,17 +267,23 @@ class PostgresStore(ResourceBase):
             lock = f"kontext-receiver.submit:{self._schema_in_use}"
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock)
             free, room = limits.room(active_upstream(await conn.fetch(active_sql, now)))
+            spent = 0.0 if budget is None else await conn.fetchval(_COMMITTED, budget.start, budget.end, now)
             claimed: list[Job] = []
             for model, slots in room:
-                if (wanted := min(slots, free - len(claimed))) > 0:
-                    claimed += await _claim(
-                        conn,
-                        {JobState.CREATED},
-                        now,
-                        wanted,
-                        model,
-                        lambda j: j.claimed_for_submit(now, lease_s),
-                    )
+                if (wanted := min(slots, free - len(claimed))) <= 0:
+                    continue
+                if budget is None:
+                    jobs = await _due(conn, {JobState.CREATED}, now, wanted, model)
+                    claimed += await _write_claims(conn, [j.claimed_for_submit(now, lease_s) for j in jobs])
+                    continue
+                # As `base.claims_within` does: jobs held make room to look at the ones after them.
+                while wanted > 0:
+                    jobs = await _due(conn, {JobState.CREATED}, now, wanted, model)
+                    allotment = budget.allot(spent, jobs, now, lease_s)
+                    spent = allotment.spent
+                    written = await _write_claims(conn, allotment.claimed + allotment.held)
+                    claimed += written[: len(allotment.claimed)]
+                    wanted = wanted - len(allotment.claimed) if allotment.held else 0
             return claimed
 
     async def count(self, states: Collection[JobState], model: str | None = None) -> int:
@@ -273,13 +294,7 @@ class PostgresStore(ResourceBase):
         return total
 
     async def credits_spent(self, since: float, until: float) -> float:
-        spent = await self.pool.fetchval(
-            "SELECT sum((doc->'cost'->>'credits')::float8) FROM jobs"
-            " WHERE (doc->>'submitted_at')::float8 >= $1 AND (doc->>'submitted_at')::float8 < $2",
-            since,
-            until,
-        )
-        return float(spent or 0.0)
+        return float(await self.pool.fetchval(_SPENT, since, until))
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
@@ -524,6 +539,13 @@ async def _claim(
     model: str | None,
     claimed_as: Callable[[Job], Job],
 ) -> list[Job]:
+    return await _write_claims(conn, [claimed_as(job) for job in await _due(conn, states, now, limit, model)])
+
+
+async def _due(
+    conn: asyncpg.Connection, states: Collection[JobState], now: float, limit: int, model: str | None
+) -> list[Job]:
+    """Up to `limit` due jobs in `states` (and of `model`), earliest first, locked for this transaction."""
     sql = "SELECT doc FROM jobs WHERE state = ANY($1::text[]) AND due_at <= $2"
     args: list[Any] = [_states(states), now]
     if model is not None:
@@ -532,16 +554,18 @@ async def _claim(
     args.append(limit)
     # SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for.
     sql += f" ORDER BY due_at, created_at, id LIMIT ${len(args)} FOR UPDATE SKIP LOCKED"
-    claimed = []
-    for row in await conn.fetch(sql, *args):
-        job = job_from_doc(row["doc"])
-        claimed.append(dataclasses.replace(claimed_as(job), version=job.version + 1))
-    if claimed:
+    return [job_from_doc(row["doc"]) for row in await conn.fetch(sql, *args)]
+
+
+async def _write_claims(conn: asyncpg.Connection, jobs: list[Job]) -> list[Job]:
+    """Store claims (or holds) of `jobs`, each as a new version of the one stored."""
+    taken = [dataclasses.replace(job, version=job.version + 1) for job in jobs]
+    if taken:
         await conn.executemany(
             "UPDATE jobs SET version = $2, due_at = $3, submitting_until = $4, doc = $5 WHERE id = $1",
-            [(job.id, job.version, *job_columns(job)[4:], job_doc(job)) for job in claimed],
+            [(job.id, job.version, *job_columns(job)[4:], job_doc(job)) for job in taken],
         )
-    return claimed
+    return taken
 
 
 async def _save(

@@ -57,6 +57,20 @@ UPSTREAM_SLOTS = (
     " AND (state = 'submitted' OR submitting_until > {now}) GROUP BY model"
 )
 
+# The credits of the jobs submitted in [{since}, {until}): an index search (`jobs_submitted`, on the
+# expression {submitted_at}) of that window's jobs, however many the store holds. {cost} and
+# {submitted_at} read the document in each database's dialect.
+CREDITS_SPENT = (
+    "SELECT coalesce(sum({cost}), 0) FROM jobs WHERE {submitted_at} >= {since} AND {submitted_at} < {until}"
+)
+# What a daily cap counts as spent: that, and the estimates of the submit claims whose lease runs
+# ({estimate} reads one), found with the index of upstream slots as in `UPSTREAM_SLOTS`.
+CREDITS_COMMITTED = (
+    f"SELECT ({CREDITS_SPENT}) + (SELECT coalesce(sum({{estimate}}), 0) FROM jobs"  # noqa: S608 - constants
+    " WHERE (state = 'submitted' OR submitting_until IS NOT NULL)"
+    " AND state = 'created' AND submitting_until > {now})"
+)
+
 
 def job_columns(job: Job) -> tuple[str, str, int, str | None, float | None, float | None]:
     """state, model, version, idempotency_key, due_at, submitting_until: what the queries filter and

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -19,9 +19,19 @@ import anyio.to_thread
 from receiver.errors import ConfigError
 from receiver.models import Event, Job, JobState, Transition
 from receiver.resource import ResourceBase
-from receiver.stores.base import Change, Delivery, DeliveryState, Overview, StoreFigures, UpstreamLimits
+from receiver.stores.base import (
+    Change,
+    Delivery,
+    DeliveryState,
+    Overview,
+    StoreFigures,
+    UpstreamLimits,
+    claims_within,
+)
 from receiver.stores.feed import FEED_COLUMNS, FeedEntry, Signal, entry_from_row
 from receiver.stores.rows import (
+    CREDITS_COMMITTED,
+    CREDITS_SPENT,
     DELIVERY_COLUMNS,
     FINAL_STATE_NAMES,
     JOB_TABLES,
@@ -41,7 +51,18 @@ from receiver.stores.rows import (
 from receiver.stores.sqlite_writer import WriterThread
 from receiver.stores.urgency import is_urgent
 
+if TYPE_CHECKING:
+    from receiver.credits import CreditBudget
+
 T = TypeVar("T")
+# The document's fields a daily credit cap counts (the index `jobs_submitted` is on `submitted_at`).
+_CREDITS = {
+    "cost": "json_extract(doc, '$.cost.credits')",
+    "submitted_at": "json_extract(doc, '$.submitted_at')",
+    "estimate": "json_extract(doc, '$.credit_estimate')",
+}
+_SPENT = CREDITS_SPENT.format(since="?", until="?", **_CREDITS)
+_COMMITTED = CREDITS_COMMITTED.format(since="?", until="?", now="?", **_CREDITS)
 
 FEED_WATCH_S = 0.25  # how soon a feed reader learns of entries another process committed
 
@@ -59,6 +80,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, due_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs (json_extract(doc, '$.submitted_at'));
 DROP INDEX IF EXISTS jobs_state_model;
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs (state, model)
     WHERE state IN ('created', 'received', 'stored', 'submitted');
@@ -315,7 +337,9 @@ class SQLiteStore(ResourceBase):
             lambda conn: _claim(conn, due, params, limit, lambda job: job.claimed(now, lease_s))
         )
 
-    async def claim_submits(self, now: float, lease_s: float, limits: UpstreamLimits) -> list[Job]:
+    async def claim_submits(
+        self, now: float, lease_s: float, limits: UpstreamLimits, budget: CreditBudget | None = None
+    ) -> list[Job]:
         # Asked on the read connection first: with every slot taken, a wake-up writes nothing.
         due, params = _due({JobState.CREATED}, now, None)
         if not await self._any_due(due, params):
@@ -330,7 +354,15 @@ class SQLiteStore(ResourceBase):
                 due, params = _due({JobState.CREATED}, now, model)
                 return _claim(conn, due, params, wanted, lambda job: job.claimed_for_submit(now, lease_s))
 
-            return limits.fill(active_upstream(conn.execute(slots, (now,)).fetchall()), of_model)
+            def due_of(model: str, wanted: int) -> list[Job]:
+                return _select(conn, *_due({JobState.CREATED}, now, model), wanted)
+
+            active = active_upstream(conn.execute(slots, (now,)).fetchall())
+            if budget is None:
+                return limits.fill(active, of_model)
+            spent = float(conn.execute(_COMMITTED, (budget.start, budget.end, now)).fetchone()[0])
+            write = lambda jobs: _write_claims(conn, jobs)  # noqa: E731
+            return limits.fill(active, claims_within(budget, spent, now, lease_s, due_of, write))
 
         return await self._write(claim)
 
@@ -343,12 +375,8 @@ class SQLiteStore(ResourceBase):
         return total
 
     async def credits_spent(self, since: float, until: float) -> float:
-        row = await self._read(
-            "SELECT SUM(json_extract(doc, '$.cost.credits')) FROM jobs"
-            " WHERE json_extract(doc, '$.submitted_at') >= ? AND json_extract(doc, '$.submitted_at') < ?",
-            (since, until),
-        )
-        return float(row[0] or 0.0) if row else 0.0
+        row = await self._read(_SPENT, (since, until))
+        return float(row[0]) if row else 0.0
 
     async def list_jobs(
         self, *, state: JobState | None = None, dead_letter: bool = False, limit: int = 50, offset: int = 0
@@ -562,17 +590,22 @@ def _due(states: Collection[JobState], now: float, model: str | None) -> tuple[s
 def _claim(
     conn: sqlite3.Connection, due: str, params: tuple[Any, ...], limit: int, claimed_as: Callable[[Job], Job]
 ) -> list[Job]:
-    claimed = []
-    for (doc,) in conn.execute(f"SELECT doc {due} ORDER BY due_at, created_at LIMIT ?", (*params, limit)):
-        job = job_from_doc(doc)
-        taken = dataclasses.replace(claimed_as(job), version=job.version + 1)
-        *_, due_at, submitting_until = job_columns(taken)
-        conn.execute(
-            "UPDATE jobs SET version = ?, due_at = ?, submitting_until = ?, doc = ? WHERE id = ?",
-            (taken.version, due_at, submitting_until, job_doc(taken), taken.id),
-        )
-        claimed.append(taken)
-    return claimed
+    return _write_claims(conn, [claimed_as(job) for job in _select(conn, due, params, limit)])
+
+
+def _select(conn: sqlite3.Connection, due: str, params: tuple[Any, ...], limit: int) -> list[Job]:
+    rows = conn.execute(f"SELECT doc {due} ORDER BY due_at, created_at LIMIT ?", (*params, limit))
+    return [job_from_doc(doc) for (doc,) in rows]
+
+
+def _write_claims(conn: sqlite3.Connection, jobs: list[Job]) -> list[Job]:
+    """Store claims (or holds) of `jobs`, each as a new version of the one stored."""
+    taken = [dataclasses.replace(job, version=job.version + 1) for job in jobs]
+    conn.executemany(
+        "UPDATE jobs SET version = ?, due_at = ?, submitting_until = ?, doc = ? WHERE id = ?",
+        [(job.version, *job_columns(job)[4:], job_doc(job), job.id) for job in taken],
+    )
+    return taken
 
 
 def _save(

@@ -1,14 +1,12 @@
 """Hands queued edits to BFL, never more at once than the account may have active: the store counts
 the active tasks of every process that shares it as it hands out the jobs to submit. With
-RECEIVER_MAX_CREDITS_PER_DAY, an edit that would take today's spend past it waits for the next day."""
+RECEIVER_MAX_CREDITS_PER_DAY, it counts the day's spend of them all too, and holds an edit that would
+take it past the cap until the next day (UTC)."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from contextlib import nullcontext
-from functools import partial
-from typing import Any
 
 import anyio
 import stamina
@@ -19,7 +17,7 @@ from receiver.bfl.sansio import Submitted, submit_body
 from receiver.blobs.inputs import read_input
 from receiver.errors import InputUnavailable, StoreUnavailable, UpstreamError
 from receiver.logs import about_job
-from receiver.models import Job, Transition, isotime
+from receiver.models import Job, Transition
 from receiver.services import Services
 from receiver.stores import UpstreamLimits
 from receiver.worker.handover import Work
@@ -40,51 +38,17 @@ class Submitter:
             tuple(catalog),
             {spec.name: settings.max_active_for(spec) for spec in catalog.values() if spec.active_limit},
         )
-        # With a daily credit cap: the credits of submits under way whose cost is not in the store yet.
-        # The lock makes "decide on the cap" and "record a submit's cost" exclusive, so neither sees
-        # a submit counted twice or not at all.
-        self.pending_credits: dict[str, float] = {}
-        self.ledger = anyio.Lock()
 
     async def step(self) -> bool:
         """Start as many submits as there are free upstream slots; True if any started."""
         svc = self.svc
         now = svc.clock()
-        claimed = await svc.store.claim_submits(now, svc.policy.lease_s, self.limits)
-        if not claimed:
-            return False
-        async with self.ledger:
-            for job in await self._within_cap(self.sched.hold(claimed), now):
-                self.task_group.start_soon(self._submit, job)
-        return True
-
-    async def _within_cap(self, jobs: list[Job], now: float) -> list[Job]:
-        """The jobs that may go now. With RECEIVER_MAX_CREDITS_PER_DAY, one that would take today's
-        spend (UTC) past it waits in the queue, saying why, until the next day."""
-        svc, cap = self.svc, self.svc.settings.max_credits_per_day
-        if cap is None:
-            return jobs
-        start, end = credits.utc_day(now)
-        spent = await svc.store.credits_spent(start, end) + sum(self.pending_credits.values())
-        going = []
-        for job in jobs:
-            estimate = self._estimate(job)
-            if spent + estimate <= cap:
-                spent += estimate
-                self.pending_credits[job.id] = estimate
-                going.append(job)
-                continue
-            reason: dict[str, Any] = {
-                "code": "credit_cap",
-                "message": f"today's spend of {spent:g} credits plus this edit's {estimate:g} would pass "
-                f"RECEIVER_MAX_CREDITS_PER_DAY={cap:g}; it waits for the next day (UTC)",
-                "until": isotime(end),
-            }
-            await svc.update(job.id, partial(lifecycle.held, reason=reason, until=end))
-            self.sched.done(job)
-            if job.hold is None:
-                log.info("job.held", job_id=job.id, reason="credit_cap", spent=spent, cap=cap)
-        return going
+        cap = svc.settings.max_credits_per_day
+        budget = None if cap is None else credits.CreditBudget.of_day(cap, now, self._estimate)
+        claimed = await svc.store.claim_submits(now, svc.policy.lease_s, self.limits, budget)
+        for job in self.sched.hold(claimed):
+            self.task_group.start_soon(self._submit, job)
+        return bool(claimed)
 
     def _estimate(self, job: Job) -> float:
         spec = self.svc.catalog[job.request.model]
@@ -96,13 +60,12 @@ class Submitter:
                 await isolated(self.svc, "submit", job, lambda: self._submit_claimed(job))
                 self.sched.done(job)
             finally:
-                self.pending_credits.pop(job.id, None)  # refused or crashed: nothing was charged
                 self.sched.wake(Work.SUBMIT)
 
     async def _submit_claimed(self, job: Job) -> None:
         svc = self.svc
         spec = svc.catalog[job.request.model]
-        estimate = self.pending_credits.get(job.id) or self._estimate(job)
+        estimate = job.credit_estimate if job.credit_estimate is not None else self._estimate(job)
         try:
             images = await self._input_images(job)
         except InputUnavailable as exc:
@@ -131,15 +94,13 @@ class Submitter:
                 return
             svc.metrics.submits.labels("accepted").inc()
             log.info("job.submitted", job_id=job.id, bfl_task_id=accepted.task_id, model=spec.name)
-            async with self.ledger if job.id in self.pending_credits else nullcontext():
-                await self._record_submitted(
-                    job,
-                    accepted,
-                    lambda j: lifecycle.submitted(
-                        j, accepted, svc.clock(), svc.policy, estimate=estimate, webhooks=spec.webhooks
-                    ),
-                )
-                self.pending_credits.pop(job.id, None)
+            await self._record_submitted(
+                job,
+                accepted,
+                lambda j: lifecycle.submitted(
+                    j, accepted, svc.clock(), svc.policy, estimate=estimate, webhooks=spec.webhooks
+                ),
+            )
 
     async def _record_submitted(
         self, job: Job, accepted: Submitted, change: Callable[[Job], Transition | None]

@@ -1,9 +1,10 @@
 """The hot queries stay index searches on a store full of finished jobs.
 
 Each SQL store runs the operations of the hot path (a webhook's update, claims, the active-task count,
-job and delivery look-ups, per-state counts) on tables holding 20,000 settled jobs with their events
-and deliveries, records every statement it sends, and asks the database for the plan of each: none may
-read a whole table or a whole index. A plan is deterministic where a timing is not (figure 9 of
+job and delivery look-ups, per-state counts, a submit claim within a daily credit cap) on tables
+holding 20,000 settled jobs (submitted the day before) with their events and deliveries, records every
+statement it sends, and asks the database for the plan of each: none may read a whole table or a whole
+index. A plan is deterministic where a timing is not (figure 9 of
 `make bench` measures the same with 1,000,000 jobs).
 """
 
@@ -22,7 +23,8 @@ import pytest
 
 from receiver import lifecycle
 from receiver.catalog import CATALOG
-from receiver.models import EditRequest, JobState, Transition
+from receiver.credits import CreditBudget, utc_day
+from receiver.models import Cost, EditRequest, JobState, Transition
 from receiver.stores import Delivery, DeliveryState, Store, UpstreamLimits
 from receiver.stores.postgres import PostgresStore
 from receiver.stores.sqlite import SQLiteStore
@@ -40,12 +42,12 @@ TABLES = ("jobs", "deliveries", "events")
 
 
 def settled_rows() -> Iterator[tuple[tuple[Any, ...], tuple[str, str], list[tuple[Any, ...]]]]:
-    """(job row, event row, delivery rows) of SETTLED published jobs, oldest first."""
-    template = make_job("template")
+    """(job row, event row, delivery rows) of SETTLED published jobs, oldest first, all submitted
+    before the UTC day of T0."""
+    template = make_job("template", state=JobState.PUBLISHED, due_at=None, cost=Cost(4.0))
+    before = utc_day(T0)[0] - SETTLED
     for n in range(SETTLED):
-        job = dataclasses.replace(
-            template, id=f"old-{n:06d}", state=JobState.PUBLISHED, due_at=None, created_at=T0 - SETTLED + n
-        )
+        job = dataclasses.replace(template, id=f"old-{n:06d}", created_at=before + n, submitted_at=before + n)
         event = lifecycle.build_event(job, POLICY.source)
         deliveries = [(job.id, sink, DeliveryState.DELIVERED.value, 1, 0.0, None, T0) for sink in SINKS]
         yield (
@@ -63,6 +65,10 @@ async def hot_path(store: Store, run: str = "") -> None:
     await store.claim_submits(T0, 60, UpstreamLimits(24, tuple(CATALOG), {KONTEXT_MAX: 6}))  # active tasks
     await store.claim({JobState.CREATED}, T0, 60, 6, KONTEXT_MAX)
     await store.claim({JobState.CREATED}, T0, 60, 24, PRO)
+    await store.insert(make_job(f"capped{run}"))
+    within_cap = CreditBudget.of_day(100.0, T0, lambda job: 4.0)  # today's spend: every claim counts it
+    await store.claim_submits(T0, 60, UpstreamLimits(24, tuple(CATALOG)), within_cap)
+    await store.credits_spent(within_cap.start, within_cap.end)
     sub = f"sub{run}"
     await store.insert(make_job(sub, state=JobState.SUBMITTED, due_at=T0))
     await store.claim({JobState.SUBMITTED}, T0 + 61, 60, 16)

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 from receiver import lifecycle
 from receiver.bfl.sansio import Submitted
 from receiver.catalog import CATALOG
+from receiver.credits import CreditBudget
 from receiver.errors import UpstreamError
 from receiver.models import (
     Cost,
@@ -29,6 +30,7 @@ from receiver.models import (
     Transition,
     Via,
     epoch,
+    isotime,
 )
 from receiver.stores import Delivery, DeliveryState, Store, UpstreamLimits, store_from_url
 from receiver.stores.memory import MemoryStore
@@ -42,6 +44,7 @@ PRO, KONTEXT_MAX = "flux-kontext-pro", "flux-kontext-max"
 POLICY = lifecycle.Policy(source="urn:kontext-receiver:test")
 SINKS = ("file://events.jsonl", "stdout://")
 LIMITS = UpstreamLimits(4, tuple(CATALOG), {KONTEXT_MAX: 2})
+ROOMY = UpstreamLimits(24, tuple(CATALOG))
 MAX = EditRequest("edit max", model=KONTEXT_MAX)
 
 
@@ -107,7 +110,8 @@ def final(job: Job, at: float = T0 + 30) -> Transition:
 
 
 class StoreContract:
-    """Every backend's test class subclasses this and provides an open, empty store as the `store` fixture."""
+    """Every backend's test class subclasses this and provides an open, empty store as the `store` fixture,
+    and `twin`, another handle on the same store."""
 
     async def finished(self, store: Store, job_id: str, created_at: float = T0) -> tuple[Job, Event]:
         """Insert a job and save it as failed, with its event and a pending delivery per sink."""
@@ -414,6 +418,69 @@ class StoreContract:
         again = await store.claim_submits(T0 + 70, 60, LIMITS)
         assert [j.id for j in again] == ["job-4", "job-0", "job-1", "job-2"]
 
+    async def test_a_submit_claim_keeps_to_the_credit_budget_and_holds_what_does_not_fit(
+        self, store: Store
+    ) -> None:
+        for job_id, submitted_at, cost in [("today", T0 - 50, 3.0), ("yesterday", T0 - 200, 100.0)]:
+            job = make_job(job_id, state=JobState.PUBLISHED, submitted_at=submitted_at, cost=Cost(cost))
+            await store.insert(job)
+        claiming = make_job("claiming", due_at=T0 + 500, submitting_until=T0 + 50, credit_estimate=2.0)
+        lapsed = make_job("lapsed", due_at=T0 + 500, submitting_until=T0 - 1, credit_estimate=50.0)
+        for job in (claiming, lapsed):
+            await store.insert(job)
+        costs = {"a": 4.0, "b": 4.0, "c": 1.0}
+        for n, job_id in enumerate(costs):
+            await store.insert(make_job(job_id, T0 + n))
+        budget = CreditBudget(10.0, T0 - 100, T0 + 100, lambda job: costs[job.id])
+
+        # Spent: 3 today + 2 claimed = 5; a makes it 9, b would pass 10, c reaches it.
+        claimed = await store.claim_submits(T0 + 10, 60, ROOMY, budget)
+
+        assert [(j.id, j.credit_estimate, j.submitting_until) for j in claimed] == [
+            ("a", 4.0, T0 + 70),
+            ("c", 1.0, T0 + 70),
+        ]
+        assert await store.get("a") == claimed[0]
+        held = await store.get("b")
+        assert held is not None and held.hold is not None
+        assert (held.state, held.due_at, held.submitting_until) == (JobState.CREATED, T0 + 100, None)
+        assert held.hold["code"] == "credit_cap" and held.hold["until"] == isotime(T0 + 100)
+        assert "today's spend of 9 credits plus this edit's 4" in held.hold["message"]
+        assert await store.claim_submits(T0 + 11, 60, ROOMY, budget) == []
+        for job in claimed:
+            await store.update(job.id, recorded_submit(job, T0 + 12))
+        assert await store.credits_spent(T0 - 100, T0 + 100) == 8.0  # 3, and the estimates of a and c
+        # The next day has a budget of its own.
+        tomorrow = CreditBudget(10.0, T0 + 100, T0 + 200, lambda job: costs[job.id])
+        assert [j.id for j in await store.claim_submits(T0 + 100, 60, ROOMY, tomorrow)] == ["b"]
+
+    async def test_claimers_sharing_a_store_keep_to_the_cap_together(self, store: Store, twin: Store) -> None:
+        """Two handles on one store (two processes on one SQLite file, two replicas on one PostgreSQL
+        schema) claim, submit and finish edits at once, one slot each: the cap allows 3 edits in all."""
+        for n in range(10):
+            await store.insert(make_job(f"job-{n}", T0 + n))
+        budget = CreditBudget(12.0, T0 - 100, T0 + 100, lambda job: 4.0)
+        one_slot = UpstreamLimits(1, tuple(CATALOG))
+        submitted: list[str] = []
+
+        async def submitter(claimer: Store) -> None:
+            while claimed := await claimer.claim_submits(T0 + 20, 60, one_slot, budget):
+                for job in claimed:
+                    await claimer.update(job.id, recorded_submit(job, T0 + 21))
+                    await claimer.update(job.id, final)  # its slot is free again; its cost stays spent
+                    submitted.append(job.id)
+
+        async with anyio.create_task_group() as tg:
+            for claimer in (store, twin, store, twin):
+                tg.start_soon(submitter, claimer)
+
+        assert len(submitted) == len(set(submitted)) == 3
+        assert await store.credits_spent(T0 - 100, T0 + 100) == 12.0
+        jobs = [await store.get(f"job-{n}") for n in range(10)]
+        held = [job for job in jobs if job is not None and job.hold is not None]
+        assert len(held) == 7 and {job.id for job in held}.isdisjoint(submitted)
+        assert all(job.state is JobState.CREATED and job.due_at == T0 + 100 for job in held)
+
     async def test_racing_submit_claims_never_exceed_the_limits(self, store: Store) -> None:
         for n in range(12):
             await store.insert(make_job(f"job-{n}", T0 + n, request=MAX if n % 2 else EditRequest("p")))
@@ -571,6 +638,12 @@ class StoreContract:
         assert len(await store.deliveries("job-1")) == len(SINKS)
 
 
+def recorded_submit(claimed: Job, at: float) -> Callable[[Job], Transition]:
+    """BFL took the claimed job's edit, which costs what the claim expected."""
+    accepted = Submitted(f"task-{claimed.id}", f"https://api.bfl.ai/v1/get_result?id=task-{claimed.id}")
+    return lambda job: lifecycle.submitted(job, accepted, at, POLICY, estimate=claimed.credit_estimate)
+
+
 def final_once(job: Job) -> Transition | None:
     """Finish a job that is not finished yet (as every lifecycle step does: only from its own state)."""
     return final(job) if job.state is JobState.CREATED else None
@@ -582,12 +655,22 @@ class TestMemoryStore(StoreContract):
         async with MemoryStore() as store:
             yield store
 
+    @pytest.fixture
+    def twin(self, store: Store) -> Store:
+        return store  # nothing else can share it
+
 
 class TestSQLiteStore(StoreContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
         async with SQLiteStore(str(tmp_path / "receiver.db")) as store:
             yield store
+
+    @pytest.fixture
+    async def twin(self, store: Store, tmp_path: Path) -> AsyncIterator[Store]:
+        """Another process's handle on the same file: a writer thread and file lock of its own."""
+        async with SQLiteStore(str(tmp_path / "receiver.db")) as twin:
+            yield twin
 
     async def test_data_survives_close_and_reopen(self, tmp_path: Path) -> None:
         path = str(tmp_path / "state" / "receiver.db")
@@ -688,6 +771,24 @@ class TestSQLiteStore(StoreContract):
             assert claimed.submitting_until == T0 + 61
             assert await store.claim_submits(T0 + 2, 60, LIMITS) == []
 
+    async def test_a_database_of_an_earlier_release_gets_the_index_of_submit_times(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "receiver.db"
+        job = make_job("job-old", state=JobState.PUBLISHED, submitted_at=T0, cost=Cost(4.0))
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+            conn.executescript(OLD_SQLITE_SCHEMA)
+            conn.execute(
+                "INSERT INTO jobs (id, state, model, version, created_at, doc)"
+                " VALUES (?, 'published', 'flux-kontext-pro', 0, ?, ?)",
+                (job.id, T0, legacy_doc(job)),
+            )
+        async with SQLiteStore(str(path)) as store:
+            assert await store.credits_spent(T0, T0 + 1) == 4.0
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "jobs_submitted" in indexes
+
 
 def legacy_doc(job: Job) -> str:
     """`job` as an older version wrote it: no `inputs` in the document."""
@@ -719,3 +820,9 @@ class TestPostgresStore(StoreContract):
     async def store(self, postgres_schema_url: str) -> AsyncIterator[Store]:
         async with store_from_url(postgres_schema_url) as store:
             yield store
+
+    @pytest.fixture
+    async def twin(self, store: Store, postgres_schema_url: str) -> AsyncIterator[Store]:
+        """Another replica on the same schema, with a pool of its own."""
+        async with store_from_url(postgres_schema_url) as twin:
+            yield twin

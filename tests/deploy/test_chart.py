@@ -92,6 +92,18 @@ def test_defaults_generate_the_signing_key_and_token_and_warn_about_the_api_key(
     assert "BFL cannot reach" in notes and "no BFL API key" in notes
 
 
+def test_the_daily_credit_cap_is_unset_by_default_and_rendered_when_given(
+    helm4: Path, tmp_path: Path
+) -> None:
+    (default,) = of_kind(render(helm4, CHART, SQLITE, "1.37.0"), "ConfigMap")
+    assert "RECEIVER_MAX_CREDITS_PER_DAY" not in default["data"]
+    for given in ["1500", "12.5"]:
+        file = tmp_path / "values.yaml"
+        file.write_text(f"config: {{maxCreditsPerDay: {given}}}")
+        (config,) = of_kind(render(helm4, CHART, file, "1.37.0"), "ConfigMap")
+        assert config["data"]["RECEIVER_MAX_CREDITS_PER_DAY"] == given
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -103,6 +115,8 @@ def test_defaults_generate_the_signing_key_and_token_and_warn_about_the_api_key(
         ("store: {type: postgresql}", "set store.postgresql.existingSecret"),
         ("replicas: 2", "additional properties 'replicas' not allowed"),
         ("web: {port: 80}", "minimum"),
+        ("config: {maxCreditsPerDay: 0}", "exclusiveminimum"),
+        ("config: {maxCreditsPerDay: lots}", "maxcreditsperday"),
     ],
 )
 def test_values_that_would_lose_data_or_are_unknown_are_refused(

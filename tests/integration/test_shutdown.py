@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -101,12 +102,13 @@ def test_work_still_running_after_the_grace_period_is_released(tmp_path: Path) -
     """A download hangs past the grace period: it is cancelled, nothing half-written stays, and the
     claim is released, so the restarted receiver fetches the image at once instead of after its lease."""
     hang = {"first": True}
+    released = threading.Event()  # set once the receiver is stopped, so the results server stops at once
     image = encode_image("PNG")
 
     async def sample(request: Request) -> Response:
         if hang["first"]:
             hang["first"] = False
-            await anyio.sleep(60)
+            await anyio.to_thread.run_sync(released.wait, 60.0)
         return Response(image, media_type="image/png")
 
     results = Starlette(routes=[Route("/sample.png", sample)])
@@ -127,6 +129,7 @@ def test_work_still_running_after_the_grace_period_is_released(tmp_path: Path) -
             assert answer.status_code == 200
             wait_until(lambda: not hang["first"], 10, "the download to start (and hang)")
             receiver.signal(signal.SIGTERM)
+            released.set()
             assert re.search(r"worker\.claims_released\s.*count=1", (tmp_path / "receiver.log").read_text())
             with sqlite3.connect(tmp_path / "receiver.db") as db:
                 state, due_at = db.execute(

@@ -1,4 +1,5 @@
-"""Prices from the catalog, estimates before BFL says, and the UTC day a credit cap counts."""
+"""Prices from the catalog, estimates before BFL says, the UTC day a credit cap counts, and which queued
+edits fit within what is left of it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from receiver import lifecycle
 from receiver.catalog import CATALOG, ModelSpec, Price
-from receiver.credits import estimate, utc_day
-from receiver.models import EditRequest
+from receiver.credits import CreditBudget, estimate, utc_day
+from receiver.models import EditRequest, Job, JobState
+
+T0 = datetime(2030, 1, 1, 22, tzinfo=UTC).timestamp()
+MIDNIGHT = datetime(2030, 1, 2, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize(
@@ -60,3 +65,39 @@ def test_adding_a_model_is_one_entry_and_keeps_the_order() -> None:
     extra = CATALOG.with_models(spec)
     assert list(extra) == [*CATALOG, "flux-x"]
     assert extra.default is CATALOG.default and extra["flux-x"].path == "/v1/flux-x"
+
+
+def priced(*credits: float) -> tuple[CreditBudget, list[Job]]:
+    """A budget of 10 credits for the day of T0, and queued jobs whose edits cost `credits` in turn."""
+    jobs = [lifecycle.new_job(f"job-{n}", EditRequest(f"edit {n}"), T0) for n in range(len(credits))]
+    costs = {job.id: cost for job, cost in zip(jobs, credits, strict=True)}
+    return CreditBudget.of_day(10.0, T0, lambda job: costs[job.id]), jobs
+
+
+def test_edits_that_fit_are_claimed_with_their_estimate_and_the_rest_held_until_midnight_utc() -> None:
+    budget, jobs = priced(4.0, 4.0, 3.0, 1.0)
+
+    allotment = budget.allot(3.0, jobs, T0, 60)
+
+    # 3 + 4 = 7; + 4 would pass 10, + 3 reaches it; + 1 would pass it.
+    assert [job.id for job in allotment.claimed] == ["job-0", "job-2"]
+    assert [job.credit_estimate for job in allotment.claimed] == [4.0, 3.0]
+    assert all(job.holds_upstream_slot(T0) and job.due_at == T0 + 60 for job in allotment.claimed)
+    assert allotment.spent == 10.0
+    assert [job.id for job in allotment.held] == ["job-1", "job-3"]
+    first = allotment.held[0]
+    assert (first.state, first.due_at, first.submitting_until) == (JobState.CREATED, MIDNIGHT, None)
+    assert first.hold == {
+        "code": "credit_cap",
+        "message": "today's spend of 7 credits plus this edit's 4 would pass RECEIVER_MAX_CREDITS_PER_DAY=10;"
+        " it waits for the next day (UTC)",
+        "until": "2030-01-02T00:00:00.000Z",
+    }
+    assert not first.holds_upstream_slot(T0)
+
+
+def test_once_the_cap_is_reached_even_the_cheapest_edit_waits() -> None:
+    budget, jobs = priced(6.0, 0.5)
+    allotment = budget.allot(4.0, jobs, T0, 60)
+    assert ([job.id for job in allotment.claimed], allotment.spent) == (["job-0"], 10.0)
+    assert [job.id for job in allotment.held] == ["job-1"]

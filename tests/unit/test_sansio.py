@@ -208,6 +208,15 @@ def test_parse_submit_200_with_an_empty_task_id_is_an_upstream_error() -> None:
     assert (error.status, error.detail) == (200, "answer without a task id")
 
 
+@pytest.mark.parametrize("parse", [parse_submit, parse_result], ids=["submit", "get_result"])
+def test_a_malformed_api_key_is_a_final_refusal_naming_the_setting(parse: Any) -> None:
+    error = upstream_error(parse, 422, {"detail": "Invalid API key format"})
+    assert (error.status, error.retryable) == (422, False)
+    assert error.detail == "BFL says the API key is malformed (Invalid API key format): check BFL_API_KEY"
+    other = upstream_error(parse, 422, {"detail": [{"loc": ["body", "seed"], "msg": "bad", "type": "x"}]})
+    assert other.detail == "body.seed: bad"
+
+
 def test_long_upstream_detail_is_truncated() -> None:
     assert len(upstream_error(parse_submit, 403, {"detail": "x" * 5000}).detail) == 500
 
