@@ -13,7 +13,7 @@ import httpx
 
 from tests.bench.context import Context
 from tests.bench.launch import API_TOKEN, Receiver
-from tests.bench.proc_info import cpu_seconds, memory_kib
+from tests.bench.proc_info import tree_cpu_seconds, tree_memory_kib
 from tests.bench.report import Figure
 
 STREAMS = 500
@@ -23,7 +23,7 @@ MEMORY_TARGET_MB = 50.0
 def idle_streams(ctx: Context) -> list[Figure]:
     receiver = ctx.receiver("idle-streams", RECEIVER_MAX_STREAMS=str(STREAMS))
     window_s = 8.0 if ctx.plan.quick else 16.0
-    before_kib = memory_kib(receiver.proc.pid, "VmRSS")
+    before_kib = tree_memory_kib(receiver.proc.pid, "VmRSS")
     reading = anyio.run(_hold_streams, receiver, window_s)
     ctx.progress("11 idle streams", f"{STREAMS} streams open for {window_s:.0f}s")
     grown_mb = (reading["rss_kib"] - before_kib) / 1024
@@ -75,11 +75,11 @@ async def _hold_streams(receiver: Receiver, window_s: float) -> dict[str, float]
             tg.start_soon(hold)
         with anyio.fail_after(60):
             await opened.wait()
-        cpu_before, started = cpu_seconds(receiver.proc.pid), time.monotonic()
+        cpu_before, started = tree_cpu_seconds(receiver.proc.pid), time.monotonic()
         await anyio.sleep(window_s)
-        reading["cpu_s"] = cpu_seconds(receiver.proc.pid) - cpu_before
+        reading["cpu_s"] = tree_cpu_seconds(receiver.proc.pid) - cpu_before
         reading["measured_s"] = time.monotonic() - started
-        reading["rss_kib"] = memory_kib(receiver.proc.pid, "VmRSS")
+        reading["rss_kib"] = tree_memory_kib(receiver.proc.pid, "VmRSS")
         reading["lines_received"] = count
         tg.cancel_scope.cancel()
     return reading

@@ -27,6 +27,7 @@ from tests.bench.stats import mean, percentile, summary_ms
 from tests.bench.watcher import SinkWatcher
 
 SEED = 20261121
+UPLOADS_AT_ONCE = 8  # the default RECEIVER_MAX_UPLOADS
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,11 @@ def via_receiver(ctx: Context, edits: list[str]) -> ModeRun:
     async def submit_and_watch() -> dict[str, Any]:
         with SinkWatcher(receiver.sink, clock=time.time) as watcher:
             headers = {"Authorization": f"Bearer {API_TOKEN}"}
-            async with httpx.AsyncClient(base_url=receiver.url, headers=headers, timeout=30) as client:
+            # As many uploads at once as the receiver takes (RECEIVER_MAX_UPLOADS): a ninth would be a 503.
+            limits = httpx.Limits(max_connections=UPLOADS_AT_ONCE)
+            async with httpx.AsyncClient(
+                base_url=receiver.url, headers=headers, limits=limits, timeout=30
+            ) as client:
                 answers = await asyncio.gather(
                     *(client.post("/v1/edits", json={"prompt": p, "image": image}) for p in edits)
                 )
