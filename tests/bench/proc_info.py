@@ -75,8 +75,12 @@ def busy_cores(seconds: float = 1.0) -> float:
 
 
 def loaded_libraries(pid: int, names: Sequence[str]) -> dict[str, bool]:
-    """Whether each of `names` appears among the files mapped into the process (native extensions)."""
-    maps = Path(f"/proc/{pid}/maps").read_text()
+    """Whether each of `names` appears among the files mapped into the process or one of its children
+    (native extensions; a multi-process server's supervisor serves nothing itself)."""
+    maps = ""
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            maps += Path(f"/proc/{member}/maps").read_text()
     return {name: name in maps for name in names}
 
 
