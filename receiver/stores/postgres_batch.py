@@ -4,7 +4,8 @@ delivery completions.
 While a batch is being committed, new items queue; the next batch takes them all (urgent ones first,
 those someone waits on); nobody is answered before the commit. If a batch fails on a conflict (an
 event another writer already stored, a deadlock), each item of it is run again on its own, so one
-item's conflict never fails the others.
+item's conflict never fails the others. A batch runs with no job's log context (it is not the job of
+whichever caller started it): a line about an item run alone or about a job's step names that job.
 
 A batch of updates reads its jobs with one `SELECT ... FOR UPDATE`, applies each update's lifecycle
 step in order (several steps of one job see each other's result), and writes every changed job, event,
@@ -24,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import asyncpg
+import structlog
 
+from receiver.logs import about_job
 from receiver.models import Job, Transition
 from receiver.stores.base import Delivery, DeliveryState
 from receiver.stores.rows import job_columns, job_doc, job_from_doc, new_delivery
@@ -79,15 +82,17 @@ class RunAlone(Exception):
 
 class GroupCommit(Generic[Item, Result]):
     """Items arriving together committed in one transaction by `commit`, one result per item, or each
-    by `alone` when the batch conflicts."""
+    by `alone` when the batch conflicts; `job_of` names an item's job."""
 
     def __init__(
         self,
         commit: Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]],
         alone: Callable[[Item], Awaitable[Result]],
+        job_of: Callable[[Item], str],
     ) -> None:
         self._commit = commit
         self._alone = alone
+        self._job_of = job_of
         self._urgent: list[tuple[Item, asyncio.Future[Result]]] = []
         self._background: list[tuple[Item, asyncio.Future[Result]]] = []
         self._draining: asyncio.Task[None] | None = None
@@ -106,6 +111,7 @@ class GroupCommit(Generic[Item, Result]):
             await self._draining
 
     async def _drain(self) -> None:
+        structlog.contextvars.clear_contextvars()  # in this task's copy of the starting caller's context
         try:
             while self._urgent or self._background:
                 batch = self._take()
@@ -132,7 +138,8 @@ class GroupCommit(Generic[Item, Result]):
         for queued in batch:
             outcome: Result | BaseException
             try:
-                outcome = await self._alone(queued[0])
+                with structlog.contextvars.bound_contextvars(job_id=self._job_of(queued[0])):
+                    outcome = await self._alone(queued[0])
             except Exception as exc:
                 outcome = exc
             _settle([queued], [outcome])
@@ -169,7 +176,7 @@ class _Writes:
 
 class UpdateBatcher(GroupCommit[Update, Outcome]):
     def __init__(self, acquire: Callable[[], Any], alone: Callable[[Update], Awaitable[Outcome]]):
-        super().__init__(self._commit_updates, alone)
+        super().__init__(self._commit_updates, alone, lambda update: update.job_id)
         self._acquire = acquire  # a pooled connection, as `async with acquire() as conn`
 
     async def _commit_updates(self, batch: list[Update]) -> list[Outcome | BaseException]:
@@ -191,7 +198,7 @@ class Completion:
 
 class CompletionBatcher(GroupCommit[Completion, bool]):
     def __init__(self, acquire: Callable[[], Any], alone: Callable[[Completion], Awaitable[bool]]):
-        super().__init__(self._commit_completions, alone)
+        super().__init__(self._commit_completions, alone, lambda completion: completion.delivery.event_id)
         self._acquire = acquire
 
     async def _commit_completions(self, batch: list[Completion]) -> list[bool]:
@@ -257,7 +264,8 @@ def _step(update: Update, current: dict[str, Job], writes: _Writes) -> Outcome |
     if job is None:
         return None, False
     try:
-        transition = update.change(job)
+        with about_job(job.id, job.bfl_task_id):
+            transition = update.change(job)
     except Exception as exc:  # this update fails alone
         return exc
     if transition is None or transition.job.version != job.version:
