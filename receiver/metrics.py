@@ -100,6 +100,18 @@ class Metrics:
         self.download_bytes = Histogram(
             f"{_NS}_download_bytes", "Size of the result images stored", buckets=_BYTES, registry=r
         )
+        self.input_downloads = Counter(
+            f"{_NS}_input_downloads",
+            "Input images given by URL (POST /v1/edits), by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.input_download_bytes = Histogram(
+            f"{_NS}_input_download_bytes",
+            "Size of the input images given by URL stored",
+            buckets=_BYTES,
+            registry=r,
+        )
         self.sample_url_left = Histogram(
             f"{_NS}_sample_url_remaining_seconds",
             "Lifetime its signed URL had left when a result download started",

@@ -74,6 +74,7 @@ async def _accept(request: Request, svc: Services, bounds: RequestLimits, key: s
         svc.blobs,
         svc.input_downloads,
         svc.input_policy,
+        svc.metrics,
         svc.settings.input_fetch_timeout_s,
         job_id,
         edit.input_fields,

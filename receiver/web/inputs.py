@@ -1,7 +1,8 @@
 """An edit's input images into the blob store before its 202: those given as base64 as they were
 decoded, those given by URL downloaded through `receiver.downloads` from the hosts RECEIVER_INPUT_HOSTS
 allows and checked as a base64 image is. Several are downloaded at once, all within
-RECEIVER_INPUT_FETCH_TIMEOUT_S; either every image is stored or none is."""
+RECEIVER_INPUT_FETCH_TIMEOUT_S; either every image is stored or none is. Each URL is counted by
+outcome in `kontext_receiver_input_downloads_total`."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from receiver.errors import (
     StorageUnavailable,
 )
 from receiver.hosts import check_url
+from receiver.metrics import Metrics
 from receiver.models import StoredInput
 from receiver.registry import redact
 
@@ -55,6 +57,7 @@ async def store_edit_inputs(
     blobs: BlobStore,
     http: httpx.AsyncClient,
     policy: FetchPolicy,
+    metrics: Metrics,
     timeout_s: float,
     job_id: str,
     fields: Sequence[InputField],
@@ -64,6 +67,7 @@ async def store_edit_inputs(
     Other failures (the blob store's) are raised as they are, also with nothing left stored."""
     refused = refused_hosts(fields, policy)
     if refused:
+        metrics.input_downloads.labels("refused").inc(len(refused))
         raise InvalidRequest(refused)
     stored: dict[int, StoredInput] = {}
     problems: dict[int, Problem] = {}
@@ -84,8 +88,13 @@ async def store_edit_inputs(
                 problems[index] = Problem(
                     loc, f"downloading the image did not finish within {timeout_s:g} s", "url_fetch_failed"
                 )
+                metrics.input_downloads.labels("failed").inc()
+            else:
+                metrics.input_downloads.labels("stored").inc()
+                metrics.input_download_bytes.observe(stored[index].bytes)
         except DownloadError as exc:
             problems[index] = _problem(loc, exc)
+            metrics.input_downloads.labels(_OUTCOMES[problems[index].type]).inc()
         except Exception as exc:  # raised below, once every download has stopped
             failures.append(exc)
             group.cancel_scope.cancel()
@@ -121,6 +130,10 @@ async def fetch_input(
     return StoredInput(
         image.key, blob.sha256, blob.size, image.content_type, image.width, image.height, source
     )
+
+
+# What `kontext_receiver_input_downloads_total` counts a URL input refused for this problem as.
+_OUTCOMES = {"url_not_allowed": "refused", "image_invalid": "invalid", "url_fetch_failed": "failed"}
 
 
 def _problem(loc: Loc, exc: DownloadError) -> Problem:

@@ -104,6 +104,22 @@ def test_the_daily_credit_cap_is_unset_by_default_and_rendered_when_given(
         assert config["data"]["RECEIVER_MAX_CREDITS_PER_DAY"] == given
 
 
+def test_input_hosts_and_fetch_timeout_are_unset_by_default_and_rendered_when_given(
+    helm4: Path, tmp_path: Path
+) -> None:
+    (default,) = of_kind(render(helm4, CHART, SQLITE, "1.37.0"), "ConfigMap")
+    assert not {"RECEIVER_INPUT_HOSTS", "RECEIVER_INPUT_FETCH_TIMEOUT_S"} & set(default["data"])
+    for hosts, timeout, rendered in [
+        ('["images.example.com", "*.cdn.example:8443"]', "2.5", "images.example.com,*.cdn.example:8443"),
+        ("[]", "30", ""),  # set and empty: images given by URL are refused
+    ]:
+        file = tmp_path / "values.yaml"
+        file.write_text(f"config: {{inputHosts: {hosts}, inputFetchTimeoutSeconds: {timeout}}}")
+        (config,) = of_kind(render(helm4, CHART, file, "1.37.0"), "ConfigMap")
+        assert config["data"]["RECEIVER_INPUT_HOSTS"] == rendered
+        assert config["data"]["RECEIVER_INPUT_FETCH_TIMEOUT_S"] == timeout
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -117,6 +133,10 @@ def test_the_daily_credit_cap_is_unset_by_default_and_rendered_when_given(
         ("web: {port: 80}", "minimum"),
         ("config: {maxCreditsPerDay: 0}", "exclusiveminimum"),
         ("config: {maxCreditsPerDay: lots}", "maxcreditsperday"),
+        ("config: {inputHosts: images.example.com}", "inputhosts"),
+        ('config: {inputHosts: [""]}', "inputhosts"),
+        ("config: {inputFetchTimeoutSeconds: 0}", "minimum"),
+        ("config: {inputFetchTimeoutSeconds: soon}", "inputfetchtimeoutseconds"),
     ],
 )
 def test_values_that_would_lose_data_or_are_unknown_are_refused(

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from tests.images import encode_image
 from tests.integration.stack import FAST_SIM, IMAGE_B64, Stack, stack
+from tests.integration.test_metrics import scrape, value
 from tests.servers import free_port, serve
 
 CAR = encode_image("PNG", (120, 80))
@@ -252,6 +253,26 @@ def test_a_replay_is_answered_without_downloading_again(running: Stack, hosts: H
     assert other.status_code == 409
     assert hosts.images.asked("/car.png") == 1
     assert len(running.jobs()) == 1 and stored_files(running) == [f"{first.json()['id']}.input-0.png"]
+
+
+def test_each_url_input_is_counted_by_outcome(running: Stack, hosts: Hosts) -> None:
+    images = hosts.images.url
+    # The jacket is stored, then discarded with its edit: it still counts as stored.
+    refused(running, {"model": "flux-2-flex", "images": [f"{images}/jacket.jpg", f"{images}/text.png"]})
+    refused(running, {"image_url": f"{images}/missing.png"})
+    refused(running, {"image_url": f"{images}/to-trap.png"})
+    refused(running, {"image_url": f"{hosts.trap.url}/car.png"})
+    running.submit(
+        image=None, model="flux-2-flex", images=[IMAGE_B64, f"{images}/car.png", f"{images}/moved.png"]
+    )
+    samples = scrape(running.url)
+    counted = {
+        outcome: value(samples, "input_downloads_total", outcome=outcome)
+        for outcome in ("stored", "invalid", "failed", "refused")
+    }
+    assert counted == {"stored": 3, "invalid": 1, "failed": 1, "refused": 2}
+    assert value(samples, "input_download_bytes_count") == 3
+    assert value(samples, "input_download_bytes_sum") == 2 * len(CAR) + len(JACKET)
 
 
 def test_urls_are_refused_when_input_hosts_is_empty(tmp_path: Path, hosts: Hosts) -> None:
