@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from receiver import credits
 from receiver.models import Event, Job, JobState, Transition
 from receiver.resource import Resource
 from receiver.stores.feed import FeedEntry
@@ -83,23 +84,23 @@ class UpstreamLimits:
 
 
 def claims_within(
-    budget: CreditBudget,
+    budget: CreditBudget | None,
     spent: float,
     now: float,
     lease_s: float,
     due: Callable[[str, int], list[Job]],
     write: Callable[[list[Job]], list[Job]],
 ) -> Callable[[str, int], list[Job]]:
-    """A `claim(model, at_most)` for `UpstreamLimits.fill` that keeps to a credit budget, today's spend
-    being `spent`: of the jobs `due(model, at_most)` finds, those that fit are claimed for submit, the
-    others held until the next day (and no longer due, so the next look finds the jobs after them);
+    """A `claim(model, at_most)` for `UpstreamLimits.fill` that keeps to a credit budget (if any), today's
+    spend being `spent`: of the jobs `due(model, at_most)` finds, those that fit are claimed for submit,
+    the others held until the next day (and no longer due, so the next look finds the jobs after them);
     `write` stores both and returns them as stored."""
 
     def claim(model: str, at_most: int) -> list[Job]:
         nonlocal spent
         claimed: list[Job] = []
         while len(claimed) < at_most:
-            allotment = budget.allot(spent, due(model, at_most - len(claimed)), now, lease_s)
+            allotment = credits.allot(budget, spent, due(model, at_most - len(claimed)), now, lease_s)
             spent = allotment.spent
             claimed += write(allotment.claimed + allotment.held)[: len(allotment.claimed)]
             if not allotment.held:

@@ -114,34 +114,19 @@ class MemoryStore(ResourceBase):
         limit: int,
         model: str | None = None,
     ) -> list[Job]:
-        return self._claim(states, now, limit, model, lambda job: job.claimed(now, lease_s))
+        return self._bump([job.claimed(now, lease_s) for job in self._due(states, now, model)[:limit]])
 
     async def claim_submits(
         self, now: float, lease_s: float, limits: UpstreamLimits, budget: CreditBudget | None = None
     ) -> list[Job]:
         holding = [job for job in self._jobs.values() if job.holds_upstream_slot(now)]
         active = Counter(job.request.model for job in holding)
-        if budget is None:
-            return limits.fill(
-                active,
-                lambda model, wanted: self._claim(
-                    {JobState.CREATED}, now, wanted, model, lambda job: job.claimed_for_submit(now, lease_s)
-                ),
-            )
-        claiming = sum(job.credit_estimate or 0.0 for job in holding if job.state is JobState.CREATED)
-        spent = await self.credits_spent(budget.start, budget.end) + claiming
+        spent = 0.0
+        if budget is not None:
+            claiming = sum(job.credit_estimate or 0.0 for job in holding if job.state is JobState.CREATED)
+            spent = await self.credits_spent(budget.start, budget.end) + claiming
         due = lambda model, wanted: self._due({JobState.CREATED}, now, model)[:wanted]  # noqa: E731
         return limits.fill(active, claims_within(budget, spent, now, lease_s, due, self._bump))
-
-    def _claim(
-        self,
-        states: Collection[JobState],
-        now: float,
-        limit: int,
-        model: str | None,
-        claimed_as: Callable[[Job], Job],
-    ) -> list[Job]:
-        return self._bump([claimed_as(job) for job in self._due(states, now, model)[:limit]])
 
     def _due(self, states: Collection[JobState], now: float, model: str | None) -> list[Job]:
         due = [

@@ -16,6 +16,7 @@ import anyio.abc
 import asyncpg
 import structlog
 
+from receiver import credits
 from receiver.errors import ConfigError, ReceiverError
 from receiver.models import Event, Job, JobState, Transition
 from receiver.registry import redact
@@ -270,16 +271,12 @@ class PostgresStore(ResourceBase):
             spent = 0.0 if budget is None else await conn.fetchval(_COMMITTED, budget.start, budget.end, now)
             claimed: list[Job] = []
             for model, slots in room:
-                if (wanted := min(slots, free - len(claimed))) <= 0:
-                    continue
-                if budget is None:
-                    jobs = await _due(conn, {JobState.CREATED}, now, wanted, model)
-                    claimed += await _write_claims(conn, [j.claimed_for_submit(now, lease_s) for j in jobs])
-                    continue
-                # As `base.claims_within` does: jobs held make room to look at the ones after them.
+                wanted = min(slots, free - len(claimed))
+                # `UpstreamLimits.fill` with `base.claims_within`, awaited: jobs held make room to look
+                # at the ones after them.
                 while wanted > 0:
                     jobs = await _due(conn, {JobState.CREATED}, now, wanted, model)
-                    allotment = budget.allot(spent, jobs, now, lease_s)
+                    allotment = credits.allot(budget, spent, jobs, now, lease_s)
                     spent = allotment.spent
                     written = await _write_claims(conn, allotment.claimed + allotment.held)
                     claimed += written[: len(allotment.claimed)]

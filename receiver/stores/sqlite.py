@@ -334,7 +334,9 @@ class SQLiteStore(ResourceBase):
         if not await self._any_due(due, params):
             return []
         return await self._write(
-            lambda conn: _claim(conn, due, params, limit, lambda job: job.claimed(now, lease_s))
+            lambda conn: _write_claims(
+                conn, [job.claimed(now, lease_s) for job in _select(conn, due, params, limit)]
+            )
         )
 
     async def claim_submits(
@@ -350,18 +352,16 @@ class SQLiteStore(ResourceBase):
             return []
 
         def claim(conn: sqlite3.Connection) -> list[Job]:
-            def of_model(model: str, wanted: int) -> list[Job]:
-                due, params = _due({JobState.CREATED}, now, model)
-                return _claim(conn, due, params, wanted, lambda job: job.claimed_for_submit(now, lease_s))
-
             def due_of(model: str, wanted: int) -> list[Job]:
                 return _select(conn, *_due({JobState.CREATED}, now, model), wanted)
 
+            def write(jobs: list[Job]) -> list[Job]:
+                return _write_claims(conn, jobs)
+
             active = active_upstream(conn.execute(slots, (now,)).fetchall())
-            if budget is None:
-                return limits.fill(active, of_model)
-            spent = float(conn.execute(_COMMITTED, (budget.start, budget.end, now)).fetchone()[0])
-            write = lambda jobs: _write_claims(conn, jobs)  # noqa: E731
+            spent = 0.0
+            if budget is not None:
+                spent = float(conn.execute(_COMMITTED, (budget.start, budget.end, now)).fetchone()[0])
             return limits.fill(active, claims_within(budget, spent, now, lease_s, due_of, write))
 
         return await self._write(claim)
@@ -585,12 +585,6 @@ def _due(states: Collection[JobState], now: float, model: str | None) -> tuple[s
         due += " AND model = ?"
         params += (model,)
     return due, params
-
-
-def _claim(
-    conn: sqlite3.Connection, due: str, params: tuple[Any, ...], limit: int, claimed_as: Callable[[Job], Job]
-) -> list[Job]:
-    return _write_claims(conn, [claimed_as(job) for job in _select(conn, due, params, limit)])
 
 
 def _select(conn: sqlite3.Connection, due: str, params: tuple[Any, ...], limit: int) -> list[Job]:

@@ -9,7 +9,7 @@ import pytest
 
 from receiver import lifecycle
 from receiver.catalog import CATALOG, ModelSpec, Price
-from receiver.credits import CreditBudget, estimate, utc_day
+from receiver.credits import CreditBudget, allot, estimate, utc_day
 from receiver.models import EditRequest, Job, JobState
 
 T0 = datetime(2030, 1, 1, 22, tzinfo=UTC).timestamp()
@@ -101,3 +101,11 @@ def test_once_the_cap_is_reached_even_the_cheapest_edit_waits() -> None:
     allotment = budget.allot(4.0, jobs, T0, 60)
     assert ([job.id for job in allotment.claimed], allotment.spent) == (["job-0"], 10.0)
     assert [job.id for job in allotment.held] == ["job-1"]
+
+
+def test_without_a_cap_every_due_edit_is_claimed_and_nothing_counted() -> None:
+    _, jobs = priced(6.0, 0.5)
+    allotment = allot(None, 0.0, jobs, T0, 60)
+    assert [job.id for job in allotment.claimed] == ["job-0", "job-1"]
+    assert all(job.holds_upstream_slot(T0) and job.credit_estimate is None for job in allotment.claimed)
+    assert (allotment.held, allotment.spent) == ([], 0.0)
